@@ -1,0 +1,149 @@
+"""Re-evaluate an obligation at a point, exactly or in high precision.
+
+A candidate counterexample (from z3, sampling or random testing) becomes `refuted` only if it
+replays here: every domain bound and hypothesis holds and some goal atom fails, exactly in
+rational arithmetic when the terms are piecewise rational, otherwise with mpmath at 60 digits
+and a margin far above the rounding error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import mpmath
+import sympy as sp
+
+from ..layers.activations import MP_FUNCTIONS, leaky_relu, leaky_step, relu, step
+from ..obligations import Atom, Obligation
+from ..symbolic.program import Program
+
+DPS = 60
+MARGIN = mpmath.mpf(10) ** (-30)
+
+
+class _NotExact(Exception):
+    pass
+
+
+def _mp(e: sp.Expr, env: dict):
+    """Evaluate a small expression with mpmath (recursion depth = expression depth)."""
+    if e in env:
+        return env[e]
+    if e.is_Rational:
+        return mpmath.mpf(e.p) / e.q
+    if e.is_Number:
+        return mpmath.mpf(str(e))
+    args = [_mp(a, env) for a in e.args]
+    if e.is_Add:
+        return mpmath.fsum(args)
+    if e.is_Mul:
+        out = mpmath.mpf(1)
+        for a in args:
+            out *= a
+        return out
+    if e.is_Pow:
+        return args[0] ** args[1]
+    f = type(e)
+    if f in MP_FUNCTIONS:
+        return MP_FUNCTIONS[f](args[0])
+    if f is relu:
+        return args[0] if args[0] > 0 else mpmath.mpf(0)
+    if f is step:
+        return mpmath.mpf(1) if args[0] > 0 else mpmath.mpf(0)
+    if f is leaky_relu:
+        return args[0] if args[0] > 0 else args[1] * args[0]
+    if f is leaky_step:
+        return mpmath.mpf(1) if args[0] > 0 else args[1]
+    if isinstance(e, sp.Abs):
+        return abs(args[0])
+    if isinstance(e, sp.Max):
+        return max(args)
+    if isinstance(e, sp.Min):
+        return min(args)
+    if e == sp.pi:
+        return mpmath.pi
+    raise _NotExact(f"cannot evaluate {f}")
+
+
+def evaluate(program: Program, exprs, point: dict[sp.Symbol, Fraction]):
+    """Values of the expressions at the point: exact sympy Rationals where possible.
+
+    Returns (values, exact) where exact tells whether all values are exact rationals.
+    """
+    exact_env = {s: sp.Rational(v.numerator, v.denominator) for s, v in point.items()}
+    steps = program.slice(exprs)
+    try:
+        env = dict(exact_env)
+        for sym, d in steps:
+            v = d.xreplace(env)
+            if not v.is_Rational:
+                raise _NotExact
+            env[sym] = v
+        vals = [sp.sympify(e).xreplace(env) for e in exprs]
+        if all(v.is_Rational for v in vals):
+            return vals, True
+    except _NotExact:
+        pass
+    with mpmath.workdps(DPS):
+        env_mp = {s: mpmath.mpf(v.p) / v.q for s, v in exact_env.items()}
+        for sym, d in steps:
+            env_mp[sym] = _mp(d, env_mp)
+        return [_mp(sp.sympify(e), env_mp) for e in exprs], False
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    violated: bool
+    exact: bool
+    atom: Atom | None = None
+    lhs: object = None
+    rhs: object = None
+
+
+def _fails(atom: Atom, left, right, exact: bool) -> bool:
+    if exact:
+        return not atom.holds(left, right)
+    return atom.slack(left, right) < -MARGIN if atom.op != "!=" else abs(left - right) < MARGIN
+
+
+def _holds_surely(atom: Atom, left, right, exact: bool) -> bool:
+    if exact:
+        return atom.holds(left, right)
+    if atom.op == "==":
+        return False  # an equality hypothesis cannot be confirmed in floating point
+    return atom.slack(left, right) > MARGIN
+
+
+def replay(ob: Obligation, program: Program, point: dict[sp.Symbol, Fraction]) -> Replay:
+    """Does the point violate the obligation? Only a sure violation counts."""
+    for v in ob.variables:
+        x = point.get(v.symbol)
+        if x is None:
+            return Replay(False, True)
+        if (v.lo is not None and x < Fraction(str(v.lo))) or (
+            v.hi is not None and x > Fraction(str(v.hi))
+        ):
+            return Replay(False, True)
+    atoms = list(ob.hypotheses) + list(ob.goal)
+    terms = [t for a in atoms for t in (a.lhs, a.rhs)]
+    with mpmath.workdps(DPS):
+        vals, exact = evaluate(program, terms, point)
+        hyp_n = len(ob.hypotheses)
+        for k, a in enumerate(ob.hypotheses):
+            if not _holds_surely(a, vals[2 * k], vals[2 * k + 1], exact):
+                return Replay(False, exact)
+        for k, a in enumerate(ob.goal):
+            left, right = vals[2 * (hyp_n + k)], vals[2 * (hyp_n + k) + 1]
+            if _fails(a, left, right, exact):
+                return Replay(True, exact, a, left, right)
+    return Replay(False, exact)
+
+
+def show_value(v) -> str:
+    """A printable exact or 20-digit value."""
+    if isinstance(v, sp.Rational):
+        return str(v)
+    if isinstance(v, Fraction):
+        return str(v)
+    return mpmath.nstr(v, 20)

@@ -1,0 +1,48 @@
+"""Run z3 on exactly the SMT-LIB text we emit, with a time limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import z3
+
+
+@dataclass(frozen=True, slots=True)
+class Z3Result:
+    answer: str  # "sat" | "unsat" | "unknown" | "timeout"
+    model: dict[str, Fraction] | None  # SMT name (unquoted) → value, for sat
+    reason: str = ""
+
+
+def _value(v) -> Fraction:
+    if z3.is_rational_value(v):
+        f = v.as_fraction()
+        return Fraction(f.numerator, f.denominator)
+    if z3.is_algebraic_value(v):
+        # an irrational model value: a 40-digit rational approximation, replayed exactly later
+        return Fraction(v.as_decimal(40).rstrip("?"))
+    return Fraction(str(v))
+
+
+def run_z3(text: str, timeout: float) -> Z3Result:
+    """Answer the script's `check-sat`; `timeout` in seconds, reported as its own answer."""
+    solver = z3.Solver()
+    solver.set("timeout", max(1, int(timeout * 1000)))
+    try:
+        solver.from_string(text)
+    except z3.Z3Exception as exc:  # our own text is malformed: a bug, not a user error
+        from ..diagnostics import InternalError
+
+        raise InternalError(f"z3 rejected emitted SMT-LIB: {exc}") from exc
+    res = solver.check()
+    if res == z3.unsat:
+        return Z3Result("unsat", None)
+    if res == z3.sat:
+        m = solver.model()
+        model = {d.name(): _value(m[d]) for d in m.decls() if d.arity() == 0}
+        return Z3Result("sat", model)
+    reason = solver.reason_unknown()
+    if "timeout" in reason or "canceled" in reason:
+        return Z3Result("timeout", None, reason)
+    return Z3Result("unknown", None, reason)
