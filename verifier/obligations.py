@@ -26,9 +26,12 @@ class Atom:
     lhs: sp.Expr
     op: str
     rhs: sp.Expr
+    # ("derivative", f, v) when lhs is d f / d v computed by reverse mode: emitters can then
+    # state the claim independently of our differentiation (Coq `is_derive`, Lean `HasDerivAt`)
+    origin: tuple | None = field(default=None, compare=False, hash=False)
 
     def negated(self) -> "Atom":
-        return Atom(lhs=self.lhs, op=NEGATE[self.op], rhs=self.rhs)
+        return Atom(lhs=self.lhs, op=NEGATE[self.op], rhs=self.rhs, origin=self.origin)
 
     def holds(self, left, right) -> bool:
         """Decide the comparison on two numbers (exact rationals or mpmath values)."""
@@ -98,3 +101,107 @@ class Model:
     derivations: tuple[Derivation, ...]
     networks: tuple = ()  # IR networks, for exporters that describe the architecture
     parameter_count: int = 0
+
+
+# ---- claims → obligations ---------------------------------------------------------------------
+
+DERIVE_KINDS = ("output", "jacobian", "hessian", "hessian_diagonal", "gradient")
+
+
+def _atoms(tr, comparison) -> list[Atom]:
+    """A chained comparison a OP b OP c as entrywise atoms (scalars broadcast)."""
+    from .diagnostics import SpecError
+    from .symbolic.translate import _shape
+
+    values = [tr.value(e) for e in comparison.operands]
+    out: list[Atom] = []
+    for (a, b), op, node in zip(zip(values, values[1:]), comparison.ops, comparison.operands[1:]):
+        if a.shape != b.shape and a.shape != () and b.shape != ():
+            raise SpecError(f"cannot compare {_shape(a)} with {_shape(b)}", comparison.span,
+                            fix="compare entries of one shape, or index the output")
+        a2, b2 = (a if a.shape else a.reshape(()), b)
+        import numpy as np
+
+        for x, y in zip(*(np.broadcast_to(v, np.broadcast(a2, b2).shape).flat for v in (a2, b2))):
+            x, y = sp.sympify(x), sp.sympify(y)
+            out.append(Atom(lhs=x, op=op, rhs=y, origin=tr.origins.get(x)))
+    return out
+
+
+def _variables(spec, program: Program, atoms: list[Atom]) -> tuple[Variable, ...]:
+    terms = [t for a in atoms for t in (a.lhs, a.rhs)]
+    leaves = program.leaves(terms)
+    out = []
+    for t in spec.inputs + spec.params:
+        for k, e in enumerate(t.entries):
+            if e in leaves:
+                lo = t.lo[k] if t.lo is not None else None
+                hi = t.hi[k] if t.hi is not None else None
+                out.append(Variable(symbol=e, role=t.role, lo=lo, hi=hi))
+    return tuple(out)
+
+
+def _obligation(spec, tr, claim) -> Obligation:
+    goal = _atoms(tr, claim.comparison)
+    hyps = [a for c in claim.where for a in _atoms(tr, c)]
+    kind = "identity" if all(a.op == "==" for a in goal) else "bound"
+    return Obligation(name=claim.name, kind=kind, goal=tuple(goal), hypotheses=tuple(hyps),
+                      variables=_variables(spec, tr.program, goal + hyps), text=claim.text,
+                      span=claim.span)
+
+
+def _nested(v) -> tuple:
+    import numpy as np
+
+    if isinstance(v, np.ndarray) and v.ndim > 0:
+        return tuple(_nested(x) for x in v)
+    return sp.sympify(v[()] if isinstance(v, np.ndarray) else v)
+
+
+def _derivation(spec, tr, d) -> Derivation:
+    from .diagnostics import SpecError
+    from .syntax import ast
+
+    if d.kind not in DERIVE_KINDS:
+        raise SpecError(f"unknown derivation `{d.kind}`", d.kind_span,
+                        fix="one of: " + ", ".join(DERIVE_KINDS))
+    wrt = d.wrt
+    if d.kind != "output" and wrt is None:
+        if d.kind != "gradient" and len(spec.inputs) == 1:
+            wrt = ast.Ref(parts=(spec.inputs[0].name,), span=d.span)
+        else:
+            raise SpecError(f"say what the {d.kind} is taken with respect to", d.span,
+                            fix=f"derive {d.kind} EXPR wrt NAME")
+    if d.kind == "output":
+        v = tr.value(d.expr)
+    elif d.kind in ("hessian", "hessian_diagonal"):
+        v = tr.hessian(tr.value(d.expr), wrt, d.kind == "hessian_diagonal", d.span)
+    else:
+        f = tr.value(d.expr)
+        if d.kind == "gradient" and f.shape != ():
+            raise SpecError("a gradient is taken of a scalar", d.expr.span,
+                            fix="index the output, e.g. f(x)[0], or derive jacobian")
+        v = tr.derivative(f, wrt)
+    wrt_syms = tuple(sp.sympify(e) for e in tr.value(wrt).flat) if wrt is not None else ()
+    return Derivation(name=d.alias or d.kind, kind=d.kind, terms=_nested(v), shape=v.shape,
+                      wrt=wrt_syms, span=d.span)
+
+
+def build_model(spec) -> Model:
+    """Translate every claim and derivation of an elaborated spec over one shared program."""
+    from .symbolic.translate import Translator
+
+    tr = Translator(spec)
+    obligations = tuple(_obligation(spec, tr, c) for c in spec.claims)
+    derivations = tuple(_derivation(spec, tr, d) for d in spec.derives)
+    inputs = tuple(Variable(symbol=e, role="input",
+                            lo=t.lo[k] if t.lo else None, hi=t.hi[k] if t.hi else None)
+                   for t in spec.inputs for k, e in enumerate(t.entries))
+    params = tuple(Variable(symbol=e, role="param",
+                            lo=t.lo[k] if t.lo else None, hi=t.hi[k] if t.hi else None)
+                   for t in spec.params for k, e in enumerate(t.entries)
+                   if isinstance(e, sp.Symbol))
+    count = sum(len(t.entries) for t in spec.params)
+    return Model(name=spec.name, source_path=spec.path, program=tr.program, inputs=inputs,
+                 params=params, obligations=obligations, derivations=derivations,
+                 networks=spec.networks, parameter_count=count)

@@ -271,3 +271,21 @@ def encode(
 def _short(e: sp.Expr) -> str:
     s = str(e)
     return s if len(s) <= 60 else s[:57] + "..."
+
+
+def file_name(model_name: str, obligation: str) -> str:
+    return f"{safe_file_part(model_name)}.{safe_file_part(obligation)}.smt2"
+
+
+def safe_file_part(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "_"
+
+
+def emit(model, verdicts) -> dict[str, str]:
+    """One standalone .smt2 per obligation: exactly the text z3 answered for the verdict."""
+    files = {}
+    for v in verdicts:
+        if v.smt is None:
+            continue
+        files[file_name(model.name, v.name)] = v.smt
+    return files

@@ -1,0 +1,48 @@
+"""Engines decide obligations. Each is registered by the obligation kind it accepts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..obligations import Obligation
+from ..symbolic.program import Program
+from .verdict import UNKNOWN, Verdict
+
+
+def _identity(ob, program, timeout):
+    from .identity import decide_identity
+
+    return decide_identity(ob, program, timeout)
+
+
+def _bound(ob, program, timeout):
+    from .bounds import decide_bound
+
+    return decide_bound(ob, program, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    name: str
+    decide: Callable[[Obligation, Program, float], Verdict]
+    kinds: tuple[str, ...]  # obligation kinds it accepts
+
+
+ENGINES: dict[str, Engine] = {
+    "identity": Engine("identity", _identity, ("identity",)),
+    "bound": Engine("bound", _bound, ("bound",)),
+}
+
+
+def decide(ob: Obligation, program: Program, timeout: float) -> Verdict:
+    """Run the engine that accepts this obligation's kind; time it."""
+    start = time.perf_counter()
+    for engine in ENGINES.values():
+        if ob.kind in engine.kinds:
+            v = engine.decide(ob, program, timeout)
+            v.seconds = time.perf_counter() - start
+            return v
+    return Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine="none",
+                   reason=f"no engine accepts {ob.kind} obligations")

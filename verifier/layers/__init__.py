@@ -1,0 +1,20 @@
+"""Layer families: each module pairs a layer's elaboration (options, weights) with its
+forward rule; derivatives come from the activation rules and reverse mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import dense
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRule:
+    elaborate: Callable  # (ctx, decl, net, index, in_shape) -> (Layer, [TensorVar])
+    forward: Callable  # (layer, x, params, program, tag) -> ndarray of terms
+
+
+LAYER_RULES: dict[str, LayerRule] = {
+    "dense": LayerRule(dense.elaborate, dense.forward),
+}

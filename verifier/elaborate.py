@@ -1,0 +1,349 @@
+"""AST → IR: imports, names, shapes, weight files and exact numerals.
+
+Every mistake in a spec that is not a syntax error is reported here with its span.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from fractions import Fraction
+from itertools import product as iproduct
+
+import numpy as np
+import sympy as sp
+
+from .diagnostics import Span, SpecError
+from .ir import Network, Spec, TensorVar
+from .layers import LAYER_RULES
+from .syntax import ast
+from .syntax.parser import parse
+
+MAX_ENTRIES = 1_000_000  # scalars per tensor; beyond this a symbolic spec is not useful
+MAX_IMPORT_DEPTH = 32
+
+
+def read_spec(path: str) -> ast.SpecFile:
+    """Read and parse a spec file; a missing or unreadable file is a SpecError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise SpecError(f"no such spec file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+    return parse(text, path)
+
+
+def _load_weight_file(path: str, span: Span | None) -> dict[str, np.ndarray]:
+    if not os.path.exists(path):
+        raise SpecError(f"weight file not found: {path}", span,
+                        fix="paths are relative to the spec file")
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as data:
+                return {k: np.asarray(data[k]) for k in data.files}
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+            if not isinstance(raw, dict):
+                raise ValueError("top level must be an object of named arrays")
+            return {str(k): np.asarray(v, dtype=float) for k, v in raw.items()}
+        if path.endswith(".pt") or path.endswith(".pth"):
+            try:
+                import torch
+            except ImportError:
+                raise SpecError("loading .pt files needs PyTorch installed", span) from None
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return {k: v.detach().double().numpy() for k, v in state.items()}
+    except SpecError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError, EOFError,
+            TypeError, KeyError, RuntimeError) as exc:
+        raise SpecError(f"corrupt weight file {path}: {exc}", span) from None
+    raise SpecError(f"unsupported weight file type: {path}", span,
+                    fix="use .npz, .json or a PyTorch state_dict .pt")
+
+
+def exact(value: float, span: Span | None) -> sp.Rational:
+    """A float from a weight file as the shortest decimal that round-trips to it."""
+    if not np.isfinite(value):
+        raise SpecError(f"weight file holds a non-finite value ({value})", span)
+    f = Fraction(repr(float(value)))
+    return sp.Rational(f.numerator, f.denominator)
+
+
+class Elaborator:
+    """Builds one `ir.Spec` from a root spec file and its imports."""
+
+    def __init__(self) -> None:
+        self.inputs: list[TensorVar] = []
+        self.params: list[TensorVar] = []
+        self.networks: list[Network] = []
+        self.lets: list = []
+        self.claims: list = []
+        self.derives: list = []
+        self.declared: dict[str, Span | None] = {}
+        self.files: dict[str, dict] = {}
+        self._loading: list[str] = []
+        self._done: set[str] = set()
+        self._dir = "."
+        self._net_file: tuple | None = None
+
+    # ---- files and imports
+    def run(self, path: str) -> Spec:
+        self._file(path, None, 0)
+        name = os.path.splitext(os.path.basename(path))[0]
+        return Spec(name=name, path=path, inputs=tuple(self.inputs), params=tuple(self.params),
+                    networks=tuple(self.networks), lets=tuple(self.lets),
+                    claims=tuple(self.claims), derives=tuple(self.derives))
+
+    def _file(self, path: str, span: Span | None, depth: int) -> None:
+        real = os.path.realpath(path)
+        if real in self._loading:
+            raise SpecError(f"import cycle through {path}", span)
+        if real in self._done:
+            return
+        if depth > MAX_IMPORT_DEPTH:
+            raise SpecError("imports nested too deeply", span)
+        if span is not None and not os.path.exists(path):
+            raise SpecError(f"imported file not found: {path}", span,
+                            fix="import paths are relative to the importing spec")
+        spec = read_spec(path)
+        self._loading.append(real)
+        saved = self._dir
+        self._dir = os.path.dirname(path) or "."
+        for item in spec.items:
+            self._item(item, depth)
+        self._dir = saved
+        self._loading.pop()
+        self._done.add(real)
+
+    def _item(self, item, depth: int) -> None:
+        if isinstance(item, ast.Import):
+            self._file(os.path.join(self._dir, item.path), item.span, depth + 1)
+        elif isinstance(item, ast.InputDecl):
+            self._declare(item.name, item.span)
+            self.inputs.append(self._input(item))
+        elif isinstance(item, ast.ParamDecl):
+            self._declare(item.name, item.span)
+            self.params.append(self._param(item))
+        elif isinstance(item, ast.NetworkDecl):
+            self._declare(item.name, item.span)
+            self.networks.append(self._network(item))
+        elif isinstance(item, ast.LetDecl):
+            self._declare(item.name, item.span)
+            self.lets.append((item.name, item.expr))
+        elif isinstance(item, ast.ClaimDecl):
+            self._declare("claim " + item.name, item.span, what=f"claim `{item.name}`")
+            self.claims.append(item)
+        elif isinstance(item, ast.DeriveDecl):
+            self.derives.append(item)
+
+    def _declare(self, name: str, span: Span | None, what: str | None = None) -> None:
+        if name in self.declared:
+            prev = self.declared[name]
+            where = f" (first declared at {prev.path}:{prev.line})" if prev else ""
+            raise SpecError(f"{what or f'`{name}`'} is declared twice{where}", span,
+                            fix="rename one of them")
+        self.declared[name] = span
+
+    # ---- constants
+    def constant(self, node) -> np.ndarray:
+        """Evaluate a constant expression (numbers, lists, arithmetic) to exact Rationals."""
+        from .symbolic.translate import Translator
+
+        value = Translator.constants_only().value(node)
+        for v in value.flat:
+            if not sp.sympify(v).is_Rational:
+                raise SpecError("expected a number here", node.span,
+                                fix="domains, ranges and inline weights must be constants")
+        return value
+
+    def scalar_constant(self, node) -> sp.Rational:
+        v = self.constant(node)
+        if v.shape != ():
+            raise SpecError(f"expected a single number, got shape {list(v.shape)}", node.span)
+        return sp.Rational(v[()])
+
+    def positive_int(self, arg, what: str) -> int:
+        v = self.scalar_constant(arg.value)
+        if not v.is_Integer or v <= 0:
+            raise SpecError(f"{what} must be a positive integer, got {v}", arg.value.span)
+        if v > MAX_ENTRIES:
+            raise SpecError(f"{what} {v} is too large (at most {MAX_ENTRIES})", arg.value.span)
+        return int(v)
+
+    def boolean(self, arg) -> bool:
+        node = arg.value
+        if isinstance(node, ast.Ref) and node.name in ("true", "false"):
+            return node.name == "true"
+        raise SpecError("expected true or false", node.span)
+
+    # ---- inputs and params
+    def _check_shape(self, shape: ast.Shape) -> tuple[int, ...]:
+        dims = shape.dims
+        if len(dims) > 2:
+            raise SpecError("tensors have at most two dimensions", shape.span)
+        total = int(np.prod(dims)) if dims else 1
+        if any(d <= 0 for d in dims) or total > MAX_ENTRIES:
+            raise SpecError(f"shape {list(dims)} must have positive sizes and at most "
+                            f"{MAX_ENTRIES} entries", shape.span)
+        return dims
+
+    @staticmethod
+    def symbols(name: str, dims: tuple[int, ...]) -> tuple[sp.Symbol, ...]:
+        if not dims:
+            return (sp.Symbol(name, real=True),)
+        return tuple(sp.Symbol(f"{name}[{','.join(map(str, idx))}]", real=True)
+                     for idx in iproduct(*(range(d) for d in dims)))
+
+    def _bounds(self, dims, lo_node, hi_node, span, kind="interval"):
+        lo, hi = self.constant(lo_node), self.constant(hi_node)
+        if kind == "ball":
+            center, radius = lo, hi
+            if radius.shape != ():
+                raise SpecError("the radius of a ball is a single number", hi_node.span)
+            if radius[()] < 0:
+                raise SpecError("the radius of a ball must be nonnegative", hi_node.span)
+            lo, hi = center - radius[()], center + radius[()]
+        full = []
+        for v, node in ((lo, lo_node), (hi, hi_node if kind != "ball" else lo_node)):
+            if v.shape == ():
+                v = np.full(dims, v[()], dtype=object)
+            if v.shape != tuple(dims):
+                raise SpecError(f"bound has shape {list(v.shape)}, the input has {list(dims)}",
+                                node.span)
+            full.append(tuple(sp.Rational(e) for e in v.flat))
+        for a, b in zip(*full):
+            if a > b:
+                raise SpecError(f"empty range: lower bound {a} exceeds upper bound {b}", span)
+        return full[0], full[1]
+
+    def _input(self, d: ast.InputDecl) -> TensorVar:
+        dims = self._check_shape(d.shape)
+        lo = hi = None
+        if d.domain is not None:
+            lo, hi = self._bounds(dims, d.domain.first, d.domain.second, d.domain.span,
+                                  d.domain.kind)
+        return TensorVar(name=d.name, role="input", shape=dims, entries=self.symbols(d.name, dims),
+                         lo=lo, hi=hi, span=d.span)
+
+    def _param(self, d: ast.ParamDecl) -> TensorVar:
+        dims = self._check_shape(d.shape)
+        if d.value is not None:
+            v = self.constant(d.value)
+            if v.shape == ():
+                v = np.full(dims, v[()], dtype=object)
+            if v.shape != tuple(dims):
+                raise SpecError(f"value has shape {list(v.shape)}, declared {list(dims)}",
+                                d.value.span)
+            return TensorVar(name=d.name, role="param", shape=dims,
+                             entries=tuple(sp.Rational(e) for e in v.flat), span=d.span)
+        lo = hi = None
+        if d.lo is not None:
+            lo, hi = self._bounds(dims, d.lo, d.hi, d.span)
+        return TensorVar(name=d.name, role="param", shape=dims,
+                         entries=self.symbols(d.name, dims), lo=lo, hi=hi, span=d.span)
+
+    # ---- networks
+    def _network(self, d: ast.NetworkDecl) -> Network:
+        if d.in_size <= 0 or d.in_size > MAX_ENTRIES:
+            raise SpecError(f"input size {d.in_size} must be between 1 and {MAX_ENTRIES}", d.span)
+        if not d.layers:
+            raise SpecError(f"network `{d.name}` has no layers", d.span)
+        self._net_file = None
+        if d.load is not None:
+            path = os.path.join(self._dir, d.load)
+            self._net_file = (path, _load_weight_file(path, d.load_span), d.load_span, set())
+        shape: tuple[int, ...] = (d.in_size,)
+        layers = []
+        for k, decl in enumerate(d.layers, start=1):
+            rule = LAYER_RULES.get(decl.kind)
+            if rule is None:
+                raise SpecError(f"unknown layer `{decl.kind}`", decl.span,
+                                fix="one of: " + ", ".join(sorted(LAYER_RULES)))
+            layer, weights = rule.elaborate(self, decl, d.name, k, shape)
+            self.params.extend(weights)
+            layers.append(layer)
+            shape = layer.out_shape
+        self._check_unused_keys(d)
+        return Network(name=d.name, in_shape=(d.in_size,), out_shape=shape, layers=tuple(layers),
+                       span=d.span)
+
+    def _check_unused_keys(self, d: ast.NetworkDecl) -> None:
+        if self._net_file is None:
+            return
+        path, data, span, used = self._net_file
+        unused = sorted(set(data) - used)
+        if unused:
+            raise SpecError(f"weight file {os.path.basename(path)} has arrays no layer uses: "
+                            f"{', '.join(unused)}", span,
+                            fix="check that the layers match the trained network")
+
+    def layer_args(self, decl: ast.LayerDecl, positional: tuple[str, ...], allowed: set[str]):
+        """Map positional and keyword layer arguments to names, rejecting unknown ones."""
+        out: dict[str, ast.LayerArg] = {}
+        pos = 0
+        for arg in decl.args:
+            name = arg.name
+            if name is None:
+                if pos >= len(positional):
+                    raise SpecError(f"too many positional arguments for {decl.kind}", arg.span,
+                                    fix="name the argument, e.g. W=[[...]]")
+                name = positional[pos]
+                pos += 1
+            if name not in allowed:
+                raise SpecError(f"{decl.kind} has no option `{name}`", arg.span,
+                                fix="options: " + ", ".join(sorted(allowed)))
+            if name in out:
+                raise SpecError(f"option `{name}` given twice", arg.span)
+            out[name] = arg
+        return out
+
+    def weight(self, decl, net: str, short: str, shape: tuple[int, ...], arg, index: int,
+               torch_kind: str) -> TensorVar:
+        """A layer's weight tensor: inline, ranged, from the network's file, or symbolic."""
+        name = f"{net}.{short}"
+        symbols = self.symbols(name, shape)
+        if arg is not None and arg.value is not None:
+            v = self.constant(arg.value)
+            if v.shape != shape:
+                raise SpecError(f"{short} has shape {list(v.shape)}, expected {list(shape)}",
+                                arg.value.span, fix=f"weights are [out, in] = {list(shape)}")
+            return TensorVar(name=name, role="param", shape=shape,
+                             entries=tuple(sp.Rational(e) for e in v.flat), span=arg.span)
+        if arg is not None:
+            lo, hi = self._bounds(shape, arg.lo, arg.hi, arg.span)
+            return TensorVar(name=name, role="param", shape=shape, entries=symbols, lo=lo, hi=hi,
+                             span=arg.span)
+        if self._net_file is not None:
+            return self._weight_from_file(name, short, shape, index, torch_kind, decl)
+        return TensorVar(name=name, role="param", shape=shape, entries=symbols, span=decl.span)
+
+    def _weight_from_file(self, name, short, shape, index, torch_kind, decl) -> TensorVar:
+        path, data, span, used = self._net_file
+        key = short if short in data else None
+        if key is None:
+            torch_keys = [k for k in data if k.endswith("." + torch_kind) or k == torch_kind]
+            if index - 1 < len(torch_keys):
+                key = torch_keys[index - 1]
+        if key is None:
+            raise SpecError(f"weight file {os.path.basename(path)} has no array for {short}",
+                            span, fix="available arrays: " + ", ".join(sorted(data)))
+        used.add(key)
+        arr = np.asarray(data[key])
+        if arr.dtype.kind not in "fiu":
+            raise SpecError(f"array `{key}` in {os.path.basename(path)} is not numeric", span)
+        if tuple(arr.shape) != shape:
+            raise SpecError(f"array `{key}` in {os.path.basename(path)} has shape "
+                            f"{list(arr.shape)}, layer {index} needs {list(shape)}", decl.span,
+                            fix="weights are [out, in], as in torch.nn.Linear")
+        entries = tuple(exact(v, span) for v in arr.astype(float).flat)
+        return TensorVar(name=name, role="param", shape=shape, entries=entries, span=decl.span)
+
+
+def elaborate(path: str) -> Spec:
+    """Read the spec at `path` with its imports and check everything but expressions."""
+    return Elaborator().run(path)

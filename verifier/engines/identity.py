@@ -1,0 +1,169 @@
+"""Identities `lhs == rhs`: canonical forms, exact random points, then z3.
+
+1. Canonical form: inline both sides to leaves, replace every activation application by an
+   atom keyed by its (canonical) argument, and expand the numerator of lhs - rhs. Zero means
+   the identity holds for *all* values of the atoms, hence for the real functions too.
+2. Random exact points inside the declared domain: a point where the sides differ (exactly,
+   or by far more than the 60-digit rounding error) is a counterexample.
+3. z3 on the emitted SMT-LIB, with atoms shared by canonical key and piecewise functions as
+   `ite`: `unsat` proves; a `sat` model is replayed before it counts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from fractions import Fraction
+
+import sympy as sp
+
+from ..diagnostics import SpecError
+from ..emit.smtlib import encode
+from ..layers.activations import PIECEWISE_FUNCTIONS, SMOOTH_FUNCTIONS
+from ..obligations import Obligation
+from ..symbolic.program import Program
+from .replay import replay, show_value
+from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
+from .z3run import run_z3
+
+RANDOM_POINTS = 24
+CANONICAL_LIMIT = 5_000  # operations in an inlined side; beyond, skip to z3
+
+
+class _Atoms:
+    """Activation applications → atom symbols, keyed by their canonical argument."""
+
+    def __init__(self):
+        self.by_key: dict = {}
+
+    def key(self, app: sp.Expr):
+        return (app.func, tuple(sp.expand(a) for a in app.args))
+
+    def atomize(self, expr: sp.Expr) -> sp.Expr:
+        apps = [e for e in sp.preorder_traversal(expr)
+                if isinstance(e, SMOOTH_FUNCTIONS + PIECEWISE_FUNCTIONS)]
+        # innermost first, so outer arguments are rewritten in terms of inner atoms
+        apps.sort(key=lambda a: sp.count_ops(a))
+        mapping: dict = {}
+        for app in apps:
+            if app in mapping:
+                continue
+            inner = app.xreplace(mapping)
+            k = self.key(inner)
+            if k not in self.by_key:
+                self.by_key[k] = sp.Dummy(f"{app.func}{len(self.by_key)}")
+            mapping[app] = self.by_key[k]
+        return expr.xreplace(mapping)
+
+
+def _canonical_zero(program: Program, ob: Obligation) -> bool | None:
+    """True if every residue vanishes identically; None if too large to try."""
+    atoms = _Atoms()
+    for a in ob.goal:
+        try:
+            lhs = program.inline(a.lhs, CANONICAL_LIMIT)
+            rhs = program.inline(a.rhs, CANONICAL_LIMIT)
+        except SpecError:
+            return None
+        residue = sp.together(atoms.atomize(lhs) - atoms.atomize(rhs))
+        num, _ = sp.fraction(residue)
+        if sp.expand(num) != 0:
+            return False
+    return True
+
+
+def _random_point(ob: Obligation, rng: random.Random) -> dict:
+    point = {}
+    for v in ob.variables:
+        lo = Fraction(str(v.lo)) if v.lo is not None else Fraction(-3)
+        hi = Fraction(str(v.hi)) if v.hi is not None else Fraction(3)
+        if v.lo is not None and v.hi is None:
+            hi = lo + 6
+        if v.hi is not None and v.lo is None:
+            lo = hi - 6
+        den = rng.choice([1, 2, 3, 5, 7, 11, 13])
+        point[v.symbol] = lo + (hi - lo) * Fraction(rng.randint(0, 97 * den), 97 * den)
+    return point
+
+
+def _counterexample(ob: Obligation, program: Program, point: dict, result) -> dict:
+    return {
+        "counterexample": {s.name: str(point[s]) for s in sorted(point, key=lambda s: s.name)},
+        "violation": {"lhs": show_value(result.lhs), "rhs": show_value(result.rhs),
+                      "op": result.atom.op, "exact": result.exact,
+                      "atom": f"{result.atom.lhs} {result.atom.op} {result.atom.rhs}"[:400]},
+    }
+
+
+def _try_points(ob, program, rng) -> dict | None:
+    for _ in range(RANDOM_POINTS):
+        point = _random_point(ob, rng)
+        try:
+            r = replay(ob, program, point)
+        except (ZeroDivisionError, ValueError, OverflowError):
+            continue
+        if r.violated:
+            return _counterexample(ob, program, point, r)
+    return None
+
+
+def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict:
+    """Prove, refute or give up on an identity obligation."""
+    start = time.perf_counter()
+    rng = random.Random(_seed(ob.name))
+    canonical = _canonical_zero(program, ob)
+    query = encode(ob, program, atom_key=_canonical_key(program))
+    if canonical:
+        z3res = run_z3(query.text, min(timeout, 10.0))
+        engine = "canonical-form" + ("+z3" if z3res.answer == "unsat" else "")
+        return Verdict(name=ob.name, kind=ob.kind, verdict=PROVED, engine=engine,
+                       seconds=time.perf_counter() - start,
+                       artifact="residue lhs - rhs expands to 0 with activations as atoms",
+                       smt=query.text, smt_answer=z3res.answer)
+    cex = _try_points(ob, program, rng)
+    if cex is not None:
+        z3res = run_z3(query.text, min(timeout, 5.0))
+        return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
+                       seconds=time.perf_counter() - start, smt=query.text,
+                       smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
+    left = max(0.5, timeout - (time.perf_counter() - start))
+    z3res = run_z3(query.text, left)
+    seconds = time.perf_counter() - start
+    base = dict(name=ob.name, kind=ob.kind, smt=query.text, smt_answer=z3res.answer)
+    if z3res.answer == "unsat":
+        return Verdict(verdict=PROVED, engine="z3", seconds=seconds, artifact="smt2", **base)
+    if z3res.answer == "sat":
+        point = {query.variables[k]: v for k, v in z3res.model.items() if k in query.variables}
+        for v in ob.variables:
+            point.setdefault(v.symbol, Fraction(0))
+        r = replay(ob, program, point)
+        if r.violated:
+            return Verdict(verdict=REFUTED, engine="z3", seconds=seconds, artifact="smt2",
+                           **_counterexample(ob, program, point, r), **base)
+        return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds,
+                       reason="z3 found a model of the abstraction (activations as free atoms) "
+                              "that does not replay on the network", **base)
+    return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds,
+                   reason=f"z3 {z3res.answer}" + (f" ({z3res.reason})" if z3res.reason else ""),
+                   **base)
+
+
+def _seed(name: str) -> int:
+    return sum((i + 1) * ord(c) for i, c in enumerate(name)) & 0xFFFFFFFF
+
+
+def _canonical_key(program: Program):
+    """Atoms in SMT share a constant when their inlined arguments agree after expansion."""
+    cache: dict = {}
+
+    def key(app):
+        if app in cache:
+            return cache[app]
+        try:
+            args = tuple(sp.expand(program.inline(a, CANONICAL_LIMIT)) for a in app.args)
+        except SpecError:
+            args = app.args
+        cache[app] = (app.func, args)
+        return cache[app]
+
+    return key

@@ -1,0 +1,60 @@
+"""The pipeline as functions: spec file → model → verdicts → artifacts on disk."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .elaborate import elaborate
+from .engines import decide
+from .engines.verdict import Verdict
+from .obligations import Model, build_model
+
+
+def load(path: str) -> Model:
+    """Parse, elaborate and translate a spec (raises SpecError for any user mistake)."""
+    return build_model(elaborate(path))
+
+
+def check(model: Model, timeout: float) -> list[Verdict]:
+    """Decide every obligation of the model, in spec order."""
+    return [decide(ob, model.program, timeout) for ob in model.obligations]
+
+
+def exit_status(verdicts: list[Verdict]) -> int:
+    """0 all proved, 1 something refuted, 3 nothing refuted but something unknown."""
+    kinds = {v.verdict for v in verdicts}
+    if "refuted" in kinds:
+        return 1
+    if "unknown" in kinds:
+        return 3
+    return 0
+
+
+def artifacts(model: Model, verdicts: list[Verdict], targets: list[str]) -> dict[str, str]:
+    """Render every requested artifact in memory (nothing is written yet)."""
+    from .emit import EMITTERS
+
+    files: dict[str, str] = {}
+    for t in targets:
+        files.update(EMITTERS[t].emit(model, verdicts))
+    return files
+
+
+def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
+    """Write all files, each via a temporary file and rename, so none is half written."""
+    os.makedirs(outdir, exist_ok=True)
+    staged = []
+    try:
+        for name, text in sorted(files.items()):
+            fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".tmp-", suffix="-" + name)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+            staged.append((tmp, os.path.join(outdir, name)))
+    except BaseException:
+        for tmp, _ in staged:
+            os.unlink(tmp)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return [final for _, final in staged]

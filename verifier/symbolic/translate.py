@@ -1,0 +1,392 @@
+"""Expressions → sympy terms over a shared `Program`, with shape checks.
+
+Values are numpy object arrays of sympy terms: shape () for scalars, (n,) for vectors,
+(n, m) for matrices. Elementwise operations need equal shapes (or a scalar operand); there is
+no other broadcasting, so a transposition mistake is a located error, not a silent outer
+product. Network applications and elementwise functions bind every entry to a program
+symbol; derivative operators run reverse mode over the program.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from ..diagnostics import SpecError
+from ..layers import LAYER_RULES
+from ..layers.activations import ACTIVATIONS, step
+from ..syntax import ast
+from . import reverse
+from .program import Program
+
+MAX_POWER = 64
+
+
+def scalar(v) -> np.ndarray:
+    return np.array(sp.sympify(v), dtype=object)
+
+
+def _shape(v: np.ndarray) -> str:
+    return "scalar" if v.shape == () else "[" + ", ".join(map(str, v.shape)) + "]"
+
+
+class Translator:
+    """Evaluates expression ASTs of one spec; results share one program."""
+
+    def __init__(self, spec=None, program: Program | None = None):
+        self.spec = spec
+        self.program = program if program is not None else Program()
+        self.env: dict[str, np.ndarray] = {}
+        self.networks = {}
+        self.lets: dict[str, object] = {}
+        self.let_values: dict[str, np.ndarray] = {}
+        self._evaluating: set[str] = set()
+        self.origins: dict[sp.Expr, tuple] = {}  # derivative term → ("derivative", f, v)
+        self.leaf_names: dict[sp.Symbol, str] = {}
+        if spec is not None:
+            for t in spec.inputs + spec.params:
+                arr = np.array(t.entries, dtype=object).reshape(t.shape)
+                self.env[t.name] = arr
+                for e in t.entries:
+                    if isinstance(e, sp.Symbol):
+                        self.leaf_names[e] = t.name
+            self.networks = {n.name: n for n in spec.networks}
+            self.lets = dict(spec.lets)
+
+    @classmethod
+    def constants_only(cls) -> "Translator":
+        return cls()
+
+    # ---- dispatch
+    def value(self, node) -> np.ndarray:
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise SpecError(f"unsupported expression {type(node).__name__}", node.span)
+        out = method(node)
+        if not isinstance(out, np.ndarray):
+            out = scalar(out)  # numpy turns 0-d results back into plain scalars
+        return out
+
+    def _Num(self, node: ast.Num):
+        return scalar(sp.Rational(node.value.numerator, node.value.denominator))
+
+    def _Ref(self, node: ast.Ref):
+        name = node.name
+        if name in self.env:
+            return self.env[name]
+        if name in self.lets:
+            return self._let(name, node)
+        if name in self.networks:
+            raise SpecError(f"`{name}` is a network; apply it to an input", node.span,
+                            fix=f"write {name}(x)")
+        if len(node.parts) == 2 and node.parts[0] in self.networks:
+            net = self.networks[node.parts[0]]
+            have = sorted(k.split(".", 1)[1] for k in self.env if k.startswith(net.name + "."))
+            raise SpecError(f"network `{net.name}` has no parameter `{node.parts[1]}`", node.span,
+                            fix="its parameters are " + ", ".join(have))
+        raise SpecError(f"unknown name `{name}`", node.span,
+                        fix="declare it with input, param or let before use" if self.spec else
+                        "only numbers are allowed here")
+
+    def _let(self, name: str, node) -> np.ndarray:
+        if name in self.let_values:
+            return self.let_values[name]
+        if name in self._evaluating:
+            raise SpecError(f"`{name}` is defined in terms of itself", node.span)
+        self._evaluating.add(name)
+        try:
+            v = self.value(self.lets[name])
+        finally:
+            self._evaluating.discard(name)
+        self.let_values[name] = v
+        return v
+
+    def _ListLit(self, node: ast.ListLit):
+        items = [self.value(i) for i in node.items]
+        first = items[0].shape
+        for item, sub in zip(items, node.items):
+            if item.shape != first:
+                raise SpecError(f"list entries must have one shape: {_shape(item)} after "
+                                f"{_shape(items[0])}", sub.span)
+            if len(first) >= 2:
+                raise SpecError("tensors have at most two dimensions", node.span)
+        out = np.empty((len(items),) + first, dtype=object)
+        for k, item in enumerate(items):
+            out[k] = item[()] if item.shape == () else item
+        return out
+
+    def _Neg(self, node: ast.Neg):
+        return -self.value(node.operand)
+
+    def _BinOp(self, node: ast.BinOp):
+        a, b = self.value(node.left), self.value(node.right)
+        if node.op == "@":
+            return self._matmul(a, b, node)
+        if node.op == "^":
+            return self._power(a, b, node)
+        if a.shape != b.shape and a.shape != () and b.shape != ():
+            raise SpecError(f"shapes {_shape(a)} and {_shape(b)} do not match for `{node.op}`",
+                            node.span, fix="use @ for matrix products and ^T to transpose")
+        if node.op == "+":
+            return a + b
+        if node.op == "-":
+            return a - b
+        if node.op == "*":
+            return a * b
+        for d in np.ravel(b):
+            if sp.sympify(d).is_zero:
+                raise SpecError("division by zero", node.right.span)
+        return np.vectorize(lambda x, y: x / y, otypes=[object])(a, b)
+
+    def _matmul(self, a, b, node):
+        if a.ndim == 0 or b.ndim == 0:
+            raise SpecError("@ needs vectors or matrices; use * to scale", node.span)
+        if a.shape[-1] != b.shape[0]:
+            raise SpecError(f"cannot multiply {_shape(a)} by {_shape(b)}: inner sizes "
+                            f"{a.shape[-1]} and {b.shape[0]} differ", node.span,
+                            fix="check the orientation; ^T transposes")
+        out = np.dot(a, b)
+        return out if isinstance(out, np.ndarray) else scalar(out)
+
+    def _power(self, a, b, node):
+        if b.shape != ():
+            raise SpecError("exponents are single numbers", node.right.span)
+        e = sp.sympify(b[()])
+        if not e.is_Integer or abs(e) > MAX_POWER:
+            raise SpecError(f"exponent must be an integer of size at most {MAX_POWER}",
+                            node.right.span)
+        return np.vectorize(lambda x: sp.sympify(x) ** e, otypes=[object])(a)
+
+    def _Transpose(self, node: ast.Transpose):
+        v = self.value(node.operand)
+        if v.ndim == 1:
+            return v.reshape((1, v.shape[0]))  # a vector transposes to a row
+        return v.T
+
+    def _Index(self, node: ast.Index):
+        v = self.value(node.base)
+        if len(node.indices) > v.ndim:
+            raise SpecError(f"{len(node.indices)} indices for a value of shape {_shape(v)}",
+                            node.span)
+        idx = []
+        for axis, i in enumerate(node.indices):
+            if i is None:
+                idx.append(slice(None))
+                continue
+            k = sp.sympify(self.value(i)[()]) if self.value(i).shape == () else None
+            if k is None or not k.is_Integer:
+                raise SpecError("indices are integers (0-based)", i.span)
+            if not 0 <= int(k) < v.shape[axis]:
+                raise SpecError(f"index {k} out of range for size {v.shape[axis]} (0-based)",
+                                i.span)
+            idx.append(int(k))
+        out = v[tuple(idx)]
+        return out if isinstance(out, np.ndarray) else scalar(out)
+
+    # ---- calls
+    def _Call(self, node: ast.Call):
+        if node.func in self.networks:
+            return self._apply_network(self.networks[node.func], node)
+        fn = BUILTINS.get(node.func)
+        if fn is None:
+            raise SpecError(f"unknown function `{node.func}`", node.span,
+                            fix="functions: " + ", ".join(sorted(BUILTINS)))
+        return fn(self, node)
+
+    def _apply_network(self, net, node):
+        if len(node.args) != 1 or node.kwargs:
+            raise SpecError(f"network `{net.name}` takes one input", node.span)
+        x = self.value(node.args[0])
+        if x.shape != net.in_shape:
+            raise SpecError(f"network `{net.name}` expects input shape {list(net.in_shape)}, got "
+                            f"{_shape(x)}", node.args[0].span)
+        params = {t: self.env[t] for layer in net.layers for t in layer.params}
+        for layer in net.layers:
+            x = LAYER_RULES[layer.kind].forward(layer, x, params, self.program, net.name)
+        return x
+
+    def elementwise(self, fn, v: np.ndarray, hint: str) -> np.ndarray:
+        """Apply a sympy function entrywise, binding each application to a program symbol."""
+        out = np.empty(v.shape, dtype=object)
+        for idx in np.ndindex(v.shape):
+            arg = self.program.assign(v[idx], f"{hint}.arg")
+            out[idx] = self.program.assign(fn(arg), hint)
+        return out
+
+    # ---- derivatives
+    def leaves_of(self, v: np.ndarray, node) -> list[sp.Symbol]:
+        out = []
+        for e in v.flat:
+            e = sp.sympify(e)
+            if not isinstance(e, sp.Symbol) or self.program.is_defined(e):
+                raise SpecError("derivatives are taken with respect to inputs or free "
+                                "(symbolic) parameters", node.span,
+                                fix="name an input such as x[0] or a symbolic weight")
+            out.append(e)
+        return out
+
+    def derivative(self, f: np.ndarray, wrt_node) -> np.ndarray:
+        """d f / d w with shape f.shape + w.shape (at most two dimensions)."""
+        w = self.value(wrt_node)
+        leaves = self.leaves_of(w, wrt_node)
+        if f.ndim + w.ndim > 2:
+            raise SpecError("derivative would have more than two dimensions", wrt_node.span,
+                            fix="index the expression first, e.g. d(f(x)[0])/d(x)")
+        rows = []
+        for fi in f.flat:
+            g = reverse.gradient(self.program, fi, leaves, tag="d")
+            for gij, leaf in zip(g, leaves):
+                self.origins.setdefault(gij, ("derivative", sp.sympify(fi), leaf))
+            rows.append(g)
+        out = np.empty(f.shape + w.shape, dtype=object)
+        for i, fi_idx in enumerate(np.ndindex(f.shape)):
+            for j, wj_idx in enumerate(np.ndindex(w.shape)):
+                out[fi_idx + wj_idx] = rows[i][j]
+        return out
+
+    def _Deriv(self, node: ast.Deriv):
+        return self.derivative(self.value(node.expr), node.wrt)
+
+    def hessian(self, f: np.ndarray, wrt_node, diagonal: bool, span) -> np.ndarray:
+        if f.shape != ():
+            raise SpecError(f"hessian needs a scalar, got {_shape(f)}", span,
+                            fix="index the output, e.g. f(x)[0]")
+        w = self.value(wrt_node)
+        if w.ndim != 1:
+            raise SpecError("hessian is taken with respect to a vector", wrt_node.span)
+        leaves = self.leaves_of(w, wrt_node)
+        h = reverse.hessian(self.program, f[()], leaves, diagonal=diagonal)
+        return np.array(h, dtype=object)
+
+
+def _args(node: ast.Call, n: int, names: str = "") -> None:
+    if len(node.args) != n or node.kwargs:
+        raise SpecError(f"`{node.func}` takes {n} argument(s){names}", node.span)
+
+
+def _unary(fn, hint):
+    def rule(tr: Translator, node):
+        _args(node, 1)
+        return tr.elementwise(fn, tr.value(node.args[0]), hint)
+
+    return rule
+
+
+def _leaky(tr: Translator, node):
+    if len(node.args) not in (1, 2) or node.kwargs:
+        raise SpecError("`leaky_relu` takes x and an optional slope", node.span)
+    alpha = sp.Rational(1, 100)
+    if len(node.args) == 2:
+        a = tr.value(node.args[1])
+        if a.shape != () or not sp.sympify(a[()]).is_Rational:
+            raise SpecError("the slope of leaky_relu is a number", node.args[1].span)
+        alpha = sp.sympify(a[()])
+    return tr.elementwise(lambda z: ACTIVATIONS["leaky_relu"].build(z, alpha),
+                          tr.value(node.args[0]), "leaky_relu")
+
+
+def _sum(tr: Translator, node):
+    if len(node.args) != 1:
+        raise SpecError("`sum` takes one argument and an optional axis=0|1", node.span)
+    v = tr.value(node.args[0])
+    axis = None
+    for k, val in node.kwargs:
+        if k != "axis":
+            raise SpecError(f"`sum` has no option `{k}`", node.span)
+        a = tr.value(val)
+        axis = int(a[()]) if a.shape == () and sp.sympify(a[()]).is_Integer else -1
+        if not 0 <= axis < max(v.ndim, 1):
+            raise SpecError(f"axis must be 0..{v.ndim - 1}", val.span)
+    if axis is None:
+        return scalar(sp.Add(*v.flat))
+    return np.sum(v, axis=axis)
+
+
+def _abs(tr, node):
+    _args(node, 1)
+    return np.vectorize(lambda x: sp.Abs(x), otypes=[object])(tr.value(node.args[0]))
+
+
+def _maxmin(fn):
+    def rule(tr: Translator, node):
+        if len(node.args) == 1:
+            return scalar(fn(*tr.value(node.args[0]).flat))
+        vals = [tr.value(a) for a in node.args]
+        if any(v.shape != () for v in vals):
+            raise SpecError(f"`{node.func}` takes one tensor or several scalars", node.span)
+        return scalar(fn(*(v[()] for v in vals)))
+
+    return rule
+
+
+def _grad(tr: Translator, node):
+    _args(node, 2, " (expression, parameter)")
+    f = tr.value(node.args[0])
+    if f.shape != ():
+        raise SpecError(f"grad needs a scalar, got {_shape(f)}", node.args[0].span,
+                        fix="index the output, e.g. f(x)[0], or use jacobian")
+    return tr.derivative(f, node.args[1])
+
+
+def _jacobian(tr: Translator, node):
+    _args(node, 2, " (expression, input)")
+    f = tr.value(node.args[0])
+    if f.ndim != 1:
+        raise SpecError(f"jacobian needs a vector, got {_shape(f)}", node.args[0].span)
+    return tr.derivative(f, node.args[1])
+
+
+def _hessian(diagonal):
+    def rule(tr: Translator, node):
+        _args(node, 2, " (scalar expression, input)")
+        return tr.hessian(tr.value(node.args[0]), node.args[1], diagonal, node.span)
+
+    return rule
+
+
+def _transpose(tr, node):
+    _args(node, 1)
+    return tr._Transpose(ast.Transpose(operand=node.args[0], span=node.span))
+
+
+def _diag(tr, node):
+    _args(node, 1)
+    v = tr.value(node.args[0])
+    if v.ndim != 2 or v.shape[0] != v.shape[1]:
+        raise SpecError(f"diag takes a square matrix, got {_shape(v)}", node.span,
+                        fix="Diag(v) builds a diagonal matrix from a vector")
+    return np.array([v[i, i] for i in range(v.shape[0])], dtype=object)
+
+
+def _Diag(tr, node):  # noqa: N802
+    _args(node, 1)
+    v = tr.value(node.args[0])
+    if v.ndim != 1:
+        raise SpecError(f"Diag takes a vector, got {_shape(v)}", node.span)
+    out = np.full((v.shape[0], v.shape[0]), sp.Integer(0), dtype=object)
+    for i in range(v.shape[0]):
+        out[i, i] = v[i]
+    return out
+
+
+BUILTINS = {
+    "tanh": _unary(sp.tanh, "tanh"),
+    "sigmoid": _unary(ACTIVATIONS["sigmoid"].build, "sigmoid"),
+    "softplus": _unary(ACTIVATIONS["softplus"].build, "softplus"),
+    "relu": _unary(ACTIVATIONS["relu"].build, "relu"),
+    "step": _unary(step, "step"),
+    "exp": _unary(sp.exp, "exp"),
+    "log": _unary(sp.log, "log"),
+    "leaky_relu": _leaky,
+    "abs": _abs,
+    "sum": _sum,
+    "max": _maxmin(sp.Max),
+    "min": _maxmin(sp.Min),
+    "grad": _grad,
+    "jacobian": _jacobian,
+    "hessian": _hessian(False),
+    "hessian_diag": _hessian(True),
+    "transpose": _transpose,
+    "diag": _diag,
+    "Diag": _Diag,
+}
