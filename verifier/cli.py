@@ -67,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(err.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (InternalError, RecursionError, MemoryError) as err:
-        print(f"internal error: {err}\nThis is a bug in snn-verify; please report it with the "
-              "spec that triggered it.", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - our bug: say so instead of a traceback
+        kind = "internal error" if isinstance(err, InternalError) else type(err).__name__
+        print(f"internal error ({kind}): {err}\nThis is a bug in snn-verify; please report it "
+              "with the spec that triggered it.", file=sys.stderr)
         return 4
 
 

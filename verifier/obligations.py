@@ -141,13 +141,37 @@ def _variables(spec, program: Program, atoms: list[Atom]) -> tuple[Variable, ...
     return tuple(out)
 
 
+def _narrow(variables: tuple[Variable, ...], hyps: list[Atom]) -> tuple[Variable, ...]:
+    """Intersect variable ranges with hypotheses `leaf OP number` (kept as hypotheses too).
+
+    A strict bound narrows the closed range to its closure; the hypothesis itself stays
+    strict wherever it is checked.
+    """
+    out = []
+    for v in variables:
+        lo, hi = v.lo, v.hi
+        for h in hyps:
+            for leaf, num, op in ((h.lhs, h.rhs, h.op), (h.rhs, h.lhs, _FLIP.get(h.op))):
+                if leaf != v.symbol or not sp.sympify(num).is_Rational or op is None:
+                    continue
+                if op in ("<=", "<", "=="):
+                    hi = num if hi is None else min(hi, num)
+                if op in (">=", ">", "=="):
+                    lo = num if lo is None else max(lo, num)
+        out.append(Variable(symbol=v.symbol, role=v.role, lo=lo, hi=hi))
+    return tuple(out)
+
+
+_FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "=="}
+
+
 def _obligation(spec, tr, claim) -> Obligation:
     goal = _atoms(tr, claim.comparison)
     hyps = [a for c in claim.where for a in _atoms(tr, c)]
     kind = "identity" if all(a.op == "==" for a in goal) else "bound"
+    variables = _narrow(_variables(spec, tr.program, goal + hyps), hyps)
     return Obligation(name=claim.name, kind=kind, goal=tuple(goal), hypotheses=tuple(hyps),
-                      variables=_variables(spec, tr.program, goal + hyps), text=claim.text,
-                      span=claim.span)
+                      variables=variables, text=claim.text, span=claim.span)
 
 
 def _nested(v) -> tuple:

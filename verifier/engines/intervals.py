@@ -68,8 +68,10 @@ def _enclose(v) -> tuple[Fraction, Fraction]:
 
 
 def _mp_to_fraction(v) -> Fraction:
-    man, exp = mpmath.mpf(v).man_exp
-    return Fraction(man) * (Fraction(2) ** exp)
+    sign, man, exp, _ = mpmath.mpf(v)._mpf_
+    if not man and exp:  # inf or nan: a bug upstream, never a bound
+        raise ArithmeticError(f"non-finite value {v}")
+    return (-1 if sign else 1) * Fraction(man) * (Fraction(2) ** exp)
 
 
 # ---- smooth functions: values, derivatives, shapes ---------------------------------------------
@@ -265,3 +267,300 @@ def const_interval(e: sp.Expr):
         with mpmath.workprec(PREC):
             return _enclose(mpmath.mpf(str(e.evalf(70))))
     return TOP
+
+
+# ---- linear envelopes of smooth functions ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """The line z -> slope * z + offset."""
+
+    slope: Fraction
+    offset: Fraction
+
+    def at(self, z):
+        return self.slope * z + self.offset
+
+
+def _pieces(f: SmoothFn, lo: Fraction, hi: Fraction) -> list[tuple]:
+    """(p, q, convex) pieces covering [lo, hi] on which f is convex or concave."""
+    if f.shape != "s":
+        return [(lo, hi, f.shape == "convex")]
+    out = []
+    if lo < 0:
+        out.append((lo, min(hi, Fraction(0)), True))
+    if hi > 0:
+        out.append((max(lo, Fraction(0)), hi, False))
+    return out
+
+
+def _bisect(phi: Callable[[float], float], a: float, b: float) -> float:
+    """A float where phi changes sign between a and b (phi(a) and phi(b) of opposite signs)."""
+    neg_at_a = phi(a) < 0
+    for _ in range(64):
+        m = 0.5 * (a + b)
+        if (phi(m) < 0) == neg_at_a:
+            a = m
+        else:
+            b = m
+    return 0.5 * (a + b)
+
+
+def _tangent_point(f: SmoothFn, k: float, p: Fraction, q: Fraction, convex: bool) -> Fraction:
+    """A rational c in [p, q] with f'(c) close to k (f' is monotone on a convexity piece)."""
+    sign = 1.0 if convex else -1.0
+    a, b = float(p), float(q)
+    if sign * (f.dfl(a) - k) >= 0:
+        return p
+    if sign * (f.dfl(b) - k) <= 0:
+        return q
+    c = dyadic_out(Fraction(_bisect(lambda x: f.dfl(x) - k, a, b)), False, 48)
+    return min(max(c, p), q)
+
+
+def _gap_lo(fn: type, line: Line, upper: bool, z: Fraction):
+    flo, fhi = fn_value(fn, z)
+    return line.at(z) - fhi if upper else flo - line.at(z)
+
+
+def min_gap(fn: type, line: Line, upper: bool, lo: Fraction, hi: Fraction):
+    """A rigorous lower bound on [lo, hi] of line - fn (upper) or fn - line (lower).
+
+    Where the gap is concave its minimum is at an end of the piece; where it is convex it lies
+    above its tangent at the float estimate c of the stationary point, bounded with an
+    enclosure of fn'(c).
+    """
+    f, m = SMOOTH[fn], INF
+    for p, q, convex in _pieces(f, lo, hi):
+        if convex == upper:
+            g = min(_gap_lo(fn, line, upper, p), _gap_lo(fn, line, upper, q))
+        else:
+            c = _tangent_point(f, float(line.slope), p, q, convex)
+            dlo, dhi = fn_deriv(fn, c)
+            d = (line.slope - dhi, line.slope - dlo) if upper else (dlo - line.slope, dhi - line.slope)
+            g = _gap_lo(fn, line, upper, c) + min(x * y for x in d for y in (p - c, q - c))
+        m = min(m, g)
+    return m
+
+
+def _crown_slope(f: SmoothFn, a: float, b: float, upper: bool) -> float:
+    """Slope of the CROWN line for an S-shaped f on a < 0 < b: the chord when it is valid,
+    else the tangent (in the concave part for upper, convex part for lower) through the far end."""
+    fa, fb, chord = f.fl(a), f.fl(b), (f.fl(b) - f.fl(a)) / (b - a)
+    if upper and chord <= f.dfl(b) or not upper and chord <= f.dfl(a):
+        return chord
+    if upper:
+        d = _bisect(lambda t: f.fl(t) + f.dfl(t) * (a - t) - fa, 0.0, b)
+    else:
+        d = _bisect(lambda t: f.fl(t) + f.dfl(t) * (b - t) - fb, a, 0.0)
+    return f.dfl(d)
+
+
+def _slopes(f: SmoothFn, a: float, b: float) -> tuple[list[float], list[float]]:
+    """Candidate slopes (lower lines, upper lines) from the chord, tangent and CROWN rules."""
+    chord = (f.fl(b) - f.fl(a)) / (b - a) if b > a else f.dfl(a)
+    tangents = [f.dfl(a), f.dfl(0.5 * (a + b)), f.dfl(b)]
+    if f.shape == "convex" or (f.shape == "s" and b <= 0):
+        return tangents, [chord]
+    if f.shape == "concave" or (f.shape == "s" and a >= 0):
+        return [chord], tangents
+    flat = min(f.dfl(a), f.dfl(b))  # DeepPoly's parallel lines
+    return ([_crown_slope(f, a, b, False), flat, f.dfl(a)],
+            [_crown_slope(f, a, b, True), flat, f.dfl(b)])
+
+
+_ENVELOPE_RANGE = 1e6
+
+
+def envelope(fn: type, lo: Fraction, hi: Fraction) -> tuple[list[Line], list[Line]]:
+    """Sound linear bounds of fn on [lo, hi]: every lower line <= fn <= every upper line.
+
+    Slopes come from float heuristics; each offset is then set from `min_gap`, so the line
+    touches the function up to rounding and is valid whatever the heuristic chose.
+    """
+    if not (-_ENVELOPE_RANGE < lo < hi < _ENVELOPE_RANGE) or (fn is sp.log and lo <= 0):
+        return [], []
+    f = SMOOTH[fn]
+    try:
+        low_k, up_k = _slopes(f, float(lo), float(hi))
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return [], []
+    out: tuple[list[Line], list[Line]] = ([], [])
+    for upper, ks in ((False, low_k), (True, up_k)):
+        seen = set()
+        for k in ks:
+            if not math.isfinite(k):
+                continue
+            slope = dyadic_out(Fraction(k), False, 40)
+            if slope in seen:
+                continue
+            seen.add(slope)
+            m = min_gap(fn, Line(slope, Fraction(0)), upper, lo, hi)
+            if not isinstance(m, Fraction):
+                continue  # an infinite end: no finite line with this slope
+            offset = dyadic_out(-m, True) if upper else dyadic_out(m, False)
+            out[upper].append(Line(slope, offset))
+    return out
+
+
+# ---- tapes: a program slice compiled for repeated interval runs ------------------------------
+
+
+def _op_affine(v, args):
+    lo, terms = args
+    lo, hi = lo, lo
+    for c, s in terms:
+        a = v[s]
+        if c > 0:
+            lo, hi = lo + c * a[0], hi + c * a[1]
+        else:
+            lo, hi = lo + c * a[1], hi + c * a[0]
+    return _tidy(lo, False), _tidy(hi, True)
+
+
+def _op_mul(v, args):
+    out = v[args[0]]
+    for s in args[1:]:
+        out = iv_mul(out, v[s])
+    return out
+
+
+_OPS: dict[str, Callable] = {
+    "affine": _op_affine,
+    "mul": _op_mul,
+    "pow": lambda v, a: iv_pow(v[a[0]], a[1]),
+    "rpow": lambda v, a: iv_rpow(v[a[0]], a[1]),
+    "fn": lambda v, a: fn_interval(a[0], v[a[1]]),
+    "abs": lambda v, a: iv_abs(v[a]),
+    "relu": lambda v, a: iv_relu(v[a]),
+    "step": lambda v, a: iv_step(v[a]),
+    "leaky": lambda v, a: iv_leaky(v[a[0]], v[a[1]]),
+    "leaky_step": lambda v, a: iv_leaky_step(v[a[0]], v[a[1]]),
+    "max": lambda v, a: (max(v[s][0] for s in a), max(v[s][1] for s in a)),
+    "min": lambda v, a: (min(v[s][0] for s in a), min(v[s][1] for s in a)),
+    "top": lambda v, a: TOP,
+}
+_UNARY = {sp.Abs: "abs", relu: "relu", step: "step"}
+_BINARY = {leaky_relu: "leaky", leaky_step: "leaky_step"}
+_NARY = {sp.Max: "max", sp.Min: "min"}
+
+
+class Tape:
+    """The slice of `program` computing `exprs`, compiled once into interval instructions.
+
+    `run(box)` returns the interval of every slot; `outputs[k]` is the slot of `exprs[k]`;
+    `apps` lists each smooth application with its slot and its argument's slot.
+    """
+
+    def __init__(self, program: Program, exprs) -> None:
+        self.slots: dict[sp.Basic, int] = {}
+        self.base: list = []
+        self.code: list[tuple] = []
+        self.leaves: dict[sp.Symbol, int] = {}
+        self.apps: list[tuple[sp.Expr, int, int]] = []
+        for sym, d in program.slice(exprs):
+            self.slots[sym] = self._compile(d)
+        self.outputs = [self._compile(sp.sympify(e)) for e in exprs]
+
+    def _new(self, e, op: str | None, args, init=TOP) -> int:
+        slot = len(self.base)
+        self.base.append(init)
+        if op is not None:
+            self.code.append((_OPS[op], slot, args))
+        self.slots[e] = slot
+        return slot
+
+    def _compile(self, e: sp.Expr) -> int:
+        """Slot of one (small) expression; recursion depth is that of a single definition."""
+        hit = self.slots.get(e)
+        if hit is not None:
+            return hit
+        if e.is_Symbol:
+            slot = self._new(e, None, None)
+            self.leaves[e] = slot
+            return slot
+        if e.is_number:
+            return self._new(e, None, None, const_interval(e))
+        if e.is_Add:
+            c0, terms = Fraction(0), []
+            for a in e.args:
+                coeff, rest = a.as_coeff_Mul()
+                if a.is_Rational:
+                    c0 += Fraction(int(a.p), int(a.q))
+                elif coeff.is_Rational:
+                    terms.append((Fraction(int(coeff.p), int(coeff.q)), self._compile(rest)))
+                else:
+                    terms.append((Fraction(1), self._compile(a)))
+            return self._new(e, "affine", (c0, terms))
+        if e.is_Mul:
+            coeff, rest = e.as_coeff_Mul()
+            if coeff.is_Rational and coeff != 1:
+                c = Fraction(int(coeff.p), int(coeff.q))
+                return self._new(e, "affine", (Fraction(0), [(c, self._compile(rest))]))
+            return self._new(e, "mul", [self._compile(a) for a in e.args])
+        if e.is_Pow:
+            base, ex = e.args
+            if ex.is_Integer:
+                return self._new(e, "pow", (self._compile(base), int(ex)))
+            if ex.is_Rational:
+                return self._new(e, "rpow", (self._compile(base), Fraction(int(ex.p), int(ex.q))))
+            return self._new(e, "top", None)
+        return self._compile_function(e)
+
+    def _compile_function(self, e: sp.Expr) -> int:
+        f = type(e)
+        if isinstance(e, SMOOTH_FUNCTIONS) and f in SMOOTH:
+            arg = self._compile(e.args[0])
+            slot = self._new(e, "fn", (f, arg))
+            self.apps.append((e, slot, arg))
+            return slot
+        if f in _UNARY:
+            return self._new(e, _UNARY[f], self._compile(e.args[0]))
+        if f in _BINARY:
+            return self._new(e, _BINARY[f], (self._compile(e.args[0]), self._compile(e.args[1])))
+        if f in _NARY:
+            return self._new(e, _NARY[f], [self._compile(a) for a in e.args])
+        return self._new(e, "top", None)  # unknown: unbounded, which is always sound
+
+    def run(self, box: dict) -> list:
+        """Intervals of all slots for leaf intervals `box` (missing leaves are unbounded)."""
+        v = list(self.base)
+        for sym, slot in self.leaves.items():
+            iv = box.get(sym)
+            if iv is not None:
+                v[slot] = (-INF if iv[0] is None else Fraction(iv[0]),
+                           INF if iv[1] is None else Fraction(iv[1]))
+        for op, out, args in self.code:
+            v[out] = op(v, args)
+        return v
+
+    def enclosures(self, values: list) -> dict[sp.Expr, list[tuple[str, sp.Expr]]]:
+        """Per smooth application: interval bounds and certified lines in its argument,
+        in the `(op, bound_term)` form `emit.smtlib.encode` takes."""
+        out: dict[sp.Expr, list[tuple[str, sp.Expr]]] = {}
+        for app, slot, arg_slot in self.apps:
+            cons: list[tuple[str, sp.Expr]] = []
+            lo, hi = values[slot]
+            if lo != -INF:
+                cons.append((">=", _rat(lo)))
+            if hi != INF:
+                cons.append(("<=", _rat(hi)))
+            zlo, zhi = values[arg_slot]
+            if zlo != -INF and zhi != INF and zlo < zhi:
+                lowers, uppers = envelope(type(app), zlo, zhi)
+                z = app.args[0]
+                cons += [(">=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in lowers]
+                cons += [("<=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in uppers]
+            out[app] = cons
+        return out
+
+
+def _rat(q: Fraction) -> sp.Rational:
+    return sp.Rational(q.numerator, q.denominator)
+
+
+def interval_of(program: Program, expr: sp.Expr, box: dict) -> tuple:
+    """The enclosure of one term over a box of leaf intervals (a one-off `Tape` run)."""
+    tape = Tape(program, [expr])
+    return tape.run(box)[tape.outputs[0]]

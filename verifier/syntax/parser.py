@@ -33,6 +33,13 @@ _TOKEN_NAMES = {
 
 
 @lru_cache(maxsize=1)
+def _examples() -> dict[str, list[str]]:
+    # each mistake both first in a file and after another item: the LALR stack differs
+    return {fix: [p + ex for ex in exs for p in ("", "input _q : real\n")]
+            for fix, exs in _MISTAKES.items()}
+
+
+@lru_cache(maxsize=1)
 def parser() -> Lark:
     """The LALR parser, built once."""
     grammar = resources.files("verifier.syntax").joinpath("snn.lark").read_text()
@@ -69,7 +76,8 @@ def _syntax_error(err: UnexpectedInput, path: str, text: str) -> SpecError:
         msg += f", expected {_describe_expected(expected)}"
     fix = None
     try:
-        fix = err.match_examples(parser().parse, _MISTAKES, use_accepts=True)
+        fix = err.match_examples(parser().parse, _examples(), use_accepts=True,
+                                 token_type_match_fallback=True)
     except Exception:  # noqa: BLE001 - labelling is best effort, the message stands alone
         fix = None
     return SpecError(msg, span, fix)

@@ -1,0 +1,37 @@
+"""The jinja2 environment for file skeletons, wherever the package is installed."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+
+def template_dir() -> Path:
+    """Installed: the `verifier.templates` package; in a source checkout: top-level templates/."""
+    try:
+        from importlib import resources
+
+        path = Path(str(resources.files("verifier.templates")))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        autoescape=False,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(name: str, **context) -> str:
+    return environment().get_template(name).render(**context)
