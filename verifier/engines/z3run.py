@@ -15,14 +15,14 @@ class Z3Result:
     reason: str = ""
 
 
-def _value(v) -> Fraction:
+def _value(v) -> Fraction | None:
     if z3.is_rational_value(v):
         f = v.as_fraction()
         return Fraction(f.numerator, f.denominator)
     if z3.is_algebraic_value(v):
         # an irrational model value: a 40-digit rational approximation, replayed exactly later
         return Fraction(v.as_decimal(40).rstrip("?"))
-    return Fraction(str(v))
+    return None
 
 
 def run_z3(text: str, timeout: float) -> Z3Result:
@@ -40,7 +40,8 @@ def run_z3(text: str, timeout: float) -> Z3Result:
         return Z3Result("unsat", None)
     if res == z3.sat:
         m = solver.model()
-        model = {d.name(): _value(m[d]) for d in m.decls() if d.arity() == 0}
+        values = {d.name(): _value(m[d]) for d in m.decls() if d.arity() == 0}
+        model = {k: v for k, v in values.items() if v is not None}
         return Z3Result("sat", model)
     reason = solver.reason_unknown()
     if "timeout" in reason or "canceled" in reason:

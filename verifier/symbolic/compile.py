@@ -33,6 +33,8 @@ class _Printer(NumPyPrinter):
         except KeyError:
             raise ValueError(f"symbol {s} is neither an input nor a program symbol") from None
 
+    _print_Dummy = _print_Symbol
+
     def _arg(self, e, k=0):
         return self._print(e.args[k])
 
