@@ -14,20 +14,42 @@ from ..layers.activations import output_rule
 from .program import Program
 
 
+def local_diff(e: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """d e / d x for a small definition, skipping the terms and factors free of x.
+
+    sympy.diff builds a Derivative for every term of a sum; a dense layer's pre-activation has
+    one term per input, and only one of them depends on a given input.
+    """
+    if e == x:
+        return sp.Integer(1)
+    if e.is_Add:
+        return sp.Add(*[local_diff(t, x) for t in e.args if t.has(x)])
+    if e.is_Mul:
+        hits = [i for i, f in enumerate(e.args) if f.has(x)]
+        if not hits:
+            return sp.Integer(0)
+        if len(hits) == 1:
+            i = hits[0]
+            return sp.Mul(*e.args[:i], *e.args[i + 1:]) * local_diff(e.args[i], x)
+    if e.is_Atom:
+        return sp.Integer(0)
+    return sp.diff(e, x)
+
+
 def _local_partial(prog: Program, sym: sp.Symbol, dep: sp.Symbol) -> sp.Expr:
     d = prog.defs[sym]
     if isinstance(d, sp.Function) and len(d.args) >= 1 and d.args[0] == dep:
         rule = output_rule(d, sym)
         if rule is not None and all(dep not in a.free_symbols for a in d.args[1:]):
             return rule
-    return sp.diff(d, dep)
+    return local_diff(d, dep)
 
 
 def _seed(expr: sp.Expr, prog: Program, wrt: set) -> dict[sp.Symbol, list[sp.Expr]]:
     adj: dict[sp.Symbol, list[sp.Expr]] = {}
     for s in expr.free_symbols:
         if s in prog.defs or s in wrt:
-            adj.setdefault(s, []).append(sp.diff(expr, s))
+            adj.setdefault(s, []).append(local_diff(expr, s))
     return adj
 
 
@@ -49,7 +71,7 @@ def gradient(prog: Program, expr: sp.Expr, wrt: list[sp.Symbol], tag: str = "g")
             adj.setdefault(dep, []).append(bar * _local_partial(prog, sym, dep))
         for leaf in targets - set(prog.defs):
             if leaf in prog.defs[sym].free_symbols:
-                adj.setdefault(leaf, []).append(bar * sp.diff(prog.defs[sym], leaf))
+                adj.setdefault(leaf, []).append(bar * local_diff(prog.defs[sym], leaf))
     return [prog.assign(sp.Add(*adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
 
 

@@ -1,0 +1,594 @@
+"""Coq 8.16 + Coquelicot + Interval: one `.v` file per model that `coqc` compiles.
+
+What gets a proof (`Qed`), and how:
+- derivative identities (atoms with origin `("derivative", f, v)`): `is_derive (fun v => f) v rhs`
+  by `auto_derive` (the prelude registers tanh, sigmoid, softplus, relu and leaky_relu with it)
+  then `field`. This re-derives the derivative inside Coq, independently of our reverse mode.
+  ReLU-style functions are stated under the premise that their pre-activations are nonzero;
+- plain identities: `field`, with activation applications as opaque atoms;
+- small bounds over an input box: the `interval` tactic, kept only when coqc confirms it;
+- Jacobians of an output (derivations): `is_derive` lemmas linking the two Definitions.
+A proof is attempted only when a sympy pre-check (`terms`) predicts that the tactic succeeds;
+everything else is `Admitted` with a comment saying why. Refuted claims are comments only.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import jinja2
+import sympy as sp
+from sympy.printing.str import StrPrinter
+
+from ..diagnostics import SpecError
+from ..engines.verdict import PROVED, REFUTED, Verdict
+from ..obligations import Atom, Model, Obligation
+from . import json_export as J
+
+COQ_RESERVED = frozenset("""
+as at cofix else end exists exists2 fix for forall fun if IF in let match mod Prop return Set
+SProp then Type using where with Lemma Theorem Definition Fixpoint Proof Qed Admitted Defined
+Require Import Export Open Scope Section End Variable Hypothesis Let Ltac Goal Axiom Instance
+R I O S nat bool True False and or not eq exp ln tanh sinh cosh sqrt Rabs Rmax Rmin Rpower PI
+IZR INR Rplus Rmult Rminus Rdiv Ropp Rinv pow is_derive ex_derive Derive relu step leaky_relu
+leaky_step sigmoid softplus cosh_pos_snn is_derive_tanh is_derive_sigmoid is_derive_softplus
+is_derive_relu is_derive_leaky_relu UnaryDiff_tanh UnaryDiff_sigmoid UnaryDiff_softplus
+UnaryDiff_relu UnaryDiff_leaky_relu tanh_exp relu_abs leaky_relu_abs snn_side
+Reals Lra Coquelicot Interval Tactic Coq
+""".split())
+
+PROOF_OPS = 300  # auto_derive / field / interval are only attempted on terms this small
+INTERVAL_INPUTS = 2
+INTERVAL_SECONDS = 20.0
+JACOBIAN_LEMMAS = 16
+DERIVE_TACTIC = "auto_derive; [snn_side | unfold Rminus, Rdiv; field]."
+_OP = {"==": "=", "!=": "<>", "<=": "<=", "<": "<", ">=": ">=", ">": ">"}
+
+
+# ---------------------------------------------------------------- names, templates, printer
+
+
+def sanitize(name: str) -> str:
+    """`f.W1[2,3]` -> `f_W1_2_3`: letters, digits and `_`, starting with a letter."""
+    s = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]+", "_", name)).strip("_")
+    return s if s[:1].isalpha() else ("v_" + s).rstrip("_")
+
+
+class NameMap:
+    """Deterministic, collision-free identifiers: sanitise; on a clash with an earlier name, a
+    reserved word or our `snn_` prefix, append `'2`, `'3`, ... (sanitised names have no `'`)."""
+
+    def __init__(self, reserved: frozenset):
+        self.reserved, self.taken, self.used = reserved, {}, set()
+
+    def name(self, key, text: str) -> str:
+        hit = self.taken.get(key)
+        if hit is not None:
+            return hit
+        base = cand = sanitize(text)
+        k = 1
+        while cand in self.used or cand in self.reserved or cand.startswith("snn_"):
+            k += 1
+            cand = f"{base}'{k}"
+        self.taken[key] = cand
+        self.used.add(cand)
+        return cand
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    try:
+        root = importlib.resources.files("verifier.templates")
+    except ModuleNotFoundError:  # editable installs cannot map a package without __init__.py
+        root = Path(__file__).resolve().parents[2] / "templates"
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda n: (root / n).read_text(encoding="utf-8")),
+        autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+    )
+
+
+def render(template: str, **context) -> str:
+    """Render a file skeleton from `verifier.templates` (the top-level templates/ directory)."""
+    return _environment().get_template(template).render(**context)
+
+
+class UnsupportedTerm(Exception):
+    """A sympy construct the target language has no form for."""
+
+
+ATOM, POW, MUL, ADD = 0, 30, 40, 50  # binding levels shared by Coq and Lean 4 notation
+
+
+class CoqPrinter(StrPrinter):
+    """sympy -> Coq `R` terms: `x ^ 2` (nat exponent), `a / b` for negative powers, rationals
+    as `(p / q)`, negative literals parenthesised, functions applied by juxtaposition."""
+
+    functions = {
+        "tanh": "tanh", "exp": "exp", "log": "ln", "sigmoid": "sigmoid", "softplus": "softplus",
+        "relu": "relu", "step": "step", "leaky_relu": "leaky_relu", "leaky_step": "leaky_step",
+        "Abs": "Rabs", "Max": "Rmax", "Min": "Rmin", "sqrt": "sqrt",
+    }
+    e_text, pi_text = "(exp 1)", "PI"
+
+    def __init__(self, name_of):
+        super().__init__()
+        self.name_of = name_of
+
+    def level(self, e) -> int:
+        if e.is_Add or (e.is_Mul and e.as_coeff_Mul()[0].is_negative):
+            return ADD
+        if e.is_Mul:
+            return MUL
+        if e.is_Pow and e.exp.is_Integer:
+            return POW if e.exp.is_positive else MUL
+        if e.is_Pow and e.exp.is_Rational and e.exp.is_negative:
+            return MUL
+        return ATOM
+
+    def wrap(self, e, level: int) -> str:
+        s = self._print(e)
+        return f"({s})" if self.level(e) > level else s
+
+    def _print_Symbol(self, s):
+        return self.name_of(s)
+
+    def _print_Integer(self, n):
+        return str(n.p) if n.p >= 0 else f"({n.p})"
+
+    _print_Zero = _print_Integer
+
+    def _print_Rational(self, q):
+        return f"({q.p} / {q.q})"
+
+    def _print_Float(self, x):
+        return self._print(sp.Rational(str(x)))
+
+    def _print_Exp1(self, _):
+        return self.e_text
+
+    def _print_Pi(self, _):
+        return self.pi_text
+
+    def _print_Add(self, e, order=None):
+        out = []
+        for k, t in enumerate(self._as_ordered_terms(e)):
+            if t.as_coeff_Mul()[0].is_negative:
+                out.append(("- " if k == 0 else "- ") + self.wrap(-t, MUL))
+            else:
+                out.append(("" if k == 0 else "+ ") + self.wrap(t, ADD))
+        return " ".join(out)
+
+    def _print_Mul(self, e):
+        c, rest = e.as_coeff_Mul()
+        if c.is_negative:
+            return "- " + self.wrap(-e, MUL)
+        num, den = ([c] if c != 1 else []), []
+        for f in sp.Mul.make_args(rest):
+            neg = f.is_Pow and f.exp.is_Rational and f.exp.is_negative
+            (den if neg else num).append(f.base ** -f.exp if neg else f)
+        body = " * ".join(self.wrap(f, MUL) for f in num) or "1"
+        if not den:
+            return body
+        if len(den) == 1:
+            return f"{body} / {self.wrap(den[0], POW)}"
+        return f"{body} / ({' * '.join(self.wrap(f, MUL) for f in den)})"
+
+    def _print_Pow(self, e):
+        b, x = e.args
+        if x.is_Integer and x.is_positive:
+            return f"{self.wrap(b, ATOM)} ^ {x}"
+        if x.is_Rational and x.is_negative:
+            return f"1 / {self.wrap(b ** -x, POW)}"
+        if x == sp.S.Half:
+            return self.apply("sqrt", [b])
+        return self.real_power(b, x)
+
+    def real_power(self, b, x) -> str:
+        return f"Rpower {self.wrap(b, ATOM)} {self.wrap(x, ATOM)}"
+
+    def apply(self, name: str, args) -> str:
+        fn = self.functions.get(name)
+        if fn is None:
+            raise UnsupportedTerm(f"the function {name}")
+        return " ".join([fn, *(self.wrap(a, ATOM) for a in args)])
+
+    def _print_Function(self, e):
+        name = fname(e)
+        args = e.args[::-1] if name in ("leaky_relu", "leaky_step") else e.args  # alpha first
+        return self.apply(name, args)
+
+    def _print_Max(self, e):
+        return self._fold(self.functions["Max"], e.args)
+
+    def _print_Min(self, e):
+        return self._fold(self.functions["Min"], e.args)
+
+    def _fold(self, fn: str, args) -> str:
+        out = self.wrap(args[-1], ATOM)
+        for a in reversed(args[:-1]):
+            out = f"{fn} {self.wrap(a, ATOM)} ({out})"
+        return out
+
+    def emptyPrinter(self, e):
+        raise UnsupportedTerm(f"{type(e).__name__} ({e})")
+
+
+# ---------------------------------------------------------------- what the tactics can do
+
+
+def fname(app) -> str:
+    return type(app).__name__
+
+
+def applications(e) -> set:
+    """Function applications (activations, exp, log, abs, max, min) anywhere in `e`."""
+    return set(e.atoms(sp.Function)) | set(e.atoms(sp.Max)) | set(e.atoms(sp.Min))
+
+
+def atomize(e):
+    """`e` with each outermost function application replaced by a fresh symbol: the view that
+    Coq's `field` and Lean's `ring` have of a term (applications are opaque atoms)."""
+    apps = sorted(applications(e), key=sp.default_sort_key)
+    return e.xreplace({a: sp.Dummy(f"a{k}") for k, a in enumerate(apps)})
+
+
+def _polynomial(e) -> bool:
+    return all(not n.is_Pow or (n.exp.is_Integer and n.exp.is_positive)
+               for n in sp.preorder_traversal(e))
+
+
+def ring_identity(lhs, rhs, limit: int) -> bool:
+    """Is lhs - rhs zero as a polynomial with rational coefficients over leaves and opaque
+    applications? Exactly what `field` proves without side conditions."""
+    if lhs is None or rhs is None or sp.count_ops(lhs) + sp.count_ops(rhs) > limit:
+        return False
+    d = atomize(sp.sympify(lhs) - sp.sympify(rhs))
+    return _polynomial(d) and sp.expand(d) == 0
+
+
+_AUTO_DERIVE = {"tanh", "exp", "sigmoid", "softplus"}  # registered with auto_derive, smooth
+_KINKED = {"relu", "leaky_relu"}  # registered under the premise `argument <> 0`
+
+
+@dataclass(frozen=True, slots=True)
+class DerivativePlan:
+    nonzero: tuple  # pre-activations assumed nonzero (ReLU kinks)
+    reason: str | None  # why no proof is attempted, or None
+
+
+def derivative_plan(F, v: sp.Symbol, rhs, limit: int) -> DerivativePlan:
+    """Can `auto_derive; field` prove is_derive (fun v => F) v rhs, and under which premises?"""
+    nonzero, reason = [], None
+    if sp.count_ops(F) > limit:
+        reason = "the function is too large for auto_derive here"
+    for app in sorted(applications(F), key=sp.default_sort_key):
+        if v not in app.free_symbols:
+            continue
+        if fname(app) in _KINKED and all(v not in a.free_symbols for a in app.args[1:]):
+            nonzero.append(app.args[0])
+        elif fname(app) not in _AUTO_DERIVE:
+            reason = reason or f"{fname(app)} has no derivative rule registered with auto_derive"
+    for n in sp.preorder_traversal(F):
+        if n.is_Pow and v in n.free_symbols and not (n.exp.is_Integer and n.exp.is_positive):
+            reason = reason or "a division or root depends on the variable (side conditions)"
+    if reason is None and not ring_identity(sp.diff(F, v), rhs, 8 * limit):
+        reason = "the derivative does not match the claimed one by ring arithmetic"
+    return DerivativePlan(tuple(dict.fromkeys(nonzero)), reason)
+
+
+def is_derivative(a: Atom) -> bool:
+    """An `==` atom whose lhs is d f / d v computed by reverse mode."""
+    return a.op == "==" and bool(a.origin) and a.origin[0] == "derivative"
+
+
+def module_name(model_name: str) -> str:
+    """A valid Coq module name for `model.name` (the file is compiled as `coqc NAME.v`)."""
+    name = sanitize(model_name)
+    return f"{name}_model" if name in COQ_RESERVED or name.startswith("snn_") else name
+
+
+def coq_comment(lines) -> str:
+    """Comment lines; `(*`, `*)` and `"` are neutralised (Coq lexes strings inside comments)."""
+    clean = (ln.replace("(*", "( *").replace("*)", "* )").replace('"', "''") for ln in lines)
+    return "".join(f"(* {ln} *)\n" for ln in clean)
+
+
+class Ctx:
+    """Identifiers and the printer for one file; identifiers are fixed in a sorted order."""
+
+    reserved = COQ_RESERVED
+    printer_class = CoqPrinter
+
+    def __init__(self, model: Model):
+        self.model, self.prog = model, model.program
+        self.names = NameMap(self.reserved)
+        self.order = J.leaf_order(model)
+        for sym in sorted(self.order, key=lambda s: s.name):
+            self.sym_name(sym)
+        for sym in self.prog.order:
+            self.sym_name(sym)
+        self.printer = self.printer_class(self.sym_name)
+
+    def sym_name(self, sym: sp.Symbol) -> str:
+        return self.names.name(("sym" if sym in self.prog.defs else "leaf", sym.name), sym.name)
+
+    def p(self, e) -> str:
+        return self.printer.doprint(sp.sympify(e))
+
+    def inline(self, e):
+        out = J.safe_inline(self.prog, e)
+        if out is None:
+            raise J.TooLarge("the claim is too large to inline (see the CSE form)")
+        return out
+
+    def leaves(self, exprs, skip=()) -> list[sp.Symbol]:
+        found = set().union(set(), *(sp.sympify(e).free_symbols for e in exprs)) - set(skip)
+        return sorted(found, key=lambda s: (self.order.get(s, len(self.order)), s.name))
+
+    def atom(self, a: Atom, op=_OP) -> str:
+        return f"{self.p(self.inline(a.lhs))} {op[a.op]} {self.p(self.inline(a.rhs))}"
+
+    def premises(self, ob: Obligation, syms) -> list[str]:
+        """Domain bounds of the quantified variables, then the obligation's hypotheses."""
+        dom = {v.symbol: v for v in ob.variables}
+        out = []
+        for s in syms:
+            d, n = dom.get(s), self.sym_name(s)
+            lo = None if d is None or d.lo is None else self.p(d.lo)
+            hi = None if d is None or d.hi is None else self.p(d.hi)
+            if lo is not None or hi is not None:
+                out.append(" <= ".join(x for x in (lo, n, hi) if x is not None))
+        return out + [self.atom(h) for h in ob.hypotheses]
+
+    def quantified(self, ob: Obligation, exprs, skip=()):
+        """The variables of an obligation (inlined terms and hypotheses) and its premises."""
+        hyp = [self.inline(t) for h in ob.hypotheses for t in (h.lhs, h.rhs)]
+        syms = self.leaves([self.inline(e) for e in exprs] + hyp, skip=skip)
+        return syms, self.premises(ob, syms)
+
+
+def _lemma(name: str, statement: str, proof: str | None, why) -> str:
+    """A lemma closed by the tactic script `proof` with Qed, or Admitted; `why` as a comment."""
+    end = "Admitted." if proof is None else f"{proof}\nQed."
+    return f"{coq_comment(why)}Lemma {name} :\n  {statement}.\nProof.\n{end}\n"
+
+
+def _statement(ctx: Ctx, syms, premises, goal: str) -> str:
+    head = f"forall {' '.join(ctx.sym_name(s) for s in syms)} : R,\n  " if syms else ""
+    return head + "".join(f"{p} ->\n  " for p in premises) + goal
+
+
+def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, why, prove: bool) -> str:
+    """`forall others v, premises -> is_derive (fun v => f) v rhs` for a derivative atom."""
+    _, f, v = atom.origin
+    F, rhs = ctx.inline(f), ctx.inline(atom.rhs)
+    plan = derivative_plan(F, v, rhs, PROOF_OPS)
+    syms, premises = ctx.quantified(ob, [F, rhs], skip=[v])
+    premises += [p for p in ctx.premises(ob, [v]) if p not in premises]
+    premises += [f"{ctx.p(z)} <> 0" for z in plan.nonzero]
+    vn = ctx.sym_name(v)
+    goal = f"is_derive (fun {vn} : R => {ctx.p(F)}) {vn}\n    ({ctx.p(rhs)})"
+    why = list(why)
+    if plan.nonzero:
+        why.append(f"stated where the ReLU-style pre-activations that depend on {vn} are "
+                   "nonzero, the points where the function is differentiable")
+    proof = None
+    if prove and plan.reason is None:
+        proof = f"  intros.\n  {DERIVE_TACTIC}"
+    elif prove:
+        why.append(f"Admitted: no proof script because {plan.reason}")
+    return _lemma(name, _statement(ctx, [*syms, v], premises, goal), proof, why)
+
+
+def identity_lemma(ctx: Ctx, name: str, ob: Obligation, why, prove: bool) -> str:
+    """`forall leaves, premises -> lhs = rhs /\\ ...`, by `field` when it is a ring identity."""
+    syms, premises = ctx.quantified(ob, [t for a in ob.goal for t in (a.lhs, a.rhs)])
+    goal = " /\\\n  ".join(ctx.atom(a) for a in ob.goal)
+    why, proof = list(why), None
+    ring = all(a.op == "==" and ring_identity(ctx.inline(a.lhs), ctx.inline(a.rhs), PROOF_OPS)
+               for a in ob.goal)
+    if prove and ring:
+        split = "repeat split; " if len(ob.goal) > 1 else ""
+        proof = f"  intros.\n  {split}unfold Rminus, Rdiv; field."
+    elif prove:
+        why.append("Admitted: not an identity of ring arithmetic over activation applications "
+                   "(it needs function-specific facts, or is too large), so no proof script")
+    return _lemma(name, _statement(ctx, syms, premises, goal), proof, why)
+
+
+def bound_lemma(ctx: Ctx, name: str, ob: Obligation, why, prove: bool, coqc) -> str:
+    """`forall inputs, lo <= x <= hi -> ... -> goal`, by `interval` when coqc confirms it."""
+    syms, premises = ctx.quantified(ob, [t for a in ob.goal for t in (a.lhs, a.rhs)])
+    stmt = _statement(ctx, syms, premises, " /\\\n  ".join(ctx.atom(a) for a in ob.goal))
+    why = list(why)
+    if not prove:
+        return _lemma(name, stmt, None, why)
+    reason = _interval_unsuitable(ctx, ob, syms)
+    if reason is None and coqc is None:
+        reason = "coqc was not available to confirm an interval proof when this file was written"
+    if reason is None:
+        proof = _interval_script(ctx, ob, syms, len(premises))
+        if coq_accepts(coqc, _lemma(name, stmt, proof, [])):
+            return _lemma(name, stmt, proof, why + ["checked here by the interval tactic"])
+        reason = f"the interval tactic did not close it within {INTERVAL_SECONDS:g} s"
+    return _lemma(name, stmt, None, why + [f"Admitted: no Coq proof because {reason}"])
+
+
+def _interval_unsuitable(ctx: Ctx, ob: Obligation, syms) -> str | None:
+    dom = {v.symbol: v for v in ob.variables}
+    terms = [ctx.inline(t) for a in ob.goal for t in (a.lhs, a.rhs)]
+    if ob.hypotheses:
+        return "the claim has hypotheses, which the interval tactic cannot use"
+    if any(a.op in ("==", "!=") for a in ob.goal):
+        return "the interval tactic proves inequalities only"
+    if any(s not in dom or dom[s].lo is None or dom[s].hi is None for s in syms):
+        return "some variable has no bounded range"
+    if len(syms) > INTERVAL_INPUTS:
+        return f"it has more than {INTERVAL_INPUTS} variables (bisection would be too slow)"
+    if sum(sp.count_ops(t) for t in terms) > PROOF_OPS:
+        return "the network is too large for a quick interval proof"
+    for app in sorted(set().union(*(applications(t) for t in terms)), key=sp.default_sort_key):
+        if fname(app) not in ("tanh", "exp", "log", "Abs", "relu", "leaky_relu", "sigmoid",
+                                "softplus"):
+            return f"{fname(app)} is discontinuous or unknown to the interval tactic"
+    return None
+
+
+def _interval_script(ctx: Ctx, ob: Obligation, syms, n_premises: int) -> str:
+    bisect = ", ".join(f"i_bisect {ctx.sym_name(s)}" for s in syms)
+    tac = f"interval with ({bisect})" if bisect else "interval"
+    hyps = " ".join(f"snn_h{k}" for k in range(n_premises))
+    lines = [f"  intros {' '.join(ctx.sym_name(s) for s in syms)} {hyps}".rstrip() + "."]
+    for k, a in enumerate(ob.goal):
+        diff = f"{ctx.p(ctx.inline(a.lhs))} - ({ctx.p(ctx.inline(a.rhs))})"
+        body = (f"enough ({diff} {_OP[a.op]} 0) by lra;\n    rewrite ?relu_abs, ?leaky_relu_abs,"
+                f" ?tanh_exp; unfold sigmoid, softplus; {tac}")
+        last = k == len(ob.goal) - 1
+        lines.append(f"  {body}." if last else f"  split; [ {body} | ].")
+    return "\n".join(lines)
+
+
+def coq_accepts(coqc: str, lemmas: str, timeout: float = INTERVAL_SECONDS) -> bool:
+    """Does coqc accept the prelude followed by `lemmas` within `timeout` seconds?"""
+    text = render_file("snn_check", "check", "", lemmas)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "snn_check.v"), "w", encoding="utf-8") as fh:
+            fh.write(text)
+        try:
+            res = subprocess.run([coqc, "snn_check.v"], cwd=tmp, capture_output=True,
+                                 timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return False
+    return res.returncode == 0
+
+
+# ---------------------------------------------------------------- derivations
+
+
+def _definitions(ctx: Ctx) -> tuple[list[str], dict]:
+    """A Definition per derivation entry: inlined when small, else a chain of `let`s."""
+    blocks, defs = [], {}
+    for d in ctx.model.derivations:
+        for idx, term in J.flatten(d.terms):
+            ident = ctx.names.name(("def", d.name, idx), "_".join([d.name, *map(str, idx)]))
+            inl = J.safe_inline(ctx.prog, term, J.INLINE_OPS)
+            params = ctx.leaves([inl]) if inl is not None else \
+                ctx.leaves([term], skip=ctx.prog.defs) + sorted(
+                    ctx.prog.leaves([term]) - sp.sympify(term).free_symbols,
+                    key=lambda s: (ctx.order.get(s, len(ctx.order)), s.name))
+            params = ctx.leaves(params)
+            args = f" ({' '.join(ctx.sym_name(s) for s in params)} : R)" if params else ""
+            if inl is not None:
+                body = ctx.p(inl)
+            else:
+                lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)} in" for s, e in ctx.prog.slice([term])]
+                body = "\n  ".join([*lets, ctx.p(term)])
+            label = f"{d.name}{list(idx) if idx else ''}"
+            blocks.append(f"(* {d.kind} {label} *)\nDefinition {ident}{args} : R :=\n  {body}.\n")
+            defs[(d.name, idx)] = (ident, params, inl)
+    return blocks, defs
+
+
+def _jacobian_lemmas(ctx: Ctx, defs: dict) -> list[str]:
+    """`is_derive` lemmas tying each small smooth Jacobian entry to its output Definition."""
+    out = []
+    for jac, output in J.jacobian_pairs(ctx.model.derivations):
+        for (i, j), (v, o_idx, j_idx) in J.jacobian_entries(jac, output):
+            if len(out) >= JACOBIAN_LEMMAS:
+                return out + [coq_comment([f"further Jacobian lemmas omitted (limit "
+                                           f"{JACOBIAN_LEMMAS})"])]
+            f_id, f_params, F = defs[(output.name, o_idx)]
+            j_id, j_params, J = defs[(jac.name, j_idx)]
+            plan = derivative_plan(F, v, J, PROOF_OPS)
+            name = ctx.names.name(("jaclemma", jac.name, i, j), f"{j_id}_is_derive")
+            if plan.reason or plan.nonzero:
+                why = plan.reason or "the output has ReLU-style kinks"
+                out.append(coq_comment([f"no is_derive lemma for {j_id}: {why}"]))
+                continue
+            vn = ctx.sym_name(v)
+            syms = ctx.leaves([*f_params, *j_params], skip=[v])
+            call_f = " ".join([f_id, *(ctx.sym_name(s) for s in f_params)])
+            call_j = " ".join([j_id, *(ctx.sym_name(s) for s in j_params)])
+            goal = f"is_derive (fun {vn} : R => {call_f}) {vn} ({call_j})"
+            proof = f"  intros.\n  unfold {f_id}, {j_id}.\n  {DERIVE_TACTIC}"
+            why = [f"the Jacobian entry {jac.name}[{i}][{j}] is the derivative of "
+                   f"{output.name}{list(o_idx)} in {v.name}"]
+            out.append(_lemma(name, _statement(ctx, [*syms, v], [], goal), proof, why))
+    return out
+
+
+# ---------------------------------------------------------------- obligations and the file
+
+
+def _obligation(ctx: Ctx, ob: Obligation, verdict: Verdict | None, coqc) -> str:
+    status = verdict.verdict if verdict is not None else "unknown"
+    why = [f"obligation {ob.name} ({ob.kind}): {line}" for line in ob.text.splitlines()]
+    why += J.verdict_note(verdict)
+    if status == REFUTED:
+        return coq_comment(why + ["not stated as a lemma: the claim is false"])
+    prove = status == PROVED
+    if not prove:
+        why.append("Admitted: the claim was not proved, so this lemma is an open statement")
+    try:
+        if ob.kind == "identity" and all(is_derivative(a) for a in ob.goal):
+            return "\n".join(
+                derivative_lemma(ctx, ctx.names.name(("lemma", ob.name, k), _label(ob, k)),
+                                 ob, a, why, prove)
+                for k, a in enumerate(ob.goal))
+        name = ctx.names.name(("lemma", ob.name, 0), ob.name)
+        if ob.kind == "identity":
+            return identity_lemma(ctx, name, ob, why, prove)
+        return bound_lemma(ctx, name, ob, why, prove, coqc)
+    except J.TooLarge as exc:
+        return coq_comment(why + [f"not stated: {exc}"])
+
+
+def _label(ob: Obligation, k: int) -> str:
+    return ob.name if len(ob.goal) == 1 else f"{ob.name}_{k}"
+
+
+def check_supported(ctx: Ctx) -> None:
+    """Refuse, before writing anything, terms that have no Coq form (a located SpecError)."""
+    try:
+        for sym in ctx.prog.order:
+            ctx.p(ctx.prog.defs[sym])
+    except UnsupportedTerm as exc:
+        raise SpecError(f"the Coq emitter cannot express {exc}") from None
+    for ob in ctx.model.obligations:
+        try:
+            for a in (*ob.goal, *ob.hypotheses):
+                ctx.p(a.lhs), ctx.p(a.rhs)
+        except UnsupportedTerm as exc:
+            raise SpecError(f"the Coq emitter cannot express {exc}", span=ob.span) from None
+
+
+def render_file(module: str, model_name: str, derivations: str, obligations: str,
+                source: str = "") -> str:
+    return render("coq.v.j2", file=f"{module}.v", source=source or "(none)",
+                    model=model_name, derivations=derivations.rstrip() or "(* none *)",
+                    obligations=obligations.rstrip() or "(* none *)")
+
+
+def emit(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") -> dict[str, str]:
+    """{`NAME.v`: text}. `coqc`: the binary used to confirm interval proofs ("auto": look it
+    up on PATH; None: never run it, so bound lemmas stay Admitted)."""
+    if coqc == "auto":
+        coqc = shutil.which("coqc")
+    ctx = Ctx(model)
+    check_supported(ctx)
+    module = module_name(model.name)
+    blocks, defs = _definitions(ctx)
+    blocks += _jacobian_lemmas(ctx, defs)
+    by_name = {v.name: v for v in verdicts}
+    obs = [_obligation(ctx, ob, by_name.get(ob.name), coqc) for ob in model.obligations]
+    text = render_file(module, J.one_line(model.name), "\n".join(blocks), "\n".join(obs),
+                       PurePath(model.source_path).name if model.source_path else "")
+    return {f"{module}.v": text}

@@ -1,0 +1,375 @@
+"""Bound obligations: `forall x in box. hypotheses -> goal`, decided soundly.
+
+Order of work: a cheap counterexample search (replayed before it counts); interval
+enclosures of every goal atom's `lhs - rhs`; then z3 on SMT-LIB. Without smooth functions the
+SMT-LIB encoding is exact (ReLU as `ite`), so `unsat` proves and `sat` gives a model to replay.
+With smooth functions each application is an opaque atom constrained by its interval and by
+certified linear envelopes (`intervals.Tape.enclosures`), so `unsat` proves and `sat` only
+suggests where to look. What neither settles goes to branch and bound over the input box,
+best-first by the interval bound, every leaf closed by intervals or by z3; running out of time
+is `unknown`, with the tightest certified bound and the worst point seen.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+import sympy as sp
+
+from ..emit.smtlib import encode
+from ..layers.activations import SMOOTH_FUNCTIONS
+from ..obligations import Obligation
+from ..symbolic.program import Program
+from .intervals import INF, Tape, bounds_of
+from .replay import replay, show_value
+from .search import Searcher
+from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
+from .z3run import run_z3
+
+SEARCH_SHARE = 0.1  # of the time limit, for the first counterexample search (at most 2 s)
+LEAF_Z3_SHARE = 0.25  # of the time limit, at most, for z3 on one box
+SMEAR_DIMS = 6
+NEAR_ZERO = 1e-9  # up to this many dimensions, choose the split that helps the intervals most
+
+
+@dataclass
+class _Box:
+    bounds: dict  # leaf -> (lo, hi) Fractions, None for an infinite side
+    atoms: tuple[int, ...]  # goal atoms still open here
+    values: list  # interval of every tape slot on this box
+    depth: int = 0
+
+
+@dataclass
+class _Closed:
+    engine: str
+    seconds: float = 0.0
+    smt: str | None = None
+
+
+def _proves(op: str, iv) -> bool:
+    lo, hi = iv
+    return {"<=": hi <= 0, "<": hi < 0, ">=": lo >= 0, ">": lo > 0,
+            "==": lo == 0 and hi == 0, "!=": lo > 0 or hi < 0}[op]
+
+
+def _badness(op: str, iv) -> float:
+    """How far the interval is from proving the atom (for the best-first order)."""
+    lo, hi = iv
+    if op in ("<=", "<"):
+        return float(hi)
+    if op in (">=", ">"):
+        return float(-lo)
+    return float(max(hi, -lo))
+
+
+def _clip(op: str, iv):
+    """The interval of lhs - rhs on a box where the atom was proved (by z3)."""
+    lo, hi = iv
+    if op in ("<=", "<", "=="):
+        hi = min(hi, Fraction(0))
+    if op in (">=", ">", "=="):
+        lo = max(lo, Fraction(0))
+    return lo, hi
+
+
+def _text(atom) -> str:
+    return f"{atom.lhs} {atom.op} {atom.rhs}"
+
+
+def _has_smooth(program: Program, terms) -> bool:
+    exprs = [d for _, d in program.slice(terms)] + [sp.sympify(t) for t in terms]
+    return any(e.has(*SMOOTH_FUNCTIONS) for e in exprs)
+
+
+def decide_bound(ob: Obligation, program: Program, timeout: float = 10.0) -> Verdict:
+    """Prove, refute (with a replayed counterexample) or give up on a bound obligation.
+
+    Never proves by sampling, never weakens `<`; `timeout` (seconds) bounds the whole run.
+    """
+    return _Decider(ob, program, timeout).decide()
+
+
+class _Decider:
+    def __init__(self, ob: Obligation, program: Program, timeout: float) -> None:
+        self.ob, self.program, self.timeout = ob, program, timeout
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + timeout
+        diffs = [a.lhs - a.rhs for a in ob.goal]
+        terms = [t for a in ob.goal + ob.hypotheses for t in (a.lhs, a.rhs)]
+        self.smooth = _has_smooth(program, terms)
+        hyps = [a.lhs - a.rhs for a in ob.hypotheses]  # their atoms get enclosures too
+        self.tape = Tape(program, diffs + hyps)
+        self.root = {v.symbol: (_frac(v.lo), _frac(v.hi)) for v in ob.variables}
+        self.hull: dict[int, tuple] = {}
+        self.closed: list[_Closed] = []
+        self.notes: list[str] = []
+        self.best: tuple[float, dict | None] = (float("inf"), None)
+        try:
+            self.searcher: Searcher | None = Searcher(ob, program)
+        except (ValueError, NotImplementedError, TypeError) as exc:
+            self.searcher = None
+            self.notes.append(f"no counterexample search: {exc}")
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    # ---- verdicts ------------------------------------------------------------------------------
+
+    def _verdict(self, verdict: str, engine: str, **kw) -> Verdict:
+        details = kw.pop("details", {})
+        if self.notes:
+            details.setdefault("notes", list(self.notes))
+        return Verdict(name=self.ob.name, kind=self.ob.kind, verdict=verdict, engine=engine,
+                       seconds=time.perf_counter() - self.t0, details=details, **kw)
+
+    def _try_points(self, points, engine: str, **kw) -> Verdict | None:
+        """The first point that replays as a violation, as a `refuted` verdict."""
+        for p in points:
+            pt = self._complete(p)
+            r = replay(self.ob, self.program, pt)
+            if r.violated:
+                violation = {"atom": _text(r.atom), "lhs": show_value(r.lhs),
+                             "rhs": show_value(r.rhs), "exact": r.exact}
+                cex = {s.name: str(v) for s, v in sorted(pt.items(), key=lambda kv: kv[0].name)}
+                return self._verdict(REFUTED, engine, counterexample=cex, violation=violation,
+                                     **kw)
+        return None
+
+    def _complete(self, point: dict) -> dict:
+        """Every quantified variable gets a value: missing ones the point of its range nearest 0."""
+        out = {s: Fraction(v) for s, v in point.items()}
+        for v in self.ob.variables:
+            if v.symbol not in out:
+                lo, hi = self.root[v.symbol]
+                x = Fraction(0)
+                x = max(x, lo) if lo is not None else x
+                out[v.symbol] = min(x, hi) if hi is not None else x
+        return out
+
+    # ---- the pipeline --------------------------------------------------------------------------
+
+    def decide(self) -> Verdict:
+        v = self._search(None, budget=min(2.0, SEARCH_SHARE * self.timeout), samples=4000)
+        if v is not None:
+            return v
+        root = self._box(self.root, tuple(range(len(self.ob.goal))))
+        if all(_proves(self.ob.goal[k].op, self._iv(root, k)) for k in root.atoms):
+            self._close(root, root.atoms, "interval")
+            lo_hi = [self._iv(root, k) for k in root.atoms]
+            art = "; ".join(f"{_text(self.ob.goal[k])}: lhs - rhs in [{_show(a)}, {_show(b)}]"
+                            for k, (a, b) in zip(root.atoms, lo_hi))
+            return self._verdict(PROVED, "interval", artifact=f"interval enclosure: {art}",
+                                 details={"boxes": 1})
+        if not self.smooth:
+            v = self._exact_root()
+            if v is not None:
+                return v
+        return self._branch_and_bound(root)
+
+    def _search(self, box, *, budget: float, samples: int, starts=(), seed: int = 0):
+        if self.searcher is None or budget <= 0:
+            return None
+        res = self.searcher.run(box, budget=budget, samples=samples, starts=starts, seed=seed,
+                                steps=40 if samples > 1000 else 15)
+        if res.slack < self.best[0]:
+            self.best = (res.slack, res.point)
+        if res.slack <= NEAR_ZERO:  # float may miss an exact tie (a strict `<` at equality)
+            return self._try_points(res.candidates, "search")
+        return None
+
+    def _exact_root(self) -> Verdict | None:
+        """z3 on the exact encoding of the whole box (no smooth functions)."""
+        q = encode(self.ob, self.program, note="exact encoding (piecewise-linear functions as ite)")
+        r = run_z3(q.text, max(0.1, 0.5 * self.remaining()))
+        if r.answer == "unsat":
+            self.closed.append(_Closed("z3", smt=q.text))
+            return self._verdict(PROVED, "z3", smt=q.text, smt_answer="unsat",
+                                 details={"boxes": 1})
+        if r.answer == "sat":
+            return self._exact_sat(q, r, smt=q.text)
+        self.notes.append(f"z3 on the whole box: {r.answer} {r.reason}".strip())
+        return None
+
+    def _exact_sat(self, q, r, smt=None) -> Verdict:
+        """z3 found a model of the exact negation: the claim fails; report a replayed point."""
+        pt = self._model_point(q, r.model)
+        v = self._try_points([pt], "z3", smt=smt, smt_answer="sat" if smt else None)
+        v = v or self._search(None, budget=min(1.0, self.remaining()), samples=500, starts=[pt])
+        return v or self._verdict(
+            UNKNOWN, "z3", smt=smt, smt_answer="sat" if smt else None,
+            reason="z3 reports a violation, but its model (irrational?) did not replay",
+            details={"z3_model": {s.name: str(x) for s, x in pt.items()}})
+
+    def _model_point(self, q, model) -> dict:
+        pt = {}
+        for name, sym in q.variables.items():
+            if name in model:
+                lo, hi = self.root.get(sym, (None, None))
+                x = model[name]
+                x = max(x, lo) if lo is not None else x
+                pt[sym] = min(x, hi) if hi is not None else x
+        return pt
+
+    # ---- branch and bound ----------------------------------------------------------------------
+
+    def _iv(self, box: _Box, k: int):
+        return box.values[self.tape.outputs[k]]
+
+    def _box(self, bounds: dict, atoms: tuple, depth: int = 0) -> _Box:
+        return _Box(bounds, atoms, self.tape.run(bounds), depth)
+
+    def _priority(self, box: _Box) -> float:
+        return -max(_badness(self.ob.goal[k].op, self._iv(box, k)) for k in box.atoms)
+
+    def _close(self, box: _Box, atoms, engine: str, seconds: float = 0.0, smt=None) -> None:
+        for k in atoms:
+            iv = self._iv(box, k)
+            if engine != "interval":
+                iv = _clip(self.ob.goal[k].op, iv)
+            old = self.hull.get(k)
+            self.hull[k] = iv if old is None else (min(old[0], iv[0]), max(old[1], iv[1]))
+        if len(atoms) == len(box.atoms) or engine != "interval":
+            self.closed.append(_Closed(engine, seconds, smt))
+
+    def _branch_and_bound(self, root: _Box) -> Verdict:
+        heap = [(self._priority(root), 0, root)]
+        count = 1
+        while heap:
+            if self.remaining() <= 0:
+                return self._timeout([b for _, _, b in heap])
+            _, _, box = heapq.heappop(heap)
+            done = [k for k in box.atoms if _proves(self.ob.goal[k].op, self._iv(box, k))]
+            self._close(box, done, "interval")
+            box.atoms = tuple(k for k in box.atoms if k not in done)
+            if not box.atoms:
+                continue
+            v = self._leaf_z3(box)
+            if isinstance(v, Verdict):
+                return v
+            if v:
+                continue
+            children = self._split(box)
+            if not children:
+                return self._verdict(UNKNOWN, "branch-and-bound", reason=(
+                    "abstraction too coarse and no bounded input dimension left to split"),
+                    details=self._details([box]))
+            for child in children:
+                heapq.heappush(heap, (self._priority(child), count, child))
+                count += 1
+        return self._proved()
+
+    def _leaf_z3(self, box: _Box):
+        """True when z3 closes the box, a Verdict when it exposes a violation, else False."""
+        budget = min(self.remaining(), max(0.5, LEAF_Z3_SHARE * self.timeout))
+        if budget <= 0.05:
+            return False
+        sub = replace(self.ob, goal=tuple(self.ob.goal[k] for k in box.atoms))
+        extra = {s: b for s, b in box.bounds.items() if b != self.root.get(s)}
+        enclosures = self.tape.enclosures(box.values) if self.smooth else None
+        note = _box_note(extra) + ("" if self.smooth else "\nexact encoding")
+        q = encode(sub, self.program, enclosures=enclosures, extra_bounds=extra, note=note)
+        start = time.perf_counter()
+        r = run_z3(q.text, budget)
+        seconds = time.perf_counter() - start
+        if r.answer == "unsat":
+            self._close(box, box.atoms, "z3" if not self.smooth else "z3-abstraction",
+                        seconds, q.text)
+            return True
+        if r.answer == "sat":
+            if not self.smooth:
+                return self._exact_sat(q, r)
+            pt = self._model_point(q, r.model)
+            v = self._try_points([pt], "z3-abstraction+replay")
+            if v is None and self.remaining() > 0:
+                v = self._search(box.bounds, budget=min(0.3, self.remaining()), samples=200,
+                                 starts=[pt], seed=box.depth)
+            return v or False
+        return False
+
+    def _split(self, box: _Box) -> list[_Box]:
+        """Two halves along the dimension that most improves the worst interval bound
+        (few dimensions), else the widest relative to the root box."""
+        dims = [s for s, (lo, hi) in box.bounds.items()
+                if lo is not None and hi is not None and lo < hi]
+        if not dims:
+            return []
+        rel = {s: (box.bounds[s][1] - box.bounds[s][0]) /
+               (self.root[s][1] - self.root[s][0]) for s in dims}
+        dims.sort(key=lambda s: (-rel[s], s.name))
+        if len(dims) > SMEAR_DIMS:
+            return self._halves(box, dims[0])
+        best = None
+        for s in dims:
+            kids = self._halves(box, s)
+            score = max(-self._priority(c) for c in kids) - float(rel[s]) * 1e-9
+            if best is None or score < best[0]:
+                best = (score, kids)
+        return best[1]
+
+    def _halves(self, box: _Box, s) -> list[_Box]:
+        lo, hi = box.bounds[s]
+        mid = (lo + hi) / 2
+        out = []
+        for part in ((lo, mid), (mid, hi)):
+            bounds = dict(box.bounds)
+            bounds[s] = part
+            out.append(self._box(bounds, box.atoms, box.depth + 1))
+        return out
+
+    def _proved(self) -> Verdict:
+        engines = {c.engine for c in self.closed}
+        leaves = [c for c in self.closed if c.smt is not None]
+        hardest = max(leaves, key=lambda c: c.seconds, default=None)
+        details = {"boxes": len(self.closed),
+                   "leaves_by_engine": {e: sum(c.engine == e for c in self.closed)
+                                        for e in sorted(engines)}}
+        if leaves:
+            details["smt_leaves"] = [c.smt for c in leaves]
+        engine = self.closed[0].engine if len(self.closed) == 1 else "branch-and-bound"
+        return self._verdict(PROVED, engine, smt=hardest.smt if hardest else None,
+                             smt_answer="unsat" if hardest else None, details=details)
+
+    def _timeout(self, open_boxes: list[_Box]) -> Verdict:
+        return self._verdict(UNKNOWN, "branch-and-bound",
+                             reason=f"timeout after {len(self.closed) + len(open_boxes)} boxes "
+                             f"({len(self.closed)} proved, {len(open_boxes)} open)",
+                             details=self._details(open_boxes))
+
+    def _details(self, open_boxes: list[_Box]) -> dict:
+        hull = dict(self.hull)
+        for box in open_boxes:
+            for k in box.atoms:
+                iv, old = self._iv(box, k), hull.get(k)
+                hull[k] = iv if old is None else (min(old[0], iv[0]), max(old[1], iv[1]))
+        out: dict = {"boxes": len(self.closed), "open_boxes": len(open_boxes)}
+        if hull:
+            k = max(hull, key=lambda j: _badness(self.ob.goal[j].op, hull[j]))
+            lo, hi = bounds_of(hull[k])
+            out["certified_bound"] = {
+                "atom": _text(self.ob.goal[k]),
+                "lhs_minus_rhs": [None if lo is None else str(lo), None if hi is None else str(hi)],
+                "approx": [None if lo is None else float(lo), None if hi is None else float(hi)]}
+        if self.best[1] is not None:
+            out["best_seen"] = self.best[0]
+            out["best_point"] = {s.name: x for s, x in self.best[1].items()}
+        return out
+
+
+def _frac(q) -> Fraction | None:
+    return None if q is None else Fraction(str(q))
+
+
+def _show(x) -> str:
+    return "-oo" if x == -INF else "oo" if x == INF else str(x)
+
+
+def _box_note(extra: dict) -> str:
+    if not extra:
+        return "whole input box"
+    parts = [f"{s.name} in [{lo}, {hi}]" for s, (lo, hi) in sorted(extra.items(),
+                                                                  key=lambda kv: kv[0].name)]
+    return "branch-and-bound box: " + ", ".join(parts)
