@@ -249,15 +249,17 @@ class Elaborator:
 
     # ---- networks
     def _network(self, d: ast.NetworkDecl) -> Network:
-        if d.in_size <= 0 or d.in_size > MAX_ENTRIES:
-            raise SpecError(f"input size {d.in_size} must be between 1 and {MAX_ENTRIES}", d.span)
+        size = int(np.prod(d.in_shape))
+        if len(d.in_shape) > 2 or min(d.in_shape) <= 0 or size > MAX_ENTRIES:
+            raise SpecError(f"input shape {list(d.in_shape)} must have one or two positive sizes "
+                            f"and at most {MAX_ENTRIES} entries", d.span)
         if not d.layers:
             raise SpecError(f"network `{d.name}` has no layers", d.span)
         self._net_file = None
         if d.load is not None:
             path = os.path.join(self._dir, d.load)
             self._net_file = (path, _load_weight_file(path, d.load_span), d.load_span, set())
-        shape: tuple[int, ...] = (d.in_size,)
+        shape: tuple[int, ...] = tuple(d.in_shape)
         layers = []
         for k, decl in enumerate(d.layers, start=1):
             rule = LAYER_RULES.get(decl.kind)
@@ -269,7 +271,8 @@ class Elaborator:
             layers.append(layer)
             shape = layer.out_shape
         self._check_unused_keys(d)
-        return Network(name=d.name, in_shape=(d.in_size,), out_shape=shape, layers=tuple(layers),
+        return Network(name=d.name, in_shape=tuple(d.in_shape), out_shape=shape,
+                       layers=tuple(layers),
                        span=d.span)
 
     def _check_unused_keys(self, d: ast.NetworkDecl) -> None:
@@ -303,8 +306,13 @@ class Elaborator:
         return out
 
     def weight(self, decl, net: str, short: str, shape: tuple[int, ...], arg, index: int,
-               torch_kind: str) -> TensorVar:
-        """A layer's weight tensor: inline, ranged, from the network's file, or symbolic."""
+               torch_kind: str, file_keys: tuple[str, ...] = ()) -> TensorVar:
+        """A layer's weight tensor: inline, ranged, from the network's file, or symbolic.
+
+        In a weight file the array is found by `short` (e.g. `W1`), then by any of
+        `file_keys` (exact names such as PyTorch's `lstm.weight_ih_l0`), then as the
+        `index`-th array whose name ends in `.<torch_kind>`.
+        """
         name = f"{net}.{short}"
         symbols = self.symbols(name, shape)
         if arg is not None and arg.value is not None:
@@ -319,12 +327,13 @@ class Elaborator:
             return TensorVar(name=name, role="param", shape=shape, entries=symbols, lo=lo, hi=hi,
                              span=arg.span)
         if self._net_file is not None:
-            return self._weight_from_file(name, short, shape, index, torch_kind, decl)
+            return self._weight_from_file(name, short, shape, index, torch_kind, decl, file_keys)
         return TensorVar(name=name, role="param", shape=shape, entries=symbols, span=decl.span)
 
-    def _weight_from_file(self, name, short, shape, index, torch_kind, decl) -> TensorVar:
+    def _weight_from_file(self, name, short, shape, index, torch_kind, decl,
+                          file_keys=()) -> TensorVar:
         path, data, span, used = self._net_file
-        key = short if short in data else None
+        key = short if short in data else next((k for k in file_keys if k in data), None)
         if key is None:
             torch_keys = [k for k in data if k.endswith("." + torch_kind) or k == torch_kind]
             if index - 1 < len(torch_keys):

@@ -31,7 +31,7 @@ from sympy.printing.str import StrPrinter
 from ..diagnostics import SpecError
 from ..engines.verdict import PROVED, REFUTED, Verdict
 from ..obligations import Atom, Model, Obligation
-from . import json_export as J
+from . import json_export as jx
 
 COQ_RESERVED = frozenset("""
 as at cofix else end exists exists2 fix for forall fun if IF in let match mod Prop return Set
@@ -310,7 +310,7 @@ class Ctx:
     def __init__(self, model: Model):
         self.model, self.prog = model, model.program
         self.names = NameMap(self.reserved)
-        self.order = J.leaf_order(model)
+        self.order = jx.leaf_order(model)
         for sym in sorted(self.order, key=lambda s: s.name):
             self.sym_name(sym)
         for sym in self.prog.order:
@@ -324,9 +324,9 @@ class Ctx:
         return self.printer.doprint(sp.sympify(e))
 
     def inline(self, e):
-        out = J.safe_inline(self.prog, e)
+        out = jx.safe_inline(self.prog, e)
         if out is None:
-            raise J.TooLarge("the claim is too large to inline (see the CSE form)")
+            raise jx.TooLarge("the claim is too large to inline (see the CSE form)")
         return out
 
     def leaves(self, exprs, skip=()) -> list[sp.Symbol]:
@@ -477,9 +477,9 @@ def _definitions(ctx: Ctx) -> tuple[list[str], dict]:
     """A Definition per derivation entry: inlined when small, else a chain of `let`s."""
     blocks, defs = [], {}
     for d in ctx.model.derivations:
-        for idx, term in J.flatten(d.terms):
+        for idx, term in jx.flatten(d.terms):
             ident = ctx.names.name(("def", d.name, idx), "_".join([d.name, *map(str, idx)]))
-            inl = J.safe_inline(ctx.prog, term, J.INLINE_OPS)
+            inl = jx.safe_inline(ctx.prog, term, jx.INLINE_OPS)
             params = ctx.leaves([inl]) if inl is not None else \
                 ctx.leaves([term], skip=ctx.prog.defs) + sorted(
                     ctx.prog.leaves([term]) - sp.sympify(term).free_symbols,
@@ -500,14 +500,14 @@ def _definitions(ctx: Ctx) -> tuple[list[str], dict]:
 def _jacobian_lemmas(ctx: Ctx, defs: dict) -> list[str]:
     """`is_derive` lemmas tying each small smooth Jacobian entry to its output Definition."""
     out = []
-    for jac, output in J.jacobian_pairs(ctx.model.derivations):
-        for (i, j), (v, o_idx, j_idx) in J.jacobian_entries(jac, output):
+    for jac, output in jx.jacobian_pairs(ctx.model.derivations):
+        for (i, j), (v, o_idx, j_idx) in jx.jacobian_entries(jac, output):
             if len(out) >= JACOBIAN_LEMMAS:
                 return out + [coq_comment([f"further Jacobian lemmas omitted (limit "
                                            f"{JACOBIAN_LEMMAS})"])]
             f_id, f_params, F = defs[(output.name, o_idx)]
-            j_id, j_params, J = defs[(jac.name, j_idx)]
-            plan = derivative_plan(F, v, J, PROOF_OPS)
+            j_id, j_params, Jt = defs[(jac.name, j_idx)]
+            plan = derivative_plan(F, v, Jt, PROOF_OPS)
             name = ctx.names.name(("jaclemma", jac.name, i, j), f"{j_id}_is_derive")
             if plan.reason or plan.nonzero:
                 why = plan.reason or "the output has ReLU-style kinks"
@@ -531,7 +531,7 @@ def _jacobian_lemmas(ctx: Ctx, defs: dict) -> list[str]:
 def _obligation(ctx: Ctx, ob: Obligation, verdict: Verdict | None, coqc) -> str:
     status = verdict.verdict if verdict is not None else "unknown"
     why = [f"obligation {ob.name} ({ob.kind}): {line}" for line in ob.text.splitlines()]
-    why += J.verdict_note(verdict)
+    why += jx.verdict_note(verdict)
     if status == REFUTED:
         return coq_comment(why + ["not stated as a lemma: the claim is false"])
     prove = status == PROVED
@@ -547,7 +547,7 @@ def _obligation(ctx: Ctx, ob: Obligation, verdict: Verdict | None, coqc) -> str:
         if ob.kind == "identity":
             return identity_lemma(ctx, name, ob, why, prove)
         return bound_lemma(ctx, name, ob, why, prove, coqc)
-    except J.TooLarge as exc:
+    except jx.TooLarge as exc:
         return coq_comment(why + [f"not stated: {exc}"])
 
 
@@ -589,6 +589,6 @@ def emit(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") ->
     blocks += _jacobian_lemmas(ctx, defs)
     by_name = {v.name: v for v in verdicts}
     obs = [_obligation(ctx, ob, by_name.get(ob.name), coqc) for ob in model.obligations]
-    text = render_file(module, J.one_line(model.name), "\n".join(blocks), "\n".join(obs),
+    text = render_file(module, jx.one_line(model.name), "\n".join(blocks), "\n".join(obs),
                        PurePath(model.source_path).name if model.source_path else "")
     return {f"{module}.v": text}

@@ -148,7 +148,7 @@ class LayerDecl:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NetworkDecl:
     name: str
-    in_size: int
+    in_shape: tuple[int, ...]  # `in=3` → (3,); `in=[5, 2]` → a sequence of 5 vectors of 2
     load: str | None
     layers: tuple[LayerDecl, ...]
     span: Span | None = _span()

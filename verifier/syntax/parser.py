@@ -161,13 +161,16 @@ class _ToAst(Transformer):
     def load(self, meta, path):
         return (str(path)[1:-1], self._tok_span(path))
 
+    def in_shape(self, meta, *dims):
+        return tuple(int(d) for d in dims)
+
     def network_decl(self, meta, name, size, *rest):
         load = None
         load_span = None
         if rest and isinstance(rest[0], tuple):
             load, load_span = rest[0]
             rest = rest[1:]
-        return ast.NetworkDecl(name=str(name), in_size=int(size), load=load, layers=tuple(rest),
+        return ast.NetworkDecl(name=str(name), in_shape=size, load=load, layers=tuple(rest),
                                span=self._span(meta), load_span=load_span)
 
     def layer(self, meta, kind, *args):
