@@ -77,7 +77,9 @@ def exact(value: float, span: Span | None) -> sp.Rational:
 class Elaborator:
     """Builds one `ir.Spec` from a root spec file and its imports."""
 
-    def __init__(self) -> None:
+    def __init__(self, dims: dict[str, int] | None = None) -> None:
+        self.bound_dims: dict[str, int] = dict(dims or {})
+        self.dim_decls: list[ast.DimDecl] = []
         self.inputs: list[TensorVar] = []
         self.params: list[TensorVar] = []
         self.networks: list[Network] = []
@@ -97,7 +99,26 @@ class Elaborator:
         name = os.path.splitext(os.path.basename(path))[0]
         return Spec(name=name, path=path, inputs=tuple(self.inputs), params=tuple(self.params),
                     networks=tuple(self.networks), lets=tuple(self.lets),
-                    claims=tuple(self.claims), derives=tuple(self.derives))
+                    claims=tuple(self.claims), derives=tuple(self.derives),
+                    dims=tuple((n, self.bound_dims[n]) for d in self.dim_decls for n in d.names),
+                    instantiations=self._instantiations())
+
+    def _instantiations(self):
+        """Size tuples to check: each `dim` declaration's list (rotations of distinct sizes by
+        default, so no two dimensions are equal and transpositions cannot hide), zipped."""
+        lists = []
+        for d in self.dim_decls:
+            if d.sizes:
+                lists.append([tuple(zip(d.names, s)) for s in d.sizes])
+            else:
+                base = list(range(2, len(d.names) + 2))
+                rots = [base[k:] + base[:k] for k in range(len(base))] if len(base) > 1 else \
+                    [[2], [3]]
+                lists.append([tuple(zip(d.names, r)) for r in rots])
+        if not lists:
+            return ()
+        n = max(len(x) for x in lists)
+        return tuple(tuple(sum((list(x[k % len(x)]) for x in lists), [])) for k in range(n))
 
     def _file(self, path: str, span: Span | None, depth: int) -> None:
         real = os.path.realpath(path)
@@ -123,6 +144,8 @@ class Elaborator:
     def _item(self, item, depth: int) -> None:
         if isinstance(item, ast.Import):
             self._file(os.path.join(self._dir, item.path), item.span, depth + 1)
+        elif isinstance(item, ast.DimDecl):
+            self._dims(item)
         elif isinstance(item, ast.InputDecl):
             self._declare(item.name, item.span)
             self.inputs.append(self._input(item))
@@ -149,12 +172,31 @@ class Elaborator:
                             fix="rename one of them")
         self.declared[name] = span
 
+    def _dims(self, d: ast.DimDecl) -> None:
+        for name in d.names:
+            self._declare(name, d.span)
+        for sizes in d.sizes:
+            if len(sizes) != len(d.names):
+                raise SpecError(f"size tuple {sizes} has {len(sizes)} entries for "
+                                f"{len(d.names)} dimensions", d.span)
+            if any(n <= 0 or n > 64 for n in sizes):
+                raise SpecError("symbolic sizes are instantiated between 1 and 64", d.span)
+        self.dim_decls.append(d)
+        first = d.sizes[0] if d.sizes else tuple(range(2, len(d.names) + 2))
+        for name, n in zip(d.names, first):
+            self.bound_dims.setdefault(name, n)
+
+    def dim_value(self, name: str, span) -> int:
+        if name not in self.bound_dims:
+            raise SpecError(f"unknown size `{name}`", span, fix=f"declare it: dim {name}")
+        return self.bound_dims[name]
+
     # ---- constants
     def constant(self, node) -> np.ndarray:
         """Evaluate a constant expression (numbers, lists, arithmetic) to exact Rationals."""
         from .symbolic.translate import Translator
 
-        value = Translator.constants_only().value(node)
+        value = Translator.constants_only(self.bound_dims).value(node)
         for v in value.flat:
             if not sp.sympify(v).is_Rational:
                 raise SpecError("expected a number here", node.span,
@@ -183,7 +225,8 @@ class Elaborator:
 
     # ---- inputs and params
     def _check_shape(self, shape: ast.Shape) -> tuple[int, ...]:
-        dims = shape.dims
+        dims = tuple(d if isinstance(d, int) else self.dim_value(d, shape.span)
+                     for d in shape.dims)
         if len(dims) > 2:
             raise SpecError("tensors have at most two dimensions", shape.span)
         total = int(np.prod(dims)) if dims else 1
@@ -353,6 +396,9 @@ class Elaborator:
         return TensorVar(name=name, role="param", shape=shape, entries=entries, span=decl.span)
 
 
-def elaborate(path: str) -> Spec:
-    """Read the spec at `path` with its imports and check everything but expressions."""
-    return Elaborator().run(path)
+def elaborate(path: str, dims: dict[str, int] | None = None) -> Spec:
+    """Read the spec at `path` with its imports and check everything but expressions.
+
+    `dims` binds symbolic sizes; unbound ones take their first instantiation.
+    """
+    return Elaborator(dims).run(path)

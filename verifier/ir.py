@@ -71,3 +71,5 @@ class Spec:
     lets: tuple  # (name, expression AST)
     claims: tuple  # ast.ClaimDecl
     derives: tuple  # ast.DeriveDecl
+    dims: tuple[tuple[str, int], ...] = ()  # the symbolic sizes bound in this instance
+    instantiations: tuple[tuple[tuple[str, int], ...], ...] = ()  # every size tuple to check

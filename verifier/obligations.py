@@ -29,9 +29,11 @@ class Atom:
     # ("derivative", f, v) when lhs is d f / d v computed by reverse mode: emitters can then
     # state the claim independently of our differentiation (Coq `is_derive`, Lean `HasDerivAt`)
     origin: tuple | None = field(default=None, compare=False, hash=False)
+    entry: tuple = field(default=(), compare=False, hash=False)  # index in the compared tensors
 
     def negated(self) -> "Atom":
-        return Atom(lhs=self.lhs, op=NEGATE[self.op], rhs=self.rhs, origin=self.origin)
+        return Atom(lhs=self.lhs, op=NEGATE[self.op], rhs=self.rhs, origin=self.origin,
+                    entry=self.entry)
 
     def holds(self, left, right) -> bool:
         """Decide the comparison on two numbers (exact rationals or mpmath values)."""
@@ -86,6 +88,8 @@ class Obligation:
     variables: tuple[Variable, ...]
     text: str  # the claim as the user wrote it, for comments in artifacts
     span: Span | None = field(default=None, compare=False, hash=False, repr=False)
+    # an identity whose two sides have different shapes at these sizes is false as stated
+    shape_mismatch: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -117,15 +121,23 @@ def _atoms(tr, comparison) -> list[Atom]:
     out: list[Atom] = []
     for (a, b), op, node in zip(zip(values, values[1:]), comparison.ops, comparison.operands[1:]):
         if a.shape != b.shape and a.shape != () and b.shape != ():
+            if op == "==" and tr.spec is not None and tr.spec.dims:
+                raise _ShapeMismatch(f"the sides have shapes {_shape(a)} and {_shape(b)}")
             raise SpecError(f"cannot compare {_shape(a)} with {_shape(b)}", comparison.span,
                             fix="compare entries of one shape, or index the output")
         a2, b2 = (a if a.shape else a.reshape(()), b)
         import numpy as np
 
-        for x, y in zip(*(np.broadcast_to(v, np.broadcast(a2, b2).shape).flat for v in (a2, b2))):
-            x, y = sp.sympify(x), sp.sympify(y)
-            out.append(Atom(lhs=x, op=op, rhs=y, origin=tr.origins.get(x)))
+        shape = np.broadcast(a2, b2).shape
+        xs, ys = (np.broadcast_to(v, shape) for v in (a2, b2))
+        for idx in np.ndindex(shape):
+            x, y = sp.sympify(xs[idx]), sp.sympify(ys[idx])
+            out.append(Atom(lhs=x, op=op, rhs=y, origin=tr.origins.get(x), entry=idx))
     return out
+
+
+class _ShapeMismatch(Exception):
+    pass
 
 
 def _variables(spec, program: Program, atoms: list[Atom]) -> tuple[Variable, ...]:
@@ -166,7 +178,13 @@ _FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "=="}
 
 
 def _obligation(spec, tr, claim) -> Obligation:
-    goal = _atoms(tr, claim.comparison)
+    try:
+        goal = _atoms(tr, claim.comparison)
+    except _ShapeMismatch as err:
+        return Obligation(name=claim.name, kind="identity", goal=(), hypotheses=(),
+                          variables=(), text=claim.text, span=claim.span,
+                          shape_mismatch=f"{err} at sizes "
+                          + ", ".join(f"{k}={v}" for k, v in spec.dims))
     hyps = [a for c in claim.where for a in _atoms(tr, c)]
     kind = "identity" if all(a.op == "==" for a in goal) else "bound"
     variables = _narrow(_variables(spec, tr.program, goal + hyps), hyps)
@@ -205,19 +223,36 @@ def _derivation(spec, tr, d) -> Derivation:
         if d.kind == "gradient" and f.shape != ():
             raise SpecError("a gradient is taken of a scalar", d.expr.span,
                             fix="index the output, e.g. f(x)[0], or derive jacobian")
-        v = tr.derivative(f, wrt)
+        v = tr.derivative(f, wrt, flatten=d.kind == "jacobian")
     wrt_syms = tuple(sp.sympify(e) for e in tr.value(wrt).flat) if wrt is not None else ()
     return Derivation(name=d.alias or d.kind, kind=d.kind, terms=_nested(v), shape=v.shape,
                       wrt=wrt_syms, span=d.span)
 
 
-def build_model(spec) -> Model:
-    """Translate every claim and derivation of an elaborated spec over one shared program."""
+def _suffix(spec) -> str:
+    return "[" + ",".join(f"{k}={v}" for k, v in spec.dims) + "]" if spec.dims else ""
+
+
+def build_model(spec, instances=None) -> Model:
+    """Translate every claim and derivation over one shared program.
+
+    `instances` (elaborations of the same spec at each size tuple of its `dim`s) each
+    contribute their obligations, named `claim[N=2,D=3]`.
+    """
+    from dataclasses import replace
+
+    from .symbolic.program import Program
     from .symbolic.translate import Translator
 
-    tr = Translator(spec)
-    obligations = tuple(_obligation(spec, tr, c) for c in spec.claims)
-    derivations = tuple(_derivation(spec, tr, d) for d in spec.derives)
+    program = Program()
+    obligations, derivations = [], []
+    for inst in instances or [spec]:
+        tr = Translator(inst, program)
+        suffix = _suffix(inst) if instances and len(instances) > 1 else ""
+        obligations += [replace(_obligation(inst, tr, c), name=c.name + suffix)
+                        for c in inst.claims]
+        derivations += [replace(d, name=d.name + suffix)
+                        for d in (_derivation(inst, tr, d) for d in inst.derives)]
     inputs = tuple(Variable(symbol=e, role="input",
                             lo=t.lo[k] if t.lo else None, hi=t.hi[k] if t.hi else None)
                    for t in spec.inputs for k, e in enumerate(t.entries))
@@ -226,6 +261,6 @@ def build_model(spec) -> Model:
                    for t in spec.params for k, e in enumerate(t.entries)
                    if isinstance(e, sp.Symbol))
     count = sum(len(t.entries) for t in spec.params)
-    return Model(name=spec.name, source_path=spec.path, program=tr.program, inputs=inputs,
-                 params=params, obligations=obligations, derivations=derivations,
+    return Model(name=spec.name, source_path=spec.path, program=program, inputs=inputs,
+                 params=params, obligations=tuple(obligations), derivations=tuple(derivations),
                  networks=spec.networks, parameter_count=count)

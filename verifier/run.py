@@ -12,8 +12,16 @@ from .obligations import Model, build_model
 
 
 def load(path: str) -> Model:
-    """Parse, elaborate and translate a spec (raises SpecError for any user mistake)."""
-    return build_model(elaborate(path))
+    """Parse, elaborate and translate a spec (raises SpecError for any user mistake).
+
+    A spec with symbolic sizes (`dim`) is elaborated once per size tuple.
+    """
+    spec = elaborate(path)
+    if len(spec.instantiations) <= 1:
+        return build_model(spec)
+    instances = [spec if dict(inst) == dict(spec.dims) else elaborate(path, dict(inst))
+                 for inst in spec.instantiations]
+    return build_model(spec, instances)
 
 
 def check(model: Model, timeout: float) -> list[Verdict]:

@@ -125,6 +125,38 @@ class SmtPrinter(SMTLibPrinter):
             out = self._ite(f"(<= {out} {y})", out, y)
         return out
 
+    def _print_Piecewise(self, e):
+        out = None
+        for expr, cond in reversed(e.args):
+            if out is None:
+                if cond is not sp.true:
+                    raise NotImplementedError("Piecewise without a default branch")
+                out = self._print(expr)
+            else:
+                out = self._ite(self._print(cond), self._print(expr), out)
+        return out
+
+    def _print_Relational(self, e):
+        op = {"==": "=", "<=": "<=", "<": "<", ">=": ">=", ">": ">"}.get(e.rel_op)
+        if e.rel_op == "!=":
+            return f"(not (= {self._print(e.lhs)} {self._print(e.rhs)}))"
+        return f"({op} {self._print(e.lhs)} {self._print(e.rhs)})"
+
+    def _print_BooleanTrue(self, e):
+        return "true"
+
+    def _print_BooleanFalse(self, e):
+        return "false"
+
+    def _print_And(self, e):
+        return self._s_expr("and", e.args)
+
+    def _print_Or(self, e):
+        return self._s_expr("or", e.args)
+
+    def _print_Not(self, e):
+        return self._s_expr("not", e.args)
+
     def _print_Function(self, e):
         raise NotImplementedError(f"function {e.func} has no SMT-LIB form")
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..obligations import Obligation
 from ..symbolic.program import Program
-from .verdict import UNKNOWN, Verdict
+from .verdict import REFUTED, UNKNOWN, Verdict
 
 
 def _identity(ob, program, timeout):
@@ -39,6 +39,10 @@ ENGINES: dict[str, Engine] = {
 def decide(ob: Obligation, program: Program, timeout: float) -> Verdict:
     """Run the engine that accepts this obligation's kind; time it."""
     start = time.perf_counter()
+    if ob.shape_mismatch:
+        return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="shapes",
+                       reason=ob.shape_mismatch, artifact="shape check",
+                       counterexample={"sizes": ob.shape_mismatch.rsplit(" at sizes ", 1)[-1]})
     for engine in ENGINES.values():
         if ob.kind in engine.kinds:
             v = engine.decide(ob, program, timeout)

@@ -16,6 +16,7 @@ import time
 from fractions import Fraction
 
 import sympy as sp
+from sympy.functions.elementary.piecewise import ExprCondPair
 
 from ..diagnostics import SpecError
 from ..emit.smtlib import encode
@@ -37,7 +38,7 @@ class _Atoms:
         self.by_key: dict = {}
 
     def key(self, app: sp.Expr):
-        return (app.func, tuple(sp.expand(a) for a in app.args))
+        return (app.func, tuple(_canon(a) for a in app.args))
 
     def atomize(self, expr: sp.Expr) -> sp.Expr:
         apps = [e for e in sp.preorder_traversal(expr)
@@ -91,6 +92,7 @@ def _counterexample(ob: Obligation, program: Program, point: dict, result) -> di
         "counterexample": {s.name: str(point[s]) for s in sorted(point, key=lambda s: s.name)},
         "violation": {"lhs": show_value(result.lhs), "rhs": show_value(result.rhs),
                       "op": result.atom.op, "exact": result.exact,
+                      "entry": list(result.atom.entry),
                       "atom": f"{result.atom.lhs} {result.atom.op} {result.atom.rhs}"[:400]},
     }
 
@@ -148,6 +150,13 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
                    **base)
 
 
+def _canon(arg):
+    """Expanded form of a function argument (Piecewise branches: expression and condition)."""
+    if isinstance(arg, ExprCondPair):
+        return (sp.expand(arg.expr), arg.cond)
+    return sp.expand(arg)
+
+
 def _seed(name: str) -> int:
     return sum((i + 1) * ord(c) for i, c in enumerate(name)) & 0xFFFFFFFF
 
@@ -160,7 +169,7 @@ def _canonical_key(program: Program):
         if app in cache:
             return cache[app]
         try:
-            args = tuple(sp.expand(program.inline(a, CANONICAL_LIMIT)) for a in app.args)
+            args = tuple(_canon(program.inline(a, CANONICAL_LIMIT)) for a in app.args)
         except SpecError:
             args = app.args
         cache[app] = (app.func, args)

@@ -34,6 +34,11 @@ def _mp(e: sp.Expr, env: dict):
         return mpmath.mpf(e.p) / e.q
     if e.is_Number:
         return mpmath.mpf(str(e))
+    if isinstance(e, sp.Piecewise):
+        for expr, cond in e.args:
+            if _mp_bool(cond, env):
+                return _mp(expr, env)
+        raise _NotExact("Piecewise with no branch taken")
     args = [_mp(a, env) for a in e.args]
     if e.is_Add:
         return mpmath.fsum(args)
@@ -64,6 +69,24 @@ def _mp(e: sp.Expr, env: dict):
     if e == sp.pi:
         return mpmath.pi
     raise _NotExact(f"cannot evaluate {f}")
+
+
+def _mp_bool(c, env) -> bool:
+    if c is sp.true:
+        return True
+    if c is sp.false:
+        return False
+    if isinstance(c, sp.And):
+        return all(_mp_bool(a, env) for a in c.args)
+    if isinstance(c, sp.Or):
+        return any(_mp_bool(a, env) for a in c.args)
+    if isinstance(c, sp.Not):
+        return not _mp_bool(c.args[0], env)
+    left, right = _mp(c.lhs, env), _mp(c.rhs, env)
+    if abs(left - right) < MARGIN and c.rel_op != "==":
+        raise _NotExact("a branch condition is too close to its boundary to decide")
+    return {"==": left == right, "!=": left != right, "<=": left <= right, "<": left < right,
+            ">=": left >= right, ">": left > right}[c.rel_op]
 
 
 def evaluate(program: Program, exprs, point: dict[sp.Symbol, Fraction]):

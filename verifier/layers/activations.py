@@ -189,7 +189,7 @@ ACTIVATIONS: dict[str, Activation] = {
 # sympy function classes of smooth activations (and exp/log) that z3 cannot interpret:
 # each application is an opaque atom for the SMT encodings.
 SMOOTH_FUNCTIONS = (sp.tanh, sigmoid, softplus, sp.exp, sp.log)
-PIECEWISE_FUNCTIONS = (relu, step, leaky_relu, leaky_step)
+PIECEWISE_FUNCTIONS = (relu, step, leaky_relu, leaky_step, sp.Piecewise)
 
 
 def output_rule(fn: sp.Expr, out: sp.Symbol) -> sp.Expr | None:

@@ -44,6 +44,8 @@ class Translator:
         self.origins: dict[sp.Expr, tuple] = {}  # derivative term → ("derivative", f, v)
         self.leaf_names: dict[sp.Symbol, str] = {}
         if spec is not None:
+            for name, n in spec.dims:
+                self.env[name] = scalar(n)
             for t in spec.inputs + spec.params:
                 arr = np.array(t.entries, dtype=object).reshape(t.shape)
                 self.env[t.name] = arr
@@ -54,8 +56,11 @@ class Translator:
             self.lets = dict(spec.lets)
 
     @classmethod
-    def constants_only(cls) -> "Translator":
-        return cls()
+    def constants_only(cls, dims: dict[str, int] | None = None) -> "Translator":
+        tr = cls()
+        for name, n in (dims or {}).items():
+            tr.env[name] = scalar(n)
+        return tr
 
     # ---- dispatch
     def value(self, node) -> np.ndarray:
@@ -225,9 +230,14 @@ class Translator:
             out.append(e)
         return out
 
-    def derivative(self, f: np.ndarray, wrt_node) -> np.ndarray:
-        """d f / d w with shape f.shape + w.shape (at most two dimensions)."""
+    def derivative(self, f: np.ndarray, wrt_node, flatten: bool = False) -> np.ndarray:
+        """d f / d w with shape f.shape + w.shape (at most two dimensions).
+
+        `flatten` (Jacobians) takes a matrix w row-major as a vector: [len(f), rows * cols].
+        """
         w = self.value(wrt_node)
+        if flatten:
+            w = w.reshape(-1)
         leaves = self.leaves_of(w, wrt_node)
         if f.ndim + w.ndim > 2:
             raise SpecError("derivative would have more than two dimensions", wrt_node.span,
@@ -252,8 +262,8 @@ class Translator:
             raise SpecError(f"hessian needs a scalar, got {_shape(f)}", span,
                             fix="index the output, e.g. f(x)[0]")
         w = self.value(wrt_node)
-        if w.ndim != 1:
-            raise SpecError("hessian is taken with respect to a vector", wrt_node.span)
+        if w.ndim not in (1, 2):  # a matrix (a sequence input) is flattened row-major
+            raise SpecError("hessian is taken with respect to a vector or matrix", wrt_node.span)
         leaves = self.leaves_of(w, wrt_node)
         h = reverse.hessian(self.program, f[()], leaves, diagonal=diagonal)
         return np.array(h, dtype=object)
@@ -333,7 +343,7 @@ def _jacobian(tr: Translator, node):
     f = tr.value(node.args[0])
     if f.ndim != 1:
         raise SpecError(f"jacobian needs a vector, got {_shape(f)}", node.args[0].span)
-    return tr.derivative(f, node.args[1])
+    return tr.derivative(f, node.args[1], flatten=True)
 
 
 def _hessian(diagonal):
@@ -369,7 +379,134 @@ def _Diag(tr, node):  # noqa: N802
     return out
 
 
+def _size(tr: Translator, node, what: str) -> int:
+    v = tr.value(node)
+    n = sp.sympify(v[()]) if v.shape == () else None
+    if n is None or not n.is_Integer or not 0 < n <= 4096:
+        raise SpecError(f"{what} must be a positive integer (at most 4096)", node.span)
+    return int(n)
+
+
+def _filled(value):
+    def rule(tr: Translator, node):
+        if len(node.args) not in (1, 2) or node.kwargs:
+            raise SpecError(f"`{node.func}` takes one or two sizes", node.span)
+        shape = tuple(_size(tr, a, "a size") for a in node.args)
+        return np.full(shape, sp.Integer(value), dtype=object)
+
+    return rule
+
+
+def _eye(tr, node):
+    _args(node, 1)
+    n = _size(tr, node.args[0], "a size")
+    out = np.full((n, n), sp.Integer(0), dtype=object)
+    for i in range(n):
+        out[i, i] = sp.Integer(1)
+    return out
+
+
+def _axis(tr, node, default: int, ndim: int) -> int:
+    axis = default
+    for k, val in node.kwargs:
+        if k != "axis":
+            raise SpecError(f"`{node.func}` has no option `{k}`", node.span)
+        a = tr.value(val)
+        if a.shape != () or not sp.sympify(a[()]).is_Integer or not 0 <= int(a[()]) < ndim:
+            raise SpecError(f"axis must be 0..{ndim - 1}", val.span)
+        axis = int(a[()])
+    return axis
+
+
+def _repeat(tr, node):
+    """repeat(v, n): n copies of v as rows; axis=1: as columns."""
+    if len(node.args) != 2:
+        raise SpecError("`repeat` takes a vector and a count (and axis=0|1)", node.span)
+    v = tr.value(node.args[0])
+    if v.ndim != 1:
+        raise SpecError(f"repeat takes a vector, got {_shape(v)}", node.args[0].span)
+    n = _size(tr, node.args[1], "the count")
+    rows = np.array([list(v)] * n, dtype=object)
+    return rows if _axis(tr, node, 0, 2) == 0 else rows.T
+
+
+def _softmax(log: bool):
+    def rule(tr: Translator, node):
+        if len(node.args) != 1:
+            raise SpecError(f"`{node.func}` takes one argument (and axis=)", node.span)
+        v = tr.value(node.args[0])
+        if v.ndim == 0:
+            raise SpecError(f"{node.func} needs a vector or matrix", node.span)
+        axis = _axis(tr, node, v.ndim - 1, v.ndim)  # rows of a matrix by default
+        moved = np.moveaxis(v, axis, -1)
+        out = np.empty(moved.shape, dtype=object)
+        p = tr.program
+        for idx in np.ndindex(moved.shape[:-1]):
+            e = [p.assign(sp.exp(p.assign(x, "softmax.arg")), "exp") for x in moved[idx]]
+            total = p.assign(sp.Add(*e), "softmax.sum")
+            for j, ej in enumerate(e):
+                if log:
+                    out[idx + (j,)] = p.assign(moved[idx + (j,)] - sp.log(total), "log_softmax")
+                else:
+                    out[idx + (j,)] = p.assign(ej / total, "softmax")
+        return np.moveaxis(out, -1, axis)
+
+    return rule
+
+
+def _vjp(tr, node):
+    """vjp(Y, X, DY): the gradient of sum(DY * Y) with respect to X."""
+    _args(node, 3, " (output, input, upstream gradient)")
+    y, dy = tr.value(node.args[0]), tr.value(node.args[2])
+    if y.shape != dy.shape:
+        raise SpecError(f"upstream gradient has shape {_shape(dy)}, the output {_shape(y)}",
+                        node.args[2].span)
+    return tr.derivative(scalar(sp.Add(*(y * dy).flat)), node.args[1])
+
+
+def _srelu(tr, node):
+    """srelu(x, al, tl, ar, tr): al-slope below tl, identity between, ar-slope above tr."""
+    _args(node, 5, " (x, a_l, t_l, a_r, t_r)")
+    x = tr.value(node.args[0])
+    ps = [tr.value(a) for a in node.args[1:]]
+    if any(p.shape != () for p in ps):
+        raise SpecError("srelu's parameters are scalars", node.span)
+    al, tl, ar, tr_ = (sp.sympify(p[()]) for p in ps)
+    return tr.elementwise(lambda z: srelu_term(z, al, tl, ar, tr_), x, "srelu")
+
+
+def srelu_term(x, al, tl, ar, tr):
+    return sp.Piecewise((tl + al * (x - tl), x <= tl), (x, x < tr), (tr + ar * (x - tr), True))
+
+
+def _sqrt(tr, node):
+    _args(node, 1)
+    return tr.elementwise(sp.sqrt, tr.value(node.args[0]), "sqrt")
+
+
+def _axis_sum(axis):
+    def rule(tr, node):
+        _args(node, 1)
+        v = tr.value(node.args[0])
+        if v.ndim != 2:
+            raise SpecError(f"`{node.func}` takes a matrix, got {_shape(v)}", node.span)
+        return np.sum(v, axis=axis)
+
+    return rule
+
+
 BUILTINS = {
+    "ones": _filled(1),
+    "zeros": _filled(0),
+    "eye": _eye,
+    "repeat": _repeat,
+    "softmax": _softmax(False),
+    "log_softmax": _softmax(True),
+    "vjp": _vjp,
+    "srelu": _srelu,
+    "sqrt": _sqrt,
+    "rowsum": _axis_sum(1),
+    "colsum": _axis_sum(0),
     "tanh": _unary(sp.tanh, "tanh"),
     "sigmoid": _unary(ACTIVATIONS["sigmoid"].build, "sigmoid"),
     "softplus": _unary(ACTIVATIONS["softplus"].build, "softplus"),

@@ -93,7 +93,14 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Shape:
-    dims: tuple[int, ...]
+    dims: tuple[int | str, ...]  # a str names a symbolic size declared with `dim`
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DimDecl:
+    names: tuple[str, ...]
+    sizes: tuple[tuple[int, ...], ...]  # empty: rotated distinct defaults
     span: Span | None = _span()
 
 

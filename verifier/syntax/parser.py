@@ -130,7 +130,16 @@ class _ToAst(Transformer):
         return ast.Import(path=str(path)[1:-1], span=self._span(meta))
 
     def shape(self, meta, *dims):
-        return ast.Shape(dims=tuple(int(d) for d in dims), span=self._span(meta))
+        return ast.Shape(dims=tuple(int(d) if d.type == "INT" else str(d) for d in dims),
+                         span=self._span(meta))
+
+    def size_tuple(self, meta, *sizes):
+        return tuple(int(n) for n in sizes)
+
+    def dim_decl(self, meta, *parts):
+        names = tuple(str(p) for p in parts if isinstance(p, Token))
+        sizes = tuple(p for p in parts if isinstance(p, tuple))
+        return ast.DimDecl(names=names, sizes=sizes, span=self._span(meta))
 
     def domain_interval(self, meta, lo, hi):
         return ast.Domain(kind="interval", first=lo, second=hi, span=self._span(meta))
