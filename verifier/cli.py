@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="time limit per obligation (default 30)")
+    p.add_argument("--closed-form", action="store_true",
+                   help="also export fully inlined terms (refused above a size limit)")
     return p
 
 
@@ -84,6 +86,7 @@ def _main(args) -> int:
     report, status = [], 0
     for path in args.specs:
         model = run.load(path)
+        model.closed_form = args.closed_form
         verdicts = run.check(model, args.timeout)
         written = []
         if targets:

@@ -105,6 +105,7 @@ class Model:
     derivations: tuple[Derivation, ...]
     networks: tuple = ()  # IR networks, for exporters that describe the architecture
     parameter_count: int = 0
+    closed_form: bool = False  # exporters add fully inlined terms (below the size limit)
 
 
 # ---- claims → obligations ---------------------------------------------------------------------

@@ -320,4 +320,9 @@ def emit(model, verdicts) -> dict[str, str]:
         if v.smt is None:
             continue
         files[file_name(model.name, v.name)] = v.smt
+        # branch and bound: one standalone file per box that z3 closed
+        for k, leaf in enumerate(v.details.get("smt_leaves") or []):
+            if leaf != v.smt:
+                stem = file_name(model.name, v.name)[: -len(".smt2")]
+                files[f"{stem}.box{k}.smt2"] = leaf
     return files

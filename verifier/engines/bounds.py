@@ -1,8 +1,9 @@
 """Bound obligations: `forall x in box. hypotheses -> goal`, decided soundly.
 
-Order of work: a cheap counterexample search (replayed before it counts); interval
-enclosures of every goal atom's `lhs - rhs`; then z3 on SMT-LIB. Without smooth functions the
-SMT-LIB encoding is exact (ReLU as `ite`), so `unsat` proves and `sat` gives a model to replay.
+Order of work: interval enclosures (with linear bounds) of every goal atom's `lhs - rhs`; a
+cheap counterexample search (replayed before it counts); then z3 on SMT-LIB. Without smooth
+functions the SMT-LIB encoding is exact (ReLU as `ite`), so `unsat` proves and `sat` gives a
+model to replay.
 With smooth functions each application is an opaque atom constrained by its interval and by
 certified linear envelopes (`intervals.Tape.enclosures`), so `unsat` proves and `sat` only
 suggests where to look. What neither settles goes to branch and bound over the input box,
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import sympy as sp
@@ -23,23 +24,27 @@ from ..emit.smtlib import encode
 from ..layers.activations import SMOOTH_FUNCTIONS
 from ..obligations import Obligation
 from ..symbolic.program import Program
-from .intervals import INF, Tape, bounds_of
+from .intervals import INF, Evaluation, Tape, bounds_of
 from .replay import replay, show_value
 from .search import Searcher
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
 from .z3run import run_z3
 
 SEARCH_SHARE = 0.1  # of the time limit, for the first counterexample search (at most 2 s)
-LEAF_Z3_SHARE = 0.25  # of the time limit, at most, for z3 on one box
-SMEAR_DIMS = 6
-NEAR_ZERO = 1e-9  # up to this many dimensions, choose the split that helps the intervals most
+ROOT_Z3_SHARE = 0.02  # of the time limit for z3 on the whole box (at least 0.5 s)
+LEAF_Z3_SECONDS = 0.25  # z3 on a smaller box: short calls, then split instead
+Z3_EVERY = 8  # z3 on one box in this many (plus one more per box it closes): splitting is
+# often cheaper than z3 on small input dimensions; counting, not timing, keeps runs repeatable
+NEAR_ZERO = 1e-9
+ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
+SEARCH_EVERY = 25  # boxes between local searches in the current worst box
 
 
 @dataclass
 class _Box:
     bounds: dict  # leaf -> (lo, hi) Fractions, None for an infinite side
     atoms: tuple[int, ...]  # goal atoms still open here
-    values: list  # interval of every tape slot on this box
+    ev: Evaluation  # interval of every tape slot on this box, and the envelopes used
     depth: int = 0
 
 
@@ -108,11 +113,19 @@ class _Decider:
         self.closed: list[_Closed] = []
         self.notes: list[str] = []
         self.best: tuple[float, dict | None] = (float("inf"), None)
-        try:
-            self.searcher: Searcher | None = Searcher(ob, program)
-        except (ValueError, NotImplementedError, TypeError) as exc:
-            self.searcher = None
-            self.notes.append(f"no counterexample search: {exc}")
+        self.z3_calls = self.z3_unsat = self.processed = 0
+        self.no_smt = False
+        self._searcher: Searcher | None | bool = None  # compiled on first use; False: cannot
+
+    @property
+    def searcher(self) -> Searcher | None:
+        if self._searcher is None:
+            try:
+                self._searcher = Searcher(self.ob, self.program)
+            except (ValueError, NotImplementedError, TypeError) as exc:
+                self._searcher = False
+                self.notes.append(f"no counterexample search: {exc}")
+        return self._searcher or None
 
     def remaining(self) -> float:
         return self.deadline - time.perf_counter()
@@ -153,22 +166,39 @@ class _Decider:
     # ---- the pipeline --------------------------------------------------------------------------
 
     def decide(self) -> Verdict:
+        root = self._box(self.root, tuple(range(len(self.ob.goal))))
+        if self.smooth and self._proved_by_intervals(root):
+            return self._interval_verdict(root)
         v = self._search(None, budget=min(2.0, SEARCH_SHARE * self.timeout), samples=4000)
         if v is not None:
             return v
-        root = self._box(self.root, tuple(range(len(self.ob.goal))))
-        if all(_proves(self.ob.goal[k].op, self._iv(root, k)) for k in root.atoms):
-            self._close(root, root.atoms, "interval")
-            lo_hi = [self._iv(root, k) for k in root.atoms]
-            art = "; ".join(f"{_text(self.ob.goal[k])}: lhs - rhs in [{_show(a)}, {_show(b)}]"
-                            for k, (a, b) in zip(root.atoms, lo_hi))
-            return self._verdict(PROVED, "interval", artifact=f"interval enclosure: {art}",
-                                 details={"boxes": 1})
-        if not self.smooth:
+        if not self.smooth:  # exact SMT-LIB: z3 decides it, unless it runs out of time
             v = self._exact_root()
             if v is not None:
                 return v
+            if self._proved_by_intervals(root):
+                return self._interval_verdict(root)
         return self._branch_and_bound(root)
+
+    def _proved_by_intervals(self, box: _Box) -> bool:
+        return all(_proves(self.ob.goal[k].op, self._iv(box, k)) for k in box.atoms)
+
+    def _interval_verdict(self, root: _Box) -> Verdict:
+        """Proved by the enclosures alone; z3 on the abstraction, if quick, gives a file that
+        re-checks it (the abstraction contains every interval the proof used)."""
+        self._close(root, root.atoms, "interval")
+        art = "; ".join(f"{_text(self.ob.goal[k])}: lhs - rhs in "
+                        f"[{_show(self._iv(root, k)[0])}, {_show(self._iv(root, k)[1])}]"
+                        for k in root.atoms)
+        kw = {}
+        q = self._encode(self.ob, enclosures=self.tape.enclosures(root.ev) if self.smooth else None,
+                         note="interval enclosures and linear envelopes on the whole box")
+        if q is not None and self.remaining() > 0.1:
+            r = run_z3(q.text, min(self.remaining(), ARTIFACT_Z3_SECONDS))
+            if r.answer == "unsat":
+                kw = {"smt": q.text, "smt_answer": "unsat"}
+        return self._verdict(PROVED, "interval", artifact=f"interval enclosure: {art}",
+                             details={"boxes": 1}, **kw)
 
     def _search(self, box, *, budget: float, samples: int, starts=(), seed: int = 0):
         if self.searcher is None or budget <= 0:
@@ -181,9 +211,21 @@ class _Decider:
             return self._try_points(res.candidates, "search")
         return None
 
+    def _encode(self, ob: Obligation, **kw):
+        """The SMT-LIB query, or None (with a note) when a term has no SMT-LIB form."""
+        try:
+            return encode(ob, self.program, **kw)
+        except NotImplementedError as exc:
+            if not self.no_smt:
+                self.notes.append(f"no SMT-LIB encoding: {exc}")
+            self.no_smt = True
+            return None
+
     def _exact_root(self) -> Verdict | None:
         """z3 on the exact encoding of the whole box (no smooth functions)."""
-        q = encode(self.ob, self.program, note="exact encoding (piecewise-linear functions as ite)")
+        q = self._encode(self.ob, note="exact encoding (piecewise-linear functions as ite)")
+        if q is None:
+            return None
         r = run_z3(q.text, max(0.1, 0.5 * self.remaining()))
         if r.answer == "unsat":
             self.closed.append(_Closed("z3", smt=q.text))
@@ -217,7 +259,7 @@ class _Decider:
     # ---- branch and bound ----------------------------------------------------------------------
 
     def _iv(self, box: _Box, k: int):
-        return box.values[self.tape.outputs[k]]
+        return box.ev.values[self.tape.outputs[k]]
 
     def _box(self, bounds: dict, atoms: tuple, depth: int = 0) -> _Box:
         return _Box(bounds, atoms, self.tape.run(bounds), depth)
@@ -242,46 +284,66 @@ class _Decider:
             if self.remaining() <= 0:
                 return self._timeout([b for _, _, b in heap])
             _, _, box = heapq.heappop(heap)
-            done = [k for k in box.atoms if _proves(self.ob.goal[k].op, self._iv(box, k))]
-            self._close(box, done, "interval")
-            box.atoms = tuple(k for k in box.atoms if k not in done)
-            if not box.atoms:
-                continue
-            v = self._leaf_z3(box)
+            v = self._process(box, count)
             if isinstance(v, Verdict):
                 return v
-            if v:
-                continue
-            children = self._split(box)
-            if not children:
-                return self._verdict(UNKNOWN, "branch-and-bound", reason=(
-                    "abstraction too coarse and no bounded input dimension left to split"),
-                    details=self._details([box]))
-            for child in children:
+            for child in v:
                 heapq.heappush(heap, (self._priority(child), count, child))
                 count += 1
         return self._proved()
 
+    def _process(self, box: _Box, count: int):
+        """Close the box (intervals, then z3), or return its halves, or a final Verdict."""
+        done = [k for k in box.atoms if _proves(self.ob.goal[k].op, self._iv(box, k))]
+        self._close(box, done, "interval")
+        box.atoms = tuple(k for k in box.atoms if k not in done)
+        if not box.atoms:
+            return []
+        self.processed += 1
+        root_done = box.depth == 0 and not self.smooth  # the exact root query was already run
+        allowance = 1 + self.processed // Z3_EVERY + self.z3_unsat
+        v = self._leaf_z3(box) if not root_done and self.z3_calls < allowance else False
+        if isinstance(v, Verdict):
+            return v
+        if v:
+            return []
+        if count % SEARCH_EVERY == 0:  # now and then, look for a violation in the worst box
+            v = self._search(box.bounds, budget=min(0.2, self.remaining()), samples=300,
+                             seed=count)
+            if v is not None:
+                return v
+        children = self._split(box)
+        if not children:
+            return self._verdict(UNKNOWN, "branch-and-bound", reason=(
+                "abstraction too coarse and no bounded input dimension left to split"),
+                details=self._details([box]))
+        return children
+
     def _leaf_z3(self, box: _Box):
         """True when z3 closes the box, a Verdict when it exposes a violation, else False."""
-        budget = min(self.remaining(), max(0.5, LEAF_Z3_SHARE * self.timeout))
-        if budget <= 0.05:
+        share = max(0.5, ROOT_Z3_SHARE * self.timeout) if box.depth == 0 else LEAF_Z3_SECONDS
+        budget = min(self.remaining(), share)
+        if budget <= 0.05 or self.no_smt:
             return False
         sub = replace(self.ob, goal=tuple(self.ob.goal[k] for k in box.atoms))
         extra = {s: b for s, b in box.bounds.items() if b != self.root.get(s)}
-        enclosures = self.tape.enclosures(box.values) if self.smooth else None
+        enclosures = self.tape.enclosures(box.ev) if self.smooth else None
         note = _box_note(extra) + ("" if self.smooth else "\nexact encoding")
-        q = encode(sub, self.program, enclosures=enclosures, extra_bounds=extra, note=note)
+        q = self._encode(sub, enclosures=enclosures, extra_bounds=extra, note=note)
+        if q is None:
+            return False
         start = time.perf_counter()
         r = run_z3(q.text, budget)
         seconds = time.perf_counter() - start
+        self.z3_calls += 1
         if r.answer == "unsat":
+            self.z3_unsat += 1
             self._close(box, box.atoms, "z3" if not self.smooth else "z3-abstraction",
                         seconds, q.text)
             return True
         if r.answer == "sat":
             if not self.smooth:
-                return self._exact_sat(q, r)
+                return self._exact_sat(q, r, smt=q.text)
             pt = self._model_point(q, r.model)
             v = self._try_points([pt], "z3-abstraction+replay")
             if v is None and self.remaining() > 0:
@@ -291,24 +353,15 @@ class _Decider:
         return False
 
     def _split(self, box: _Box) -> list[_Box]:
-        """Two halves along the dimension that most improves the worst interval bound
-        (few dimensions), else the widest relative to the root box."""
+        """Two halves along the widest input dimension, relative to the root box (on the
+        networks we measured this beat choosing by linear-bound influence)."""
         dims = [s for s, (lo, hi) in box.bounds.items()
-                if lo is not None and hi is not None and lo < hi]
+                if lo is not None and hi is not None and lo < hi and s in self.tape.leaves]
         if not dims:
             return []
         rel = {s: (box.bounds[s][1] - box.bounds[s][0]) /
                (self.root[s][1] - self.root[s][0]) for s in dims}
-        dims.sort(key=lambda s: (-rel[s], s.name))
-        if len(dims) > SMEAR_DIMS:
-            return self._halves(box, dims[0])
-        best = None
-        for s in dims:
-            kids = self._halves(box, s)
-            score = max(-self._priority(c) for c in kids) - float(rel[s]) * 1e-9
-            if best is None or score < best[0]:
-                best = (score, kids)
-        return best[1]
+        return self._halves(box, max(dims, key=lambda s: (rel[s], s.name)))
 
     def _halves(self, box: _Box, s) -> list[_Box]:
         lo, hi = box.bounds[s]

@@ -5,25 +5,34 @@ Endpoints are exact `Fraction`s, or `-math.inf` / `math.inf` for unbounded sides
 mpmath at 192 bits, widened by a margin far above mpmath's error and rounded outward to a
 64-bit dyadic rational, so every enclosure contains the true value. A `Tape` compiles the slice
 once (one instruction per sub-term, in program order) and re-runs it on many boxes, which is
-what branch and bound needs. Linear envelopes of smooth activations (`envelope`) are chosen
-by the usual chord / tangent / CROWN rules in floats, then *certified*: the offset of each line
-is recomputed from a rigorous bound on the gap between line and function, so the float
-heuristics affect tightness only, never soundness.
+what branch and bound needs; each run also carries affine lower/upper bounds in the box's
+inputs through the slice (forward DeepPoly / CROWN) and intersects them with the intervals.
+Linear envelopes of smooth activations (`envelope`) are chosen by the usual chord / tangent /
+CROWN rules in floats, then *certified*: the offset of each line is recomputed from a rigorous
+bound on the gap between line and function, so the float heuristics affect tightness only,
+never soundness. `Tape.enclosures` hands them to the SMT-LIB encoder.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
-from typing import Callable
 
 import mpmath
 import sympy as sp
 
 from ..layers.activations import (
-    MP_FUNCTIONS, SMOOTH_FUNCTIONS, leaky_relu, leaky_step, relu, sigmoid, softplus, step,
+    MP_FUNCTIONS,
+    SMOOTH_FUNCTIONS,
+    leaky_relu,
+    leaky_step,
+    relu,
+    sigmoid,
+    softplus,
+    step,
 )
 from ..symbolic.program import Program
 
@@ -36,17 +45,26 @@ _TIDY_BITS = 160  # denominators longer than this are rounded outward to BITS + 
 
 def dyadic_out(t: Fraction, up: bool, bits: int = BITS) -> Fraction:
     """A rational with at most `bits` significant bits, >= t when `up`, else <= t."""
-    if t == 0:
+    n, d = t.numerator, t.denominator
+    if n == 0:
         return Fraction(0)
-    k = bits - (t.numerator.bit_length() - t.denominator.bit_length())
-    scaled = t * (Fraction(2) ** k)
-    n = math.ceil(scaled) if up else math.floor(scaled)
-    return Fraction(n) / (Fraction(2) ** k)
+    k = bits - (abs(n).bit_length() - d.bit_length())
+    q, r = divmod(n << k, d) if k >= 0 else divmod(n, d << -k)
+    if up and r:
+        q += 1
+    return Fraction(q, 1 << k) if k >= 0 else Fraction(q << -k)
 
 
 def _tidy(x, up: bool):
     if isinstance(x, Fraction) and x.denominator.bit_length() > _TIDY_BITS:
         return dyadic_out(x, up, BITS + 32)
+    return x
+
+
+def _short(x, up: bool):
+    """Round an endpoint outward to BITS significant bits (keeps later arithmetic cheap)."""
+    if isinstance(x, Fraction) and x.denominator.bit_length() > BITS:
+        return dyadic_out(x, up)
     return x
 
 
@@ -61,17 +79,28 @@ def _mpf(q: Fraction):
 
 
 def _enclose(v) -> tuple[Fraction, Fraction]:
-    """Outward-rounded rationals around an mpmath value accurate to far below the margin."""
-    exact = _mp_to_fraction(v)
-    slack = abs(exact) / (Fraction(2) ** 120) + Fraction(1, 2**160)
-    return dyadic_out(exact - slack, False), dyadic_out(exact + slack, True)
+    """Outward-rounded rationals around an mpmath value computed at PREC bits.
 
-
-def _mp_to_fraction(v) -> Fraction:
-    sign, man, exp, _ = mpmath.mpf(v)._mpf_
-    if not man and exp:  # inf or nan: a bug upstream, never a bound
-        raise ArithmeticError(f"non-finite value {v}")
-    return (-1 if sign else 1) * Fraction(man) * (Fraction(2) ** exp)
+    The result brackets v by one unit of a grid of 2^-63 relative (or 2^-160 absolute near
+    zero), a margin far above the error of mpmath's functions at PREC bits.
+    """
+    sign, man, exp, bc = mpmath.mpf(v)._mpf_
+    if not man:
+        if exp:  # inf or nan: a bug upstream, never a bound
+            raise ArithmeticError(f"non-finite value {v}")
+        tiny = Fraction(1, 1 << 160)
+        return -tiny, tiny
+    n = -man if sign else man  # v = n * 2^exp exactly
+    k = min(BITS - 1 - (bc + exp), 160)  # grid 2^-k
+    shift = exp + k
+    if shift >= 0:
+        lo = hi = n << shift
+    else:
+        lo = n >> -shift  # floor
+        hi = -((-n) >> -shift)  # ceil
+    lo, hi = lo - 1, hi + 1
+    return (Fraction(lo, 1 << k), Fraction(hi, 1 << k)) if k >= 0 else \
+        (Fraction(lo << -k), Fraction(hi << -k))
 
 
 # ---- smooth functions: values, derivatives, shapes ---------------------------------------------
@@ -100,10 +129,10 @@ class SmoothFn:
 
 
 SMOOTH: dict[type, SmoothFn] = {
-    sp.tanh: SmoothFn("tanh", mpmath.tanh, lambda x: 1 - mpmath.tanh(x) ** 2, math.tanh,
+    sp.tanh: SmoothFn("tanh", mpmath.tanh, lambda x: mpmath.sech(x) ** 2, math.tanh,
                       lambda x: 1.0 - math.tanh(x) ** 2, "s", (-1, 1), {0: 0}),
     sigmoid: SmoothFn("sigmoid", MP_FUNCTIONS[sigmoid],
-                      lambda x: MP_FUNCTIONS[sigmoid](x) * (1 - MP_FUNCTIONS[sigmoid](x)),
+                      lambda x: MP_FUNCTIONS[sigmoid](x) * MP_FUNCTIONS[sigmoid](-x),
                       _fl_sigmoid, lambda x: _fl_sigmoid(x) * (1.0 - _fl_sigmoid(x)), "s",
                       (0, 1), {0: Fraction(1, 2)}),
     softplus: SmoothFn("softplus", MP_FUNCTIONS[softplus], MP_FUNCTIONS[sigmoid], _fl_softplus,
@@ -161,15 +190,6 @@ def _emul(x, y):
     if x == 0 or y == 0:
         return Fraction(0)  # 0 * inf = 0: the values themselves are finite
     return x * y
-
-
-def iv_add(a, b):
-    return _tidy(a[0] + b[0], False), _tidy(a[1] + b[1], True)
-
-
-def iv_scale(c: Fraction, a):
-    lo, hi = _emul(c, a[0]), _emul(c, a[1])
-    return (lo, hi) if c >= 0 else (hi, lo)
 
 
 def iv_mul(a, b):
@@ -298,7 +318,7 @@ def _pieces(f: SmoothFn, lo: Fraction, hi: Fraction) -> list[tuple]:
 def _bisect(phi: Callable[[float], float], a: float, b: float) -> float:
     """A float where phi changes sign between a and b (phi(a) and phi(b) of opposite signs)."""
     neg_at_a = phi(a) < 0
-    for _ in range(64):
+    for _ in range(52):
         m = 0.5 * (a + b)
         if (phi(m) < 0) == neg_at_a:
             a = m
@@ -358,9 +378,10 @@ def _crown_slope(f: SmoothFn, a: float, b: float, upper: bool) -> float:
 
 
 def _slopes(f: SmoothFn, a: float, b: float) -> tuple[list[float], list[float]]:
-    """Candidate slopes (lower lines, upper lines) from the chord, tangent and CROWN rules."""
+    """Candidate slopes (lower lines, upper lines) from the chord, tangent and CROWN rules;
+    the first of each list is the one linear forms use."""
     chord = (f.fl(b) - f.fl(a)) / (b - a) if b > a else f.dfl(a)
-    tangents = [f.dfl(a), f.dfl(0.5 * (a + b)), f.dfl(b)]
+    tangents = [f.dfl(0.5 * (a + b)), f.dfl(a), f.dfl(b)]
     if f.shape == "convex" or (f.shape == "s" and b <= 0):
         return tangents, [chord]
     if f.shape == "concave" or (f.shape == "s" and a >= 0):
@@ -371,45 +392,108 @@ def _slopes(f: SmoothFn, a: float, b: float) -> tuple[list[float], list[float]]:
 
 
 _ENVELOPE_RANGE = 1e6
+LINE_BITS = 40  # significant bits of slopes and offsets: short numerals keep z3 fast
 
 
-def envelope(fn: type, lo: Fraction, hi: Fraction) -> tuple[list[Line], list[Line]]:
+@lru_cache(maxsize=1 << 14)
+def certified_line(fn: type, slope: Fraction, upper: bool, lo: Fraction, hi: Fraction):
+    """The line of this slope that bounds fn on [lo, hi] from above (or below) most tightly,
+    up to rounding; None when no finite offset works."""
+    m = min_gap(fn, Line(slope, Fraction(0)), upper, lo, hi)
+    if not isinstance(m, Fraction):
+        return None
+    return Line(slope, dyadic_out(-m, True, LINE_BITS) if upper else dyadic_out(m, False, LINE_BITS))
+
+
+def envelope(fn: type, lo: Fraction, hi: Fraction, full: bool = True):
     """Sound linear bounds of fn on [lo, hi]: every lower line <= fn <= every upper line.
 
     Slopes come from float heuristics; each offset is then set from `min_gap`, so the line
-    touches the function up to rounding and is valid whatever the heuristic chose.
+    touches the function up to rounding and is valid whatever the heuristic chose. With
+    `full=False` only the primary line of each side (CROWN's choice) is computed.
     """
     if not (-_ENVELOPE_RANGE < lo < hi < _ENVELOPE_RANGE) or (fn is sp.log and lo <= 0):
         return [], []
-    f = SMOOTH[fn]
     try:
-        low_k, up_k = _slopes(f, float(lo), float(hi))
+        low_k, up_k = _slopes(SMOOTH[fn], float(lo), float(hi))
     except (OverflowError, ValueError, ZeroDivisionError):
         return [], []
     out: tuple[list[Line], list[Line]] = ([], [])
     for upper, ks in ((False, low_k), (True, up_k)):
         seen = set()
-        for k in ks:
+        for k in ks if full else ks[:1]:
             if not math.isfinite(k):
                 continue
-            slope = dyadic_out(Fraction(k), False, 40)
-            if slope in seen:
-                continue
-            seen.add(slope)
-            m = min_gap(fn, Line(slope, Fraction(0)), upper, lo, hi)
-            if not isinstance(m, Fraction):
-                continue  # an infinite end: no finite line with this slope
-            offset = dyadic_out(-m, True) if upper else dyadic_out(m, False)
-            out[upper].append(Line(slope, offset))
+            slope = dyadic_out(Fraction(k), False, LINE_BITS)
+            if slope not in seen:
+                seen.add(slope)
+                line = certified_line(fn, slope, upper, lo, hi)
+                if line is not None:
+                    out[upper].append(line)
     return out
 
 
-# ---- tapes: a program slice compiled for repeated interval runs ------------------------------
+# ---- linear forms: bounds that are affine in the box's leaves (forward CROWN / DeepPoly) ------
+
+
+class Forms:
+    """Affine lower/upper bounds `c0 + sum c_i x_i` over the finite leaves of one box."""
+
+    def __init__(self, box_ivs: list) -> None:
+        self.box = box_ivs  # (lo, hi) per dimension, finite
+
+    def unit(self, i: int) -> list:
+        f = [Fraction(0)] * (len(self.box) + 1)
+        f[i + 1] = Fraction(1)
+        return f
+
+    def const(self, c) -> list | None:
+        return None if c in (INF, -INF) else [c] + [Fraction(0)] * len(self.box)
+
+    def combine(self, c0, terms) -> list:
+        """c0 + sum c * f over (c, f) pairs (forms already chosen by the sign of c)."""
+        out = [c0] + [Fraction(0)] * len(self.box)
+        for c, f in terms:
+            for i, x in enumerate(f):
+                if x:
+                    out[i] += c * x
+        return out
+
+    def low(self, f) -> Fraction:
+        return f[0] + sum(c * (lo if c > 0 else hi) for c, (lo, hi) in zip(f[1:], self.box) if c)
+
+    def high(self, f) -> Fraction:
+        return f[0] + sum(c * (hi if c > 0 else lo) for c, (lo, hi) in zip(f[1:], self.box) if c)
+
+    def tidy(self, f, lower: bool) -> list:
+        """Round long coefficients to 96 bits, paying the difference in the constant."""
+        if all(c.denominator.bit_length() <= 256 for c in f):
+            return f
+        out = [f[0]]
+        for c, (lo, hi) in zip(f[1:], self.box):
+            r = dyadic_out(c, False, 96) if c else c
+            d = c - r  # the dropped part d * x, bounded over the box
+            ends = (d * lo, d * hi)
+            out[0] += min(ends) if lower else max(ends)
+            out.append(r)
+        out[0] = dyadic_out(out[0], not lower, 96)
+        return out
+
+
+def _pick(lines: list[Line], lo, hi, upper: bool) -> Line | None:
+    """The line closest to the function at the middle of [lo, hi]."""
+    if not lines:
+        return None
+    mid = (lo + hi) / 2
+    return (min if upper else max)(lines, key=lambda ln: ln.at(mid))
+
+
+# ---- tapes: a program slice compiled for repeated runs ---------------------------------------
 
 
 def _op_affine(v, args):
-    lo, terms = args
-    lo, hi = lo, lo
+    c0, terms = args
+    lo, hi = c0, c0
     for c, s in terms:
         a = v[s]
         if c > 0:
@@ -439,18 +523,31 @@ _OPS: dict[str, Callable] = {
     "leaky_step": lambda v, a: iv_leaky_step(v[a[0]], v[a[1]]),
     "max": lambda v, a: (max(v[s][0] for s in a), max(v[s][1] for s in a)),
     "min": lambda v, a: (min(v[s][0] for s in a), min(v[s][1] for s in a)),
+    "hull": lambda v, a: hull(*(v[s] for s in a)),
     "top": lambda v, a: TOP,
 }
 _UNARY = {sp.Abs: "abs", relu: "relu", step: "step"}
 _BINARY = {leaky_relu: "leaky", leaky_step: "leaky_step"}
 _NARY = {sp.Max: "max", sp.Min: "min"}
+LINEAR_DIMS = 64  # linear forms only for boxes with at most this many bounded leaves
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """One run of a tape on a box: the interval of every slot, the envelope lines used."""
+
+    values: list
+    lines: dict  # slot of a smooth application -> (lower lines, upper lines)
+    dims: list = field(default_factory=list)  # leaves the linear forms range over
+    low: dict = field(default_factory=dict)  # slot -> lower linear form [c0, c_1, ...]
+    up: dict = field(default_factory=dict)  # slot -> upper linear form
 
 
 class Tape:
     """The slice of `program` computing `exprs`, compiled once into interval instructions.
 
-    `run(box)` returns the interval of every slot; `outputs[k]` is the slot of `exprs[k]`;
-    `apps` lists each smooth application with its slot and its argument's slot.
+    `run(box)` encloses every slot; `outputs[k]` is the slot of `exprs[k]`; `apps` lists each
+    smooth application with its slot and its argument's slot.
     """
 
     def __init__(self, program: Program, exprs) -> None:
@@ -467,7 +564,7 @@ class Tape:
         slot = len(self.base)
         self.base.append(init)
         if op is not None:
-            self.code.append((_OPS[op], slot, args))
+            self.code.append((_OPS[op], op, slot, args))
         self.slots[e] = slot
         return slot
 
@@ -521,46 +618,126 @@ class Tape:
             return self._new(e, _BINARY[f], (self._compile(e.args[0]), self._compile(e.args[1])))
         if f in _NARY:
             return self._new(e, _NARY[f], [self._compile(a) for a in e.args])
+        if f is sp.Piecewise:  # one of the branches is taken: their hull, conditions ignored
+            return self._new(e, "hull", [self._compile(expr) for expr, _ in e.args])
         return self._new(e, "top", None)  # unknown: unbounded, which is always sound
 
-    def run(self, box: dict) -> list:
-        """Intervals of all slots for leaf intervals `box` (missing leaves are unbounded)."""
+    def run(self, box: dict, linear: bool = True) -> Evaluation:
+        """Enclosures of all slots for leaf intervals `box` (missing leaves are unbounded).
+
+        With `linear`, each slot also gets affine lower/upper bounds in the bounded leaves,
+        propagated through affine steps exactly and through activations by their envelope
+        (DeepPoly's choice); the interval is intersected with their range over the box.
+        """
         v = list(self.base)
         for sym, slot in self.leaves.items():
             iv = box.get(sym)
             if iv is not None:
                 v[slot] = (-INF if iv[0] is None else Fraction(iv[0]),
                            INF if iv[1] is None else Fraction(iv[1]))
-        for op, out, args in self.code:
+        dims = [slot for slot in self.leaves.values() if v[slot][0] != -INF and v[slot][1] != INF]
+        forms = Forms([v[s] for s in dims]) if linear and len(dims) <= LINEAR_DIMS else None
+        low: dict[int, list] = {}
+        up: dict[int, list] = {}
+        if forms is not None:
+            for i, slot in enumerate(dims):
+                low[slot] = up[slot] = forms.unit(i)
+        names = {slot: sym for sym, slot in self.leaves.items()}
+        ev = Evaluation(v, {}, [(names[s], *v[s]) for s in dims], low, up)
+        for op, kind, out, args in self.code:
             v[out] = op(v, args)
-        return v
+            if kind == "fn":
+                self._envelope(ev, out, *args)
+            if forms is not None:
+                self._linear(forms, ev, kind, out, args, low, up)
+        return ev
 
-    def enclosures(self, values: list) -> dict[sp.Expr, list[tuple[str, sp.Expr]]]:
-        """Per smooth application: interval bounds and certified lines in its argument,
+    @staticmethod
+    def _envelope(ev: Evaluation, out: int, fn: type, arg: int) -> None:
+        zlo, zhi = ev.values[arg]
+        if zlo != -INF and zhi != INF and zlo < zhi:
+            ev.lines[out] = envelope(fn, zlo, zhi, full=False)
+
+    def _linear(self, forms: Forms, ev: Evaluation, kind, out, args, low, up) -> None:
+        v = ev.values
+
+        def lf(s):
+            return low.get(s) or forms.const(v[s][0])
+
+        def uf(s):
+            return up.get(s) or forms.const(v[s][1])
+
+        lo_f = up_f = None
+        if kind == "affine":
+            c0, terms = args
+            lt = [(c, lf(s) if c > 0 else uf(s)) for c, s in terms]
+            ut = [(c, uf(s) if c > 0 else lf(s)) for c, s in terms]
+            lo_f = None if any(f is None for _, f in lt) else forms.combine(c0, lt)
+            up_f = None if any(f is None for _, f in ut) else forms.combine(c0, ut)
+        elif kind == "fn" and out in ev.lines:
+            lo_f, up_f = self._through_lines(forms, ev, out, args[1], lf, uf)
+        elif kind == "relu":
+            lo_f, up_f = _relu_forms(forms, v[args], lf(args), uf(args))
+        if lo_f is not None:
+            low[out] = lo_f = forms.tidy(lo_f, True)
+        if up_f is not None:
+            up[out] = up_f = forms.tidy(up_f, False)
+        lo, hi = v[out]
+        lo = max(lo, _short(forms.low(lo_f), False)) if lo_f is not None else lo
+        hi = min(hi, _short(forms.high(up_f), True)) if up_f is not None else hi
+        v[out] = (lo, hi)
+
+    @staticmethod
+    def _through_lines(forms: Forms, ev: Evaluation, out, arg, lf, uf):
+        zlo, zhi = ev.values[arg]
+        lowers, uppers = ev.lines[out]
+        res = []
+        for lines, upper in ((lowers, False), (uppers, True)):
+            ln = _pick(lines, zlo, zhi, upper)
+            f = None
+            if ln is not None:
+                base = (uf if upper else lf)(arg) if ln.slope >= 0 else (lf if upper else uf)(arg)
+                f = None if base is None else forms.combine(ln.offset, [(ln.slope, base)])
+            res.append(f)
+        return res
+
+    def enclosures(self, ev: Evaluation) -> dict[sp.Expr, list[tuple[str, sp.Expr]]]:
+        """Per smooth application: interval bounds and all certified lines in its argument,
         in the `(op, bound_term)` form `emit.smtlib.encode` takes."""
         out: dict[sp.Expr, list[tuple[str, sp.Expr]]] = {}
-        for app, slot, arg_slot in self.apps:
-            cons: list[tuple[str, sp.Expr]] = []
-            lo, hi = values[slot]
-            if lo != -INF:
-                cons.append((">=", _rat(lo)))
-            if hi != INF:
-                cons.append(("<=", _rat(hi)))
-            zlo, zhi = values[arg_slot]
-            if zlo != -INF and zhi != INF and zlo < zhi:
-                lowers, uppers = envelope(type(app), zlo, zhi)
-                z = app.args[0]
-                cons += [(">=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in lowers]
-                cons += [("<=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in uppers]
+        for app, slot, arg in self.apps:
+            lo, hi = ev.values[slot]
+            cons = [(">=", _rat(dyadic_out(lo, False, LINE_BITS)))] if lo != -INF else []
+            cons += [("<=", _rat(dyadic_out(hi, True, LINE_BITS)))] if hi != INF else []
+            zlo, zhi = ev.values[arg]
+            lowers, uppers = envelope(type(app), zlo, zhi) if slot in ev.lines else ([], [])
+            z = app.args[0]
+            cons += [(">=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in lowers]
+            cons += [("<=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in uppers]
             out[app] = cons
         return out
+
+
+def _relu_forms(forms: Forms, iv, lf, uf):
+    """DeepPoly's relu: identity or zero when stable, else the chord above and 0 or x below."""
+    lo, hi = iv
+    if lo >= 0:
+        return lf, uf
+    if hi <= 0:
+        return forms.const(Fraction(0)), forms.const(Fraction(0))
+    if lo == -INF or hi == INF:
+        return None, None
+    k = hi / (hi - lo)
+    upper = None if uf is None else forms.combine(-k * lo, [(k, uf)])
+    lower = forms.const(Fraction(0)) if hi < -lo or lf is None else lf
+    return lower, upper
 
 
 def _rat(q: Fraction) -> sp.Rational:
     return sp.Rational(q.numerator, q.denominator)
 
 
-def interval_of(program: Program, expr: sp.Expr, box: dict) -> tuple:
+def interval_of(program: Program, expr: sp.Expr, box: dict, linear: bool = True) -> tuple:
     """The enclosure of one term over a box of leaf intervals (a one-off `Tape` run)."""
     tape = Tape(program, [expr])
-    return tape.run(box)[tape.outputs[0]]
+    return tape.run(box, linear).values[tape.outputs[0]]

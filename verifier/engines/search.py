@@ -154,14 +154,25 @@ class Searcher:
         out.point = {s: float(X[i, order[0]]) for i, s in enumerate(self.leaves)}
         seen = set()
         for j in order[:64]:
-            pt = tuple(_to_fraction(X[i, j], *bounds[i]) for i in range(len(self.leaves)))
-            if pt not in seen:
-                seen.add(pt)
-                out.candidates.append(dict(zip(self.leaves, pt)))
-            if len(out.candidates) >= 5:
+            for pt in self._roundings(X[:, j], S[j], bounds):
+                if pt not in seen:
+                    seen.add(pt)
+                    out.candidates.append(dict(zip(self.leaves, pt)))
+            if len(out.candidates) >= 8:
                 break
         return out
 
+    def _roundings(self, x: np.ndarray, slack: float, bounds) -> list[tuple]:
+        """The point with short decimals first (when they stay as bad in floats), then exact."""
+        full = tuple(_to_fraction(v, *b) for v, b in zip(x, bounds))
+        out = []
+        for digits in (2, 4, 8):
+            pt = tuple(_to_fraction(float(f"{v:.{digits}g}"), *b) for v, b in zip(x, bounds))
+            y = np.array([[float(q)] for q in pt]).reshape(len(pt), 1)
+            if pt != full and self.slack(y)[0] <= (slack / 2 if slack < 0 else slack):
+                out.append(pt)
+                break
+        return out + [full]
 
 def _arrays(bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo = np.array([-np.inf if a is None else float(a) for a, _ in bounds])

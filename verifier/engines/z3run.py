@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+import time
+
 import z3
 
 
@@ -26,8 +28,23 @@ def _value(v) -> Fraction | None:
 
 
 def run_z3(text: str, timeout: float) -> Z3Result:
-    """Answer the script's `check-sat`; `timeout` in seconds, reported as its own answer."""
-    solver = z3.Solver()
+    """Answer the script's `check-sat`; `timeout` in seconds, reported as its own answer.
+
+    z3's nonlinear `qfnra-nlsat` tactic answers our abstraction queries several times faster
+    than its default arithmetic solver; when it gives up (not on time) the default solver
+    gets the rest of the time. Either way the answer is about exactly this text.
+    """
+    start = time.perf_counter()
+    first = _check(z3.Tactic("qfnra-nlsat").solver(), text, timeout)
+    if first.answer in ("sat", "unsat", "timeout"):
+        return first
+    left = timeout - (time.perf_counter() - start)
+    if left <= 0.05:
+        return Z3Result("timeout", None, "time limit reached")
+    return _check(z3.Solver(), text, left)
+
+
+def _check(solver, text: str, timeout: float) -> Z3Result:
     solver.set("timeout", max(1, int(timeout * 1000)))
     try:
         solver.from_string(text)

@@ -10,7 +10,7 @@ tanh' = 1 - a^2), so it costs a small constant times the forward code.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import sympy as sp
