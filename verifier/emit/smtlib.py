@@ -46,9 +46,10 @@ def real_literal(q) -> str:
 class SmtPrinter(SMTLibPrinter):
     """sympy → SMT-LIB terms that z3 accepts (no `pow`, `max` or negative literals)."""
 
-    def __init__(self, names: dict[sp.Basic, str]):
+    def __init__(self, names: dict[sp.Basic, str], sqrt_atom=None):
         super().__init__({"known_functions": {}})
         self.names = names  # symbols and atom applications → SMT names
+        self.sqrt_atom = sqrt_atom  # base → SMT name of its declared square root
 
     def _print(self, expr, **kwargs):
         hit = self.names.get(expr)
@@ -82,6 +83,11 @@ class SmtPrinter(SMTLibPrinter):
 
     def _print_Pow(self, e):
         base, ex = e.args
+        if ex.is_Rational and ex.q == 2 and self.sqrt_atom is not None:
+            # sqrt(b) is exact in real arithmetic: a fresh s with s >= 0 and s * s = b
+            root = self.sqrt_atom(base)
+            return self._print_Pow(sp.Pow(sp.Symbol("_"), ex.p, evaluate=False)).replace(
+                "|_|", root) if ex.p != 1 else root
         if ex.is_Integer and ex > 0:
             return "(* " + " ".join([self._print(base)] * int(ex)) + ")"
         if ex.is_Integer and ex < 0:
@@ -232,7 +238,18 @@ def encode(
     names: dict[sp.Basic, str] = {}
     atoms_by_key: dict = {}
     atoms: dict[str, sp.Expr] = {}
-    printer = SmtPrinter(names)
+    roots: dict[sp.Expr, str] = {}
+
+    def sqrt_atom(base) -> str:
+        if base not in roots:
+            name = smt_name(f"sqrt#{len(roots) + 1}")
+            roots[base] = name
+            lines.append(f"(declare-const {name} Real)  ; sqrt({_short(base)})")
+            pending.append(f"(<= 0.0 {name})")
+            pending.append(f"(= (* {name} {name}) {printer._print(base)})")
+        return roots[base]
+
+    printer = SmtPrinter(names, sqrt_atom)
     lines = [
         f"; obligation {ob.name} ({ob.kind})",
         *[f"; {line}" for line in ob.text.splitlines()],

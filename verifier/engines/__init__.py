@@ -46,7 +46,26 @@ def decide(ob: Obligation, program: Program, timeout: float) -> Verdict:
     for engine in ENGINES.values():
         if ob.kind in engine.kinds:
             v = engine.decide(ob, program, timeout)
+            if v.smt is None:
+                _attach_smt(v, ob, program)
             v.seconds = time.perf_counter() - start
             return v
     return Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine="none",
                    reason=f"no engine accepts {ob.kind} obligations")
+
+
+def _attach_smt(v: Verdict, ob: Obligation, program: Program) -> None:
+    """Every obligation gets its SMT-LIB file: the plain encoding, with z3's answer on it.
+
+    For a claim refuted by a replayed search point, z3 answers `sat` on this text (or runs out
+    of its short budget, which the report then says).
+    """
+    from ..emit.smtlib import encode
+    from .z3run import run_z3
+
+    try:
+        query = encode(ob, program)
+    except NotImplementedError:
+        return
+    v.smt = query.text
+    v.smt_answer = run_z3(query.text, 2.0).answer

@@ -57,6 +57,7 @@ def gradient(prog: Program, expr: sp.Expr, wrt: list[sp.Symbol], tag: str = "g")
     """d expr / d w for each w in `wrt` (leaves or program symbols), as program terms."""
     expr = sp.sympify(expr)
     targets = set(wrt)
+    leaf_targets = [w for w in wrt if w not in prog.defs]
     adj = _seed(expr, prog, targets)
     for sym in reversed(prog.closure([expr])):
         parts = adj.pop(sym, None)
@@ -69,8 +70,9 @@ def gradient(prog: Program, expr: sp.Expr, wrt: list[sp.Symbol], tag: str = "g")
             continue
         for dep in prog.deps(sym):
             adj.setdefault(dep, []).append(bar * _local_partial(prog, sym, dep))
-        for leaf in targets - set(prog.defs):
-            if leaf in prog.defs[sym].free_symbols:
+        free = prog.defs[sym].free_symbols if leaf_targets else ()
+        for leaf in leaf_targets:
+            if leaf in free:
                 adj.setdefault(leaf, []).append(bar * local_diff(prog.defs[sym], leaf))
     return [prog.assign(sp.Add(*adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
 
