@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import dense
+from . import attention, dense, graph, norm, recurrent
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,4 +17,8 @@ class LayerRule:
 
 LAYER_RULES: dict[str, LayerRule] = {
     "dense": LayerRule(dense.elaborate, dense.forward),
+    "gcn": LayerRule(graph.elaborate, graph.forward),
+    "transformer": LayerRule(attention.elaborate, attention.forward),
+    "layernorm": LayerRule(norm.elaborate, norm.forward),
+    **{kind: LayerRule(recurrent.elaborate, recurrent.forward) for kind in recurrent.GATES},
 }
