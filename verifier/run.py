@@ -52,13 +52,16 @@ def artifacts(model: Model, verdicts: list[Verdict], targets: list[str]) -> dict
 def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
     """Write all files, each via a temporary file and rename, so none is half written."""
     os.makedirs(outdir, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
     staged = []
     try:
         for name, text in sorted(files.items()):
             fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".tmp-", suffix="-" + name)
+            staged.append((tmp, os.path.join(outdir, name)))
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
-            staged.append((tmp, os.path.join(outdir, name)))
     except BaseException:
         for tmp, _ in staged:
             os.unlink(tmp)
