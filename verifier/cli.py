@@ -61,7 +61,7 @@ def _row(v) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.timeout <= 0:
+    if not 0 < args.timeout < float("inf"):
         print("error: --timeout must be positive", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:

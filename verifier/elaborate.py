@@ -6,6 +6,7 @@ Every mistake in a spec that is not a syntax error is reported here with its spa
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from fractions import Fraction
@@ -42,6 +43,8 @@ def _load_weight_file(path: str, span: Span | None) -> dict[str, np.ndarray]:
                         fix="paths are relative to the spec file")
     try:
         if path.endswith(".npz"):
+            if not zipfile.is_zipfile(path):
+                raise ValueError("not an .npz archive")
             with np.load(path, allow_pickle=False) as data:
                 return {k: np.asarray(data[k]) for k in data.files}
         if path.endswith(".json"):
@@ -165,6 +168,9 @@ class Elaborator:
             self.derives.append(item)
 
     def _declare(self, name: str, span: Span | None, what: str | None = None) -> None:
+        if name == "d":
+            raise SpecError("`d` is reserved for derivatives, d(f)/d(x)", span,
+                            fix="choose another name")
         if name in self.declared:
             prev = self.declared[name]
             where = f" (first declared at {prev.path}:{prev.line})" if prev else ""
@@ -229,7 +235,7 @@ class Elaborator:
                      for d in shape.dims)
         if len(dims) > 2:
             raise SpecError("tensors have at most two dimensions", shape.span)
-        total = int(np.prod(dims)) if dims else 1
+        total = math.prod(dims)
         if any(d <= 0 for d in dims) or total > MAX_ENTRIES:
             raise SpecError(f"shape {list(dims)} must have positive sizes and at most "
                             f"{MAX_ENTRIES} entries", shape.span)
@@ -292,7 +298,7 @@ class Elaborator:
 
     # ---- networks
     def _network(self, d: ast.NetworkDecl) -> Network:
-        size = int(np.prod(d.in_shape))
+        size = math.prod(d.in_shape)
         if len(d.in_shape) > 2 or min(d.in_shape) <= 0 or size > MAX_ENTRIES:
             raise SpecError(f"input shape {list(d.in_shape)} must have one or two positive sizes "
                             f"and at most {MAX_ENTRIES} entries", d.span)
@@ -357,6 +363,9 @@ class Elaborator:
         `index`-th array whose name ends in `.<torch_kind>`.
         """
         name = f"{net}.{short}"
+        if math.prod(shape) > MAX_ENTRIES:
+            raise SpecError(f"{short} would have {math.prod(shape)} entries (at most "
+                            f"{MAX_ENTRIES})", decl.span)
         symbols = self.symbols(name, shape)
         if arg is not None and arg.value is not None:
             v = self.constant(arg.value)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import sys
+
 import sympy as sp
 from sympy.printing.smtlib import SMTLibPrinter
+
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)  # exact numerals may be long; they are ours to print
 
 from ..layers.activations import (
     SMOOTH_FUNCTIONS, leaky_relu, leaky_step, relu, sigmoid, softplus, step,

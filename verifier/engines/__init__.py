@@ -8,7 +8,7 @@ from typing import Callable
 
 from ..obligations import Obligation
 from ..symbolic.program import Program
-from .verdict import REFUTED, UNKNOWN, Verdict
+from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
 
 
 def _identity(ob, program, timeout):
@@ -43,9 +43,21 @@ def decide(ob: Obligation, program: Program, timeout: float) -> Verdict:
         return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="shapes",
                        reason=ob.shape_mismatch, artifact="shape check",
                        counterexample={"sizes": ob.shape_mismatch.rsplit(" at sizes ", 1)[-1]})
+    empty = [v for v in ob.variables if v.lo is not None and v.hi is not None and v.lo > v.hi]
+    if empty:
+        e = empty[0]
+        return Verdict(name=ob.name, kind=ob.kind, verdict=PROVED, engine="domain",
+                       artifact=f"vacuous: the conditions confine {e.symbol} to the empty range "
+                                f"[{e.lo}, {e.hi}]")
     for engine in ENGINES.values():
         if ob.kind in engine.kinds:
-            v = engine.decide(ob, program, timeout)
+            try:
+                v = engine.decide(ob, program, timeout)
+            except (ArithmeticError, ValueError) as err:
+                # an overflow or singular point inside an engine: no verdict, say why
+                v = Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine=engine.name,
+                            reason=f"numeric failure in the {engine.name} engine: "
+                                   f"{type(err).__name__}: {err}")
             if v.smt is None:
                 _attach_smt(v, ob, program)
             v.seconds = time.perf_counter() - start

@@ -22,6 +22,14 @@ from .program import Program
 MAX_POWER = 64
 
 
+def real_or_error(value, span):
+    """Constants folded by sympy must stay real and finite (log(0), sqrt(-1) do not)."""
+    value = sp.sympify(value)
+    if value.has(sp.zoo, sp.nan, sp.I, sp.oo, -sp.oo):
+        raise SpecError(f"this evaluates to {value}, which is not a real number", span)
+    return value
+
+
 def scalar(v) -> np.ndarray:
     return np.array(sp.sympify(v), dtype=object)
 
@@ -160,7 +168,10 @@ class Translator:
         if not e.is_Integer or abs(e) > MAX_POWER:
             raise SpecError(f"exponent must be an integer of size at most {MAX_POWER}",
                             node.right.span)
-        return np.vectorize(lambda x: sp.sympify(x) ** e, otypes=[object])(a)
+        if e < 0 and any(sp.sympify(x).is_zero for x in a.flat):
+            raise SpecError("division by zero", node.span)
+        return np.vectorize(lambda x: real_or_error(sp.sympify(x) ** e, node.span),
+                            otypes=[object])(a)
 
     def _Transpose(self, node: ast.Transpose):
         v = self.value(node.operand)
@@ -210,12 +221,12 @@ class Translator:
             x = LAYER_RULES[layer.kind].forward(layer, x, params, self.program, net.name)
         return x
 
-    def elementwise(self, fn, v: np.ndarray, hint: str) -> np.ndarray:
+    def elementwise(self, fn, v: np.ndarray, hint: str, span=None) -> np.ndarray:
         """Apply a sympy function entrywise, binding each application to a program symbol."""
         out = np.empty(v.shape, dtype=object)
         for idx in np.ndindex(v.shape):
             arg = self.program.assign(v[idx], f"{hint}.arg")
-            out[idx] = self.program.assign(fn(arg), hint)
+            out[idx] = self.program.assign(real_or_error(fn(arg), span), hint)
         return out
 
     # ---- derivatives
@@ -277,7 +288,7 @@ def _args(node: ast.Call, n: int, names: str = "") -> None:
 def _unary(fn, hint):
     def rule(tr: Translator, node):
         _args(node, 1)
-        return tr.elementwise(fn, tr.value(node.args[0]), hint)
+        return tr.elementwise(fn, tr.value(node.args[0]), hint, node.span)
 
     return rule
 
@@ -319,6 +330,8 @@ def _abs(tr, node):
 
 def _maxmin(fn):
     def rule(tr: Translator, node):
+        if not node.args:
+            raise SpecError(f"`{node.func}` needs at least one argument", node.span)
         if len(node.args) == 1:
             return scalar(fn(*tr.value(node.args[0]).flat))
         vals = [tr.value(a) for a in node.args]
@@ -481,7 +494,7 @@ def srelu_term(x, al, tl, ar, tr):
 
 def _sqrt(tr, node):
     _args(node, 1)
-    return tr.elementwise(sp.sqrt, tr.value(node.args[0]), "sqrt")
+    return tr.elementwise(sp.sqrt, tr.value(node.args[0]), "sqrt", node.span)
 
 
 def _axis_sum(axis):

@@ -13,6 +13,7 @@ from ..diagnostics import Span, SpecError
 from . import ast
 
 MAX_SOURCE_BYTES = 2_000_000
+MAX_EXPONENT = 1000
 
 # Common mistakes, recognised by the parser state they leave it in (lark's match_examples).
 _MISTAKES = {
@@ -222,7 +223,12 @@ class _ToAst(Transformer):
 
     # ---- expressions
     def number(self, meta, tok):
-        return ast.Num(value=Fraction(str(tok)), span=self._span(meta))
+        text = str(tok)
+        mantissa, _, exponent = text.lower().partition("e")
+        if exponent and abs(int(exponent)) > MAX_EXPONENT:
+            raise SpecError(f"numeral exponent {exponent} is out of range (at most "
+                            f"{MAX_EXPONENT})", self._span(meta))
+        return ast.Num(value=Fraction(text), span=self._span(meta))
 
     def qualname(self, meta, *names):
         return (tuple(str(n) for n in names), self._span(meta))
