@@ -1,0 +1,276 @@
+"""Compiled symbolic gradients against PyTorch autograd and scalarised sympy.lambdify.
+
+In one run, for the Gaussian fit (2-3-3-1 tanh, 441 points, batch 10), the Hamiltonian
+network (2-4-1 tanh, 400 points, batch 10, loss on the symplectic gradient, i.e. a mixed
+derivative) and a 16-32-32-1 tanh network (10,000 points, batch 100; plus the Hamiltonian
+loss on it): one training epoch with Adam and one gradient on a batch of 10,000, ours
+(`verifier.api`, float64 numpy) against PyTorch autograd (float64, `torch.optim.Adam`,
+`torch.set_num_threads(1)`). numpy's BLAS is left as is; the same measurements are repeated
+in a child process with OPENBLAS_NUM_THREADS=1 for comparison. Then code generation times:
+ours, our scalar fallback (`matrix=False`, code from the Program) and the naive route of
+inlining the network, `sympy.diff` per parameter and `sympy.lambdify(cse=True)`, under a
+CPU-time limit, with its evaluation time when it finishes. All times are CPU time of the
+process (the machines are shared; wall time would count other tenants).
+
+    python bench/compiled.py [--limit SECONDS] [--out bench/compiled.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from verifier import api
+
+CASES = {  # name: (input size, hidden widths, data points, batch, loss)
+    "gauss 2-3-3-1": (2, (3, 3), 441, 10, "mse"),
+    "hamiltonian 2-4-1": (2, (4,), 400, 10, "hamiltonian"),
+    "16-32-32-1": (16, (32, 32), 10_000, 100, "mse"),
+    "16-32-32-1 hamiltonian": (16, (32, 32), 10_000, 100, "hamiltonian"),
+}
+BIG = 10_000
+PARAMS = 16 * 32 + 32 + 32 * 32 + 32 + 32 + 1  # of 16-32-32-1
+
+
+def arch(n_in, hidden) -> str:
+    layers = "".join(f"  dense({h}, tanh)\n" for h in hidden)
+    return f"input x : real[{n_in}]\nnetwork f(in={n_in}) {{\n{layers}  dense(1)\n}}\n"
+
+
+def data(n_in, points, loss, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, (points, n_in))
+    if loss == "hamiltonian":
+        d = n_in // 2
+        return X, np.concatenate([X[:, d:], -X[:, :d]], axis=1)  # H = |x|^2 / 2
+    return X, np.exp(-(X**2).sum(axis=1, keepdims=True))
+
+
+def median_time(fn, repeat):
+    """Median CPU time of the process (all threads) per call: the machines this runs on are
+    shared, and wall time there counts other tenants too."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return float(np.median(times))
+
+
+# ---- ours ---------------------------------------------------------------------------------
+
+
+def ours(name):
+    n_in, hidden, points, batch, loss = CASES[name]
+    net = api.compile_text(arch(n_in, hidden), seed=0)
+    X, T = data(n_in, points, loss)
+    Xb, Tb = data(n_in, BIG, loss, seed=1)
+    grad = (net.hamiltonian_loss_and_grad if loss == "hamiltonian" else net.loss_and_grad)
+    opt = api.Adam(net.params, lr=1e-3)
+
+    def epoch():
+        for s in range(0, len(X), batch):
+            opt.step(grad(X[s:s + batch], T[s:s + batch])[1])
+
+    return {"epoch": median_time(epoch, 3), "grad": median_time(lambda: grad(Xb, Tb), 10)}
+
+
+# ---- PyTorch ------------------------------------------------------------------------------
+
+
+def torch_case(name):
+    import torch
+
+    torch.set_num_threads(1)
+    n_in, hidden, points, batch, loss = CASES[name]
+    widths = (n_in, *hidden)
+    layers = []
+    for a, b in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(a, b), torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 1)).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    d = n_in // 2
+
+    def loss_of(X, T):
+        if loss != "hamiltonian":
+            return ((model(X) - T) ** 2).sum() / len(X)
+        X = X.detach().requires_grad_(True)
+        (G,) = torch.autograd.grad(model(X).sum(), X, create_graph=True)
+        return ((torch.cat([G[:, d:], -G[:, :d]], dim=1) - T) ** 2).sum() / len(X)
+
+    X, T = (torch.tensor(a) for a in data(n_in, points, loss))
+    Xb, Tb = (torch.tensor(a) for a in data(n_in, BIG, loss, seed=1))
+
+    def epoch():
+        for s in range(0, len(X), batch):
+            opt.zero_grad()
+            loss_of(X[s:s + batch], T[s:s + batch]).backward()
+            opt.step()
+
+    def grad():
+        model.zero_grad()
+        loss_of(Xb, Tb).backward()
+
+    return {"epoch": median_time(epoch, 3), "grad": median_time(grad, 10)}
+
+
+# ---- code generation ------------------------------------------------------------------------
+
+
+def generation(name, matrix=True):
+    n_in, hidden, *_ = CASES[name]
+    t0 = time.process_time()
+    net = api.compile_text(arch(n_in, hidden), matrix=matrix)
+    t1 = time.process_time()
+    net.compile_all(mixed=matrix)  # the fallback's mixed pullbacks: see the README
+    out = {"elaborate": t1 - t0, "generate": time.process_time() - t1}
+    if not matrix:
+        Xb, Tb = data(n_in, BIG, "mse", seed=1)
+        out["grad"] = median_time(lambda: net.loss_and_grad(Xb, Tb), 3)
+    return out
+
+
+def _lambdify_child(n_in, hidden, limit, q):
+    """Inline the output, sympy.diff per parameter, lambdify(cse=True); then evaluate.
+
+    Runs under a CPU-time limit (RLIMIT_CPU): the kernel stops it when the limit is spent.
+    """
+    import resource
+    import tempfile
+
+    import sympy as sp
+
+    from verifier import run
+
+    resource.setrlimit(resource.RLIMIT_CPU, (int(limit), int(limit) + 1))
+    t0 = time.process_time()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "net.snn")
+        with open(path, "w") as fh:
+            fh.write(arch(n_in, hidden) + "derive output f(x)\n")
+        model = run.load(path)
+    f = model.program.inline(model.derivations[0].terms[0], limit=None)
+    q.put(("inline", time.process_time() - t0))
+    xs = [v.symbol for v in model.inputs]
+    ws = [v.symbol for v in model.params]
+    grads = []
+    for w in ws:
+        grads.append(sp.diff(f, w))
+        q.put(("diffs", len(grads)))
+    q.put(("diff", time.process_time() - t0))
+    fn = sp.lambdify(xs + ws, [f] + grads, modules="numpy", cse=True)
+    q.put(("gen", time.process_time() - t0))
+    X, Y = data(n_in, BIG, "mse", seed=1)
+    W = np.random.default_rng(1).uniform(-0.2, 0.2, len(ws))
+
+    def grad():
+        vals = fn(*X.T, *W)
+        r = 2.0 * (vals[0] - Y[:, 0]) / len(X)
+        return [float(np.dot(r, np.broadcast_to(g, r.shape))) for g in vals[1:]]
+
+    q.put(("eval", median_time(grad, 3)))
+
+
+def lambdify_baseline(name, limit):
+    n_in, hidden, *_ = CASES[name]
+    q = mp.Queue()
+    p = mp.Process(target=_lambdify_child, args=(n_in, hidden, limit, q))
+    p.start()
+    got = {}
+    while p.is_alive() or not q.empty():
+        try:
+            k, v = q.get(timeout=1.0)
+            got[k] = v
+        except queue.Empty:
+            pass
+    p.join()
+    return got
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def measure_ours() -> dict:
+    return {name: ours(name) for name in CASES}
+
+
+def child_single_thread() -> dict:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=float, default=300.0,
+                    help="CPU-time limit for the lambdify baseline (s)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure_ours()))
+        return
+    import torch
+
+    mine, theirs, single = measure_ours(), {n: torch_case(n) for n in CASES}, child_single_thread()
+
+    def ms(seconds: float) -> str:
+        return f"{1e3 * seconds:.1f}"
+
+    machine = (f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python "
+               f"{platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}. "
+               "float64 everywhere; torch.set_num_threads(1); numpy's BLAS as is (ours) and "
+               "with OPENBLAS_NUM_THREADS=1 (ours, 1 thread). Times are medians of the process's "
+               "CPU time (all threads), in ms.")
+    rows = [
+        machine,
+        "",
+        ("| network | what | ours | ours, 1 BLAS thread | torch | ours / torch "
+         "| ours 1 thread / torch |"),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, (_, _, points, batch, _) in CASES.items():
+        for what, label in (("epoch", f"epoch ({points} points, batch {batch}, Adam)"),
+                            ("grad", f"gradient, batch {BIG}")):
+            a, s, t = mine[name][what], single[name][what], theirs[name][what]
+            rows.append(f"| {name} | {label} | {ms(a)} | {ms(s)} | {ms(t)} | {a / t:.2f} | "
+                        f"{s / t:.2f} |")
+    rows += ["", ("| network | route | elaborate (CPU s) | generate (CPU s) | gradient, batch "
+                  "10,000 (CPU ms) |"),
+             "|---|---|---|---|---|"]
+    for name in ("gauss 2-3-3-1", "hamiltonian 2-4-1", "16-32-32-1"):
+        g = generation(name)
+        rows.append(f"| {name} | ours, matrix level | {g['elaborate']:.3f} | {g['generate']:.3f} "
+                    f"| {ms(mine[name]['grad'])} |")
+    g = generation("16-32-32-1", matrix=False)
+    rows.append(f"| 16-32-32-1 | ours, scalar fallback (Program) | {g['elaborate']:.3f} | "
+                f"{g['generate']:.3f} | {ms(g['grad'])} |")
+    lb = lambdify_baseline("16-32-32-1", args.limit)
+    gen = f"{lb['gen']:.1f}" if "gen" in lb else (
+        f"> {args.limit:.0f} (CPU time limit; inline {lb.get('inline', float('nan')):.1f} s, "
+        f"then sympy.diff for {lb.get('diffs', 0)} of {PARAMS} parameters)")
+    ev = ms(lb["eval"]) if "eval" in lb else "-"
+    rows.append(f"| 16-32-32-1 | inline + sympy.diff + lambdify(cse=True) | - | {gen} | {ev} |")
+    text = "\n".join(rows) + "\n"
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
