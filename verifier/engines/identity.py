@@ -28,6 +28,9 @@ from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
 from .z3run import run_z3
 
 RANDOM_POINTS = 24
+# after a canonical proof or a replayed refutation, z3 only confirms on the emitted text;
+# its answer (or its timeout) is recorded as is
+CONFIRM_SECONDS = 2.0
 CANONICAL_LIMIT = 5_000  # operations in an inlined side; beyond, skip to z3
 
 
@@ -116,7 +119,7 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     canonical = _canonical_zero(program, ob)
     query = encode(ob, program, atom_key=_canonical_key(program))
     if canonical:
-        z3res = run_z3(query.text, min(timeout, 10.0))
+        z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS))
         engine = "canonical-form" + ("+z3" if z3res.answer == "unsat" else "")
         return Verdict(name=ob.name, kind=ob.kind, verdict=PROVED, engine=engine,
                        seconds=time.perf_counter() - start,
@@ -124,7 +127,7 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
                        smt=query.text, smt_answer=z3res.answer)
     cex = _try_points(ob, program, rng)
     if cex is not None:
-        z3res = run_z3(query.text, min(timeout, 5.0))
+        z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS / 2))
         return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
                        seconds=time.perf_counter() - start, smt=query.text,
                        smt_answer=z3res.answer, artifact="counterexample replayed", **cex)

@@ -1,0 +1,160 @@
+"""The batch backprop library (specs/batch) decided by snn-verify against sympy.simplify.
+
+For every equation of the library (both layouts) at each size tuple, times the identity engine
+deciding the obligation (`verifier.engines.decide`, with the engine's own z3 confirmation), and
+in the same run the naive approach: inline both sides to leaves with `model.program.inline`
+and call `sympy.simplify(lhs - rhs)` on every entry, in a child process that is killed at the
+time limit. Side conditions (`where`) are invisible to simplify, so claims that need them show
+a non-zero residue. Prints a markdown table: equation, sizes, ours (s), simplify (s or
+timeout), ratio.
+
+    python bench/batch_backprop.py [--sizes 3,2,4 4,3,5] [--limit SECONDS] [--timeout SECONDS]
+                                   [--only SUBSTRING] [--out bench/batch_backprop.md]
+
+The engine gives z3 min(timeout, 10) s to confirm an identity it has already proved from
+canonical forms; `--timeout 0.2` shows the time of the decision itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+
+import sympy as sp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from verifier.elaborate import elaborate
+from verifier.engines import decide
+from verifier.obligations import build_model
+
+LAYERS = ("linear", "activation", "softmax", "batchnorm", "dropout", "losses")
+FILES = [f"{layer}.snn" for layer in LAYERS] + [f"colwise/{layer}.snn" for layer in LAYERS]
+
+
+def load(name: str, sizes: tuple[int, int, int]):
+    """The model of one library file at one size tuple (obligation names without suffix)."""
+    path = os.path.join(ROOT, "specs", "batch", name)
+    return build_model(elaborate(path, dict(zip("NDK", sizes))))
+
+
+def _simplify(program, ob, q) -> None:
+    t0 = time.perf_counter()
+    zero = True
+    for atom in ob.goal:
+        residue = program.inline(atom.lhs, limit=None) - program.inline(atom.rhs, limit=None)
+        if sp.simplify(residue) != 0:
+            zero = False
+    q.put((time.perf_counter() - t0, zero))
+
+
+def naive(program, ob, limit: float):
+    """(seconds, residue is zero) or None on timeout; a forked child inherits the program."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_simplify, args=(program, ob, q))
+    p.start()
+    p.join(limit)
+    if p.is_alive():
+        p.kill()
+        p.join()
+        return None
+    return q.get() if not q.empty() else None
+
+
+def rows(sizes_list, limit: float, timeout: float, only: str):
+    for sizes in sizes_list:
+        for name in FILES:
+            model = load(name, sizes)
+            for ob in model.obligations:
+                if only and only not in ob.name:
+                    continue
+                t0 = time.perf_counter()
+                v = decide(ob, model.program, timeout)
+                ours = time.perf_counter() - t0
+                yield ob.name, sizes, v, ours, naive(model.program, ob, limit) if limit > 0 else 0
+
+
+def fmt_sizes(sizes) -> str:
+    return "N={},D={},K={}".format(*sizes)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["3,2,4", "4,3,5"],
+        help="size tuples N,D,K (default: 3,2,4 4,3,5)",
+    )
+    ap.add_argument(
+        "--limit",
+        type=float,
+        default=30.0,
+        help="simplify time limit per case (s); 0 skips simplify",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="our per-obligation timeout (default 30 s, as `verify`)",
+    )
+    ap.add_argument("--only", default="", help="only equations whose name contains this")
+    ap.add_argument("--out", help="also write the table to this file")
+    args = ap.parse_args(argv)
+    sizes_list = [tuple(int(x) for x in s.split(",")) for s in args.sizes]
+
+    lines = [
+        (
+            f"python {platform.python_version()}, sympy {sp.__version__}, "
+            f"{platform.machine()}; our timeout {args.timeout:g} s, "
+            f"simplify limit {args.limit:g} s"
+        ),
+        "",
+        "| equation | sizes | verdict (engine) | ours s | simplify s | ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    print("\n".join(lines), flush=True)
+    total_ours = total_naive = 0.0
+    timeouts = nonzero = count = 0
+    for name, sizes, v, ours, res in rows(sizes_list, args.limit, args.timeout, args.only):
+        count += 1
+        total_ours += ours
+        if res == 0:
+            naive_s, ratio = "skipped", ""
+        elif res is None:
+            timeouts += 1
+            naive_s, ratio = f"timeout (>{args.limit:g})", f">{args.limit / ours:.0f}x"
+            total_naive += args.limit
+        else:
+            seconds, zero = res
+            total_naive += seconds
+            nonzero += not zero
+            naive_s = f"{seconds:.3f}" + ("" if zero else " (not 0)")
+            ratio = f"{seconds / ours:.1f}x"
+        line = (
+            f"| {name} | {fmt_sizes(sizes)} | {v.verdict} ({v.engine}) | {ours:.3f} | "
+            f"{naive_s} | {ratio} |"
+        )
+        lines.append(line)
+        print(line, flush=True)
+    summary = (
+        f"\n{count} cases: ours {total_ours:.1f} s in total; simplify {total_naive:.1f} s "
+        f"(timeouts counted at the limit), {timeouts} timeouts, {nonzero} residues that "
+        "simplify leaves non-zero (side conditions it cannot see)"
+    )
+    lines.append(summary)
+    print(summary)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
