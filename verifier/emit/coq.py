@@ -2,29 +2,32 @@
 
 What gets a proof (`Qed`), and how:
 - derivative identities (atoms with origin `("derivative", f, v)`): `is_derive (fun v => f) v rhs`
-  by `auto_derive` (the prelude registers tanh, sigmoid, softplus, relu and leaky_relu with it)
-  then `field`. This re-derives the derivative inside Coq, independently of our reverse mode.
-  ReLU-style functions are stated under the premise that their pre-activations are nonzero;
+  by `auto_derive` (the prelude registers tanh, sigmoid, softplus, relu and leaky_relu with it;
+  Coquelicot knows exp and ln) then `field`. This re-derives the derivative inside Coq,
+  independently of our reverse mode. ReLU-style functions are stated under the premise that
+  their pre-activations are nonzero; ln and divisions only of terms positive by construction
+  (sums and products of exp, sigmoid, softplus, positive numbers), whose side goals `snn_side`
+  discharges;
 - plain identities: `field`, with activation applications as opaque atoms;
 - small bounds over an input box: the `interval` tactic, kept only when coqc confirms it;
 - Jacobians of an output (derivations): `is_derive` lemmas linking the two Definitions.
-A proof is attempted only when a sympy pre-check (`terms`) predicts that the tactic succeeds;
-everything else is `Admitted` with a comment saying why. Refuted claims are comments only.
+A proof is attempted only when a sympy pre-check predicts that the tactic succeeds; everything
+else is `Admitted` with a comment saying why. Refuted claims are comments only. The printer,
+identifier map and pre-checks are shared with the Lean emitter.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 import os
+import random
 import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
+from typing import ClassVar
 
-import jinja2
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
@@ -32,6 +35,7 @@ from ..diagnostics import SpecError
 from ..engines.verdict import PROVED, REFUTED, Verdict
 from ..obligations import Atom, Model, Obligation
 from . import json_export as jx
+from .templating import render
 
 COQ_RESERVED = frozenset("""
 as at cofix else end exists exists2 fix for forall fun if IF in let match mod Prop return Set
@@ -41,16 +45,22 @@ R I O S nat bool True False and or not eq exp ln tanh sinh cosh sqrt Rabs Rmax R
 IZR INR Rplus Rmult Rminus Rdiv Ropp Rinv pow is_derive ex_derive Derive relu step leaky_relu
 leaky_step sigmoid softplus cosh_pos_snn is_derive_tanh is_derive_sigmoid is_derive_softplus
 is_derive_relu is_derive_leaky_relu UnaryDiff_tanh UnaryDiff_sigmoid UnaryDiff_softplus
-UnaryDiff_relu UnaryDiff_leaky_relu tanh_exp relu_abs leaky_relu_abs snn_side
-Reals Lra Coquelicot Interval Tactic Coq
-""".split())
+UnaryDiff_relu UnaryDiff_leaky_relu tanh_exp relu_abs leaky_relu_abs snn_side sigmoid_pos
+softplus_pos Reals Lra Coquelicot Interval Tactic Coq
+""".split())  # noqa: SIM905 - a word list reads best as text
 
-PROOF_OPS = 300  # auto_derive / field / interval are only attempted on terms this small
+PROOF_OPS = 1000  # auto_derive / field are only attempted on terms this small (~1 s each)
+INTERVAL_OPS = 300  # and the interval tactic on terms this small
+STATEMENT_OPS = 3000  # larger claims are not stated inline (the CSE form is in the JSON/LaTeX)
+ATOM_LEMMAS = 32  # lemmas per obligation (one per entry of a vector claim)
 INTERVAL_INPUTS = 2
 INTERVAL_SECONDS = 20.0
+INTERVAL_ATTEMPTS = 8  # coqc runs per file to confirm interval proofs
 JACOBIAN_LEMMAS = 16
-DERIVE_TACTIC = "auto_derive; [snn_side | unfold Rminus, Rdiv; field]."
-_OP = {"==": "=", "!=": "<>", "<=": "<=", "<": "<", ">=": ">=", ">": ">"}
+LET_BUDGET = 4000  # `let` lines per file for Definitions in CSE form; the rest is omitted
+# auto_derive rebuilds the function with `a + - b`, `a * / b` and `x * (x * 1)` for `x ^ 2`:
+# bring the claimed derivative to the same form so that field sees the same atoms
+DERIVE_TACTIC = "auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side]."
 
 
 # ---------------------------------------------------------------- names, templates, printer
@@ -75,7 +85,7 @@ class NameMap:
             return hit
         base = cand = sanitize(text)
         k = 1
-        while cand in self.used or cand in self.reserved or cand.startswith("snn_"):
+        while cand in self.used or cand in self.reserved or (k == 1 and cand.startswith("snn_")):
             k += 1
             cand = f"{base}'{k}"
         self.taken[key] = cand
@@ -83,54 +93,42 @@ class NameMap:
         return cand
 
 
-@functools.cache
-def _environment() -> jinja2.Environment:
-    try:
-        root = importlib.resources.files("verifier.templates")
-    except ModuleNotFoundError:  # editable installs cannot map a package without __init__.py
-        root = Path(__file__).resolve().parents[2] / "templates"
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda n: (root / n).read_text(encoding="utf-8")),
-        autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
-    )
-
-
-def render(template: str, **context) -> str:
-    """Render a file skeleton from `verifier.templates` (the top-level templates/ directory)."""
-    return _environment().get_template(template).render(**context)
-
-
 class UnsupportedTerm(Exception):
     """A sympy construct the target language has no form for."""
 
 
-ATOM, POW, MUL, ADD = 0, 30, 40, 50  # binding levels shared by Coq and Lean 4 notation
+ATOM, APP, POW, MUL, ADD = 0, 10, 30, 40, 50  # binding levels shared by Coq and Lean 4
 
 
 class CoqPrinter(StrPrinter):
     """sympy -> Coq `R` terms: `x ^ 2` (nat exponent), `a / b` for negative powers, rationals
     as `(p / q)`, negative literals parenthesised, functions applied by juxtaposition."""
 
-    functions = {
+    functions: ClassVar[dict[str, str]] = {
         "tanh": "tanh", "exp": "exp", "log": "ln", "sigmoid": "sigmoid", "softplus": "softplus",
         "relu": "relu", "step": "step", "leaky_relu": "leaky_relu", "leaky_step": "leaky_step",
         "Abs": "Rabs", "Max": "Rmax", "Min": "Rmin", "sqrt": "sqrt",
     }
     e_text, pi_text = "(exp 1)", "PI"
+    decide: ClassVar[dict[str, str]] = {  # sympy relation -> Coq decision procedure
+        "LessThan": "Rle_dec", "StrictLessThan": "Rlt_dec", "GreaterThan": "Rge_dec",
+        "StrictGreaterThan": "Rgt_dec", "Equality": "Req_EM_T",
+    }
 
     def __init__(self, name_of):
         super().__init__()
         self.name_of = name_of
 
     def level(self, e) -> int:
+        """How loosely the printed form of `e` binds (parenthesise above the context's level)."""
         if e.is_Add or (e.is_Mul and e.as_coeff_Mul()[0].is_negative):
             return ADD
-        if e.is_Mul:
+        if e.is_Mul or (e.is_Pow and e.exp.is_Rational and e.exp.is_negative):
             return MUL
-        if e.is_Pow and e.exp.is_Integer:
-            return POW if e.exp.is_positive else MUL
-        if e.is_Pow and e.exp.is_Rational and e.exp.is_negative:
-            return MUL
+        if e.is_Pow:
+            return APP if e.exp == sp.S.Half else POW
+        if isinstance(e, (sp.Function, sp.Max, sp.Min)) and not isinstance(e, sp.Piecewise):
+            return APP
         return ATOM
 
     def wrap(self, e, level: int) -> str:
@@ -161,7 +159,7 @@ class CoqPrinter(StrPrinter):
         out = []
         for k, t in enumerate(self._as_ordered_terms(e)):
             if t.as_coeff_Mul()[0].is_negative:
-                out.append(("- " if k == 0 else "- ") + self.wrap(-t, MUL))
+                out.append("- " + self.wrap(-t, MUL))
             else:
                 out.append(("" if k == 0 else "+ ") + self.wrap(t, ADD))
         return " ".join(out)
@@ -171,7 +169,7 @@ class CoqPrinter(StrPrinter):
         if c.is_negative:
             return "- " + self.wrap(-e, MUL)
         num, den = ([c] if c != 1 else []), []
-        for f in sp.Mul.make_args(rest):
+        for f in (rest.as_ordered_factors() if rest.is_Mul else [rest]):
             neg = f.is_Pow and f.exp.is_Rational and f.exp.is_negative
             (den if neg else num).append(f.base ** -f.exp if neg else f)
         body = " * ".join(self.wrap(f, MUL) for f in num) or "1"
@@ -184,7 +182,7 @@ class CoqPrinter(StrPrinter):
     def _print_Pow(self, e):
         b, x = e.args
         if x.is_Integer and x.is_positive:
-            return f"{self.wrap(b, ATOM)} ^ {x}"
+            return f"{self.wrap(b, APP)} ^ {x}"
         if x.is_Rational and x.is_negative:
             return f"1 / {self.wrap(b ** -x, POW)}"
         if x == sp.S.Half:
@@ -213,9 +211,39 @@ class CoqPrinter(StrPrinter):
 
     def _fold(self, fn: str, args) -> str:
         out = self.wrap(args[-1], ATOM)
-        for a in reversed(args[:-1]):
-            out = f"{fn} {self.wrap(a, ATOM)} ({out})"
+        for k, a in enumerate(reversed(args[:-1])):
+            out = f"{fn} {self.wrap(a, ATOM)} {out if k == 0 else f'({out})'}"
         return out
+
+    def _print_Piecewise(self, e):
+        """`(if Rle_dec a b then e1 else ...)`; the last branch must be unconditional."""
+        *branches, (last, cond) = e.args
+        if cond != sp.true:
+            raise UnsupportedTerm(f"a Piecewise without a default branch ({e})")
+        out = self._print(last)
+        for value, c in reversed(branches):
+            out = self.branch(c, self._print(value), out)
+        return f"({out})"
+
+    def branch(self, c, then: str, other: str) -> str:
+        """`if c then .. else ..` with And/Or/Not unfolded into nested tests."""
+        if c == sp.true or c == sp.false:
+            return then if c == sp.true else other
+        if isinstance(c, sp.Or):
+            return self.branch(c.args[0], then, self.branch(sp.Or(*c.args[1:]), then, other))
+        if isinstance(c, sp.And):
+            return self.branch(c.args[0], self.branch(sp.And(*c.args[1:]), then, other), other)
+        if isinstance(c, sp.Not):
+            return self.branch(c.args[0], other, then)
+        if isinstance(c, sp.Ne):
+            return self.branch(sp.Eq(c.lhs, c.rhs), other, then)
+        return f"if {self.condition(c)} then {then} else {other}"
+
+    def condition(self, c) -> str:
+        test = self.decide.get(type(c).__name__)
+        if test is None:
+            raise UnsupportedTerm(f"the condition {c}")
+        return f"{test} {self.wrap(c.lhs, ATOM)} {self.wrap(c.rhs, ATOM)}"
 
     def emptyPrinter(self, e):
         raise UnsupportedTerm(f"{type(e).__name__} ({e})")
@@ -237,21 +265,51 @@ def atomize(e):
     """`e` with each outermost function application replaced by a fresh symbol: the view that
     Coq's `field` and Lean's `ring` have of a term (applications are opaque atoms)."""
     apps = sorted(applications(e), key=sp.default_sort_key)
-    return e.xreplace({a: sp.Dummy(f"a{k}") for k, a in enumerate(apps)})
+    return e.xreplace({a: sp.Symbol(f"atom#{k}") for k, a in enumerate(apps)})
 
 
-def _polynomial(e) -> bool:
-    return all(not n.is_Pow or (n.exp.is_Integer and n.exp.is_positive)
-               for n in sp.preorder_traversal(e))
+def _vanishes(d) -> bool:
+    """Is the rational function `d` identically zero? Exact evaluation at random rational
+    points (Schwartz-Zippel): only decides whether a proof is attempted; Coq checks it."""
+    syms = sorted(d.free_symbols, key=lambda s: s.name)
+    rng = random.Random(len(syms))  # fixed seed: the same decision on every run
+    for _ in range(3):
+        point = {s: sp.Rational(rng.randint(1, 10**9), rng.randint(1, 10**6)) for s in syms}
+        if d.xreplace(point) != 0:
+            return False
+    return True
 
 
-def ring_identity(lhs, rhs, limit: int) -> bool:
-    """Is lhs - rhs zero as a polynomial with rational coefficients over leaves and opaque
-    applications? Exactly what `field` proves without side conditions."""
+def positive(e) -> bool:
+    """Provably > 0 by the prelude's `snn_side` (exp, sigmoid, softplus, positive numbers,
+    and sums, products and integer powers of those)."""
+    if e.is_Number:
+        return bool(e > 0)
+    if fname(e) in ("exp", "sigmoid", "softplus"):
+        return True
+    if e.is_Add or e.is_Mul:
+        return all(positive(a) for a in e.args)
+    return bool(e.is_Pow and e.exp.is_Integer and positive(e.base))
+
+
+def _denominators_ok(e, allow_positive: bool) -> bool:
+    """Only positive-integer powers, or (if allowed) integer powers of positive terms."""
+    return all(
+        not n.is_Pow or (n.exp.is_Integer and (n.exp.is_positive or (allow_positive
+                                                                     and positive(n.base))))
+        for n in sp.preorder_traversal(e))
+
+
+def ring_identity(lhs, rhs, limit: int, positive_denominators: bool = True) -> bool:
+    """Is lhs = rhs an identity of rational functions over leaves and opaque applications,
+    with every denominator positive by construction? Exactly what `field` proves when its
+    side goals (`denominator <> 0`) are discharged by `snn_side`."""
     if lhs is None or rhs is None or sp.count_ops(lhs) + sp.count_ops(rhs) > limit:
         return False
-    d = atomize(sp.sympify(lhs) - sp.sympify(rhs))
-    return _polynomial(d) and sp.expand(d) == 0
+    lhs, rhs = sp.sympify(lhs), sp.sympify(rhs)
+    if not all(_denominators_ok(t, positive_denominators) for t in (lhs, rhs)):
+        return False  # field would leave `denominator <> 0` goals we cannot discharge
+    return _vanishes(atomize(lhs - rhs))
 
 
 _AUTO_DERIVE = {"tanh", "exp", "sigmoid", "softplus"}  # registered with auto_derive, smooth
@@ -268,17 +326,18 @@ def derivative_plan(F, v: sp.Symbol, rhs, limit: int) -> DerivativePlan:
     """Can `auto_derive; field` prove is_derive (fun v => F) v rhs, and under which premises?"""
     nonzero, reason = [], None
     if sp.count_ops(F) > limit:
-        reason = "the function is too large for auto_derive here"
+        reason = f"the function has more than {limit} operations (too large for auto_derive here)"
     for app in sorted(applications(F), key=sp.default_sort_key):
         if v not in app.free_symbols:
             continue
         if fname(app) in _KINKED and all(v not in a.free_symbols for a in app.args[1:]):
             nonzero.append(app.args[0])
-        elif fname(app) not in _AUTO_DERIVE:
+        elif fname(app) == "log" and not positive(app.args[0]):
+            reason = reason or "log of a term that is not positive by construction"
+        elif fname(app) not in _AUTO_DERIVE | {"log"}:
             reason = reason or f"{fname(app)} has no derivative rule registered with auto_derive"
-    for n in sp.preorder_traversal(F):
-        if n.is_Pow and v in n.free_symbols and not (n.exp.is_Integer and n.exp.is_positive):
-            reason = reason or "a division or root depends on the variable (side conditions)"
+    if not _denominators_ok(F, True):
+        reason = reason or "a division by a term of unknown sign, or a root (side conditions)"
     if reason is None and not ring_identity(sp.diff(F, v), rhs, 8 * limit):
         reason = "the derivative does not match the claimed one by ring arithmetic"
     return DerivativePlan(tuple(dict.fromkeys(nonzero)), reason)
@@ -306,6 +365,8 @@ class Ctx:
 
     reserved = COQ_RESERVED
     printer_class = CoqPrinter
+    ops: ClassVar[dict[str, str]] = {
+        "==": "=", "!=": "<>", "<=": "<=", "<": "<", ">=": ">=", ">": ">"}
 
     def __init__(self, model: Model):
         self.model, self.prog = model, model.program
@@ -316,6 +377,8 @@ class Ctx:
         for sym in self.prog.order:
             self.sym_name(sym)
         self.printer = self.printer_class(self.sym_name)
+        self.inlined: dict = {}
+        self.interval_attempts = 0
 
     def sym_name(self, sym: sp.Symbol) -> str:
         return self.names.name(("sym" if sym in self.prog.defs else "leaf", sym.name), sym.name)
@@ -324,29 +387,39 @@ class Ctx:
         return self.printer.doprint(sp.sympify(e))
 
     def inline(self, e):
-        out = jx.safe_inline(self.prog, e)
-        if out is None:
-            raise jx.TooLarge("the claim is too large to inline (see the CSE form)")
-        return out
+        """`e` over leaves only; TooLarge above STATEMENT_OPS operations."""
+        e = sp.sympify(e)
+        if e not in self.inlined:
+            self.inlined[e] = jx.safe_inline(self.prog, e, STATEMENT_OPS)
+        if self.inlined[e] is None:
+            raise jx.TooLarge(f"the inlined claim exceeds {STATEMENT_OPS} operations "
+                              "(its CSE form is in the JSON and LaTeX exports)")
+        return self.inlined[e]
 
     def leaves(self, exprs, skip=()) -> list[sp.Symbol]:
         found = set().union(set(), *(sp.sympify(e).free_symbols for e in exprs)) - set(skip)
         return sorted(found, key=lambda s: (self.order.get(s, len(self.order)), s.name))
 
-    def atom(self, a: Atom, op=_OP) -> str:
-        return f"{self.p(self.inline(a.lhs))} {op[a.op]} {self.p(self.inline(a.rhs))}"
+    def call(self, ident: str, params) -> str:
+        return " ".join([ident, *(self.sym_name(s) for s in params)])
+
+    def atom(self, a: Atom) -> str:
+        return f"{self.p(self.inline(a.lhs))} {self.ops[a.op]} {self.p(self.inline(a.rhs))}"
 
     def premises(self, ob: Obligation, syms) -> list[str]:
         """Domain bounds of the quantified variables, then the obligation's hypotheses."""
         dom = {v.symbol: v for v in ob.variables}
         out = []
         for s in syms:
-            d, n = dom.get(s), self.sym_name(s)
+            d = dom.get(s)
             lo = None if d is None or d.lo is None else self.p(d.lo)
             hi = None if d is None or d.hi is None else self.p(d.hi)
             if lo is not None or hi is not None:
-                out.append(" <= ".join(x for x in (lo, n, hi) if x is not None))
+                out.append(self.range_text(lo, self.sym_name(s), hi))
         return out + [self.atom(h) for h in ob.hypotheses]
+
+    def range_text(self, lo, name, hi) -> str:
+        return " <= ".join(x for x in (lo, name, hi) if x is not None)
 
     def quantified(self, ob: Obligation, exprs, skip=()):
         """The variables of an obligation (inlined terms and hypotheses) and its premises."""
@@ -355,7 +428,7 @@ class Ctx:
         return syms, self.premises(ob, syms)
 
 
-def _lemma(name: str, statement: str, proof: str | None, why) -> str:
+def _lemma(name: str, statement: str, proof: str | None, why=()) -> str:
     """A lemma closed by the tactic script `proof` with Qed, or Admitted; `why` as a comment."""
     end = "Admitted." if proof is None else f"{proof}\nQed."
     return f"{coq_comment(why)}Lemma {name} :\n  {statement}.\nProof.\n{end}\n"
@@ -366,8 +439,10 @@ def _statement(ctx: Ctx, syms, premises, goal: str) -> str:
     return head + "".join(f"{p} ->\n  " for p in premises) + goal
 
 
-def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, why, prove: bool) -> str:
-    """`forall others v, premises -> is_derive (fun v => f) v rhs` for a derivative atom."""
+def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, prove: bool,
+                     force: bool = False) -> str:
+    """`forall others v, premises -> is_derive (fun v => f) v rhs` for a derivative atom,
+    proved by auto_derive + field when the pre-check agrees (`force`: always try, for tests)."""
     _, f, v = atom.origin
     F, rhs = ctx.inline(f), ctx.inline(atom.rhs)
     plan = derivative_plan(F, v, rhs, PROOF_OPS)
@@ -376,56 +451,63 @@ def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, why, prove
     premises += [f"{ctx.p(z)} <> 0" for z in plan.nonzero]
     vn = ctx.sym_name(v)
     goal = f"is_derive (fun {vn} : R => {ctx.p(F)}) {vn}\n    ({ctx.p(rhs)})"
-    why = list(why)
+    why = []
     if plan.nonzero:
-        why.append(f"stated where the ReLU-style pre-activations that depend on {vn} are "
+        why.append(f"stated where the ReLU-style pre-activations depending on {vn} are "
                    "nonzero, the points where the function is differentiable")
     proof = None
-    if prove and plan.reason is None:
+    if force or (prove and plan.reason is None):
         proof = f"  intros.\n  {DERIVE_TACTIC}"
     elif prove:
         why.append(f"Admitted: no proof script because {plan.reason}")
     return _lemma(name, _statement(ctx, [*syms, v], premises, goal), proof, why)
 
 
-def identity_lemma(ctx: Ctx, name: str, ob: Obligation, why, prove: bool) -> str:
+def identity_lemma(ctx: Ctx, name: str, ob: Obligation, prove: bool) -> str:
     """`forall leaves, premises -> lhs = rhs /\\ ...`, by `field` when it is a ring identity."""
     syms, premises = ctx.quantified(ob, [t for a in ob.goal for t in (a.lhs, a.rhs)])
     goal = " /\\\n  ".join(ctx.atom(a) for a in ob.goal)
-    why, proof = list(why), None
+    why, proof = [], None
     ring = all(a.op == "==" and ring_identity(ctx.inline(a.lhs), ctx.inline(a.rhs), PROOF_OPS)
                for a in ob.goal)
     if prove and ring:
         split = "repeat split; " if len(ob.goal) > 1 else ""
-        proof = f"  intros.\n  {split}unfold Rminus, Rdiv; field."
+        proof = f"  intros.\n  {split}unfold Rminus, Rdiv; field; snn_side."
     elif prove:
         why.append("Admitted: not an identity of ring arithmetic over activation applications "
                    "(it needs function-specific facts, or is too large), so no proof script")
     return _lemma(name, _statement(ctx, syms, premises, goal), proof, why)
 
 
-def bound_lemma(ctx: Ctx, name: str, ob: Obligation, why, prove: bool, coqc) -> str:
+def bound_lemma(ctx: Ctx, name: str, ob: Obligation, prove: bool, coqc) -> str:
     """`forall inputs, lo <= x <= hi -> ... -> goal`, by `interval` when coqc confirms it."""
     syms, premises = ctx.quantified(ob, [t for a in ob.goal for t in (a.lhs, a.rhs)])
     stmt = _statement(ctx, syms, premises, " /\\\n  ".join(ctx.atom(a) for a in ob.goal))
-    why = list(why)
     if not prove:
-        return _lemma(name, stmt, None, why)
+        return _lemma(name, stmt, None)
     reason = _interval_unsuitable(ctx, ob, syms)
     if reason is None and coqc is None:
         reason = "coqc was not available to confirm an interval proof when this file was written"
+    if reason is None and ctx.interval_attempts >= INTERVAL_ATTEMPTS:
+        reason = f"only {INTERVAL_ATTEMPTS} interval proofs are attempted per file"
     if reason is None:
+        ctx.interval_attempts += 1
         proof = _interval_script(ctx, ob, syms, len(premises))
-        if coq_accepts(coqc, _lemma(name, stmt, proof, [])):
-            return _lemma(name, stmt, proof, why + ["checked here by the interval tactic"])
+        if coq_accepts(coqc, _lemma(name, stmt, proof)):
+            return _lemma(name, stmt, proof, ["checked by the interval tactic (bisection)"])
         reason = f"the interval tactic did not close it within {INTERVAL_SECONDS:g} s"
-    return _lemma(name, stmt, None, why + [f"Admitted: no Coq proof because {reason}"])
+    return _lemma(name, stmt, None, [f"Admitted: no Coq proof because {reason}"])
+
+
+def _simple_bound(h: Atom, dom) -> bool:
+    """`leaf OP number` with the leaf's range already narrowed by it (obligations._narrow)."""
+    return any(s in dom and n.is_Rational for s, n in ((h.lhs, h.rhs), (h.rhs, h.lhs)))
 
 
 def _interval_unsuitable(ctx: Ctx, ob: Obligation, syms) -> str | None:
     dom = {v.symbol: v for v in ob.variables}
     terms = [ctx.inline(t) for a in ob.goal for t in (a.lhs, a.rhs)]
-    if ob.hypotheses:
+    if not all(_simple_bound(h, dom) for h in ob.hypotheses):
         return "the claim has hypotheses, which the interval tactic cannot use"
     if any(a.op in ("==", "!=") for a in ob.goal):
         return "the interval tactic proves inequalities only"
@@ -433,11 +515,11 @@ def _interval_unsuitable(ctx: Ctx, ob: Obligation, syms) -> str | None:
         return "some variable has no bounded range"
     if len(syms) > INTERVAL_INPUTS:
         return f"it has more than {INTERVAL_INPUTS} variables (bisection would be too slow)"
-    if sum(sp.count_ops(t) for t in terms) > PROOF_OPS:
+    if sum(sp.count_ops(t) for t in terms) > INTERVAL_OPS:
         return "the network is too large for a quick interval proof"
     for app in sorted(set().union(*(applications(t) for t in terms)), key=sp.default_sort_key):
         if fname(app) not in ("tanh", "exp", "log", "Abs", "relu", "leaky_relu", "sigmoid",
-                                "softplus"):
+                              "softplus"):
             return f"{fname(app)} is discontinuous or unknown to the interval tactic"
     return None
 
@@ -448,9 +530,9 @@ def _interval_script(ctx: Ctx, ob: Obligation, syms, n_premises: int) -> str:
     hyps = " ".join(f"snn_h{k}" for k in range(n_premises))
     lines = [f"  intros {' '.join(ctx.sym_name(s) for s in syms)} {hyps}".rstrip() + "."]
     for k, a in enumerate(ob.goal):
-        diff = f"{ctx.p(ctx.inline(a.lhs))} - ({ctx.p(ctx.inline(a.rhs))})"
-        body = (f"enough ({diff} {_OP[a.op]} 0) by lra;\n    rewrite ?relu_abs, ?leaky_relu_abs,"
-                f" ?tanh_exp; unfold sigmoid, softplus; {tac}")
+        diff = f"{ctx.p(ctx.inline(a.lhs))} - {ctx.printer.wrap(ctx.inline(a.rhs), MUL)}"
+        body = (f"enough ({diff} {ctx.ops[a.op]} 0) by lra;\n    rewrite ?relu_abs, "
+                f"?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; {tac}")
         last = k == len(ob.goal) - 1
         lines.append(f"  {body}." if last else f"  split; [ {body} | ].")
     return "\n".join(lines)
@@ -473,55 +555,91 @@ def coq_accepts(coqc: str, lemmas: str, timeout: float = INTERVAL_SECONDS) -> bo
 # ---------------------------------------------------------------- derivations
 
 
-def _definitions(ctx: Ctx) -> tuple[list[str], dict]:
-    """A Definition per derivation entry: inlined when small, else a chain of `let`s."""
-    blocks, defs = [], {}
+def definitions(ctx: Ctx, define, comment) -> tuple[list[str], dict]:
+    """A definition per derivation entry, inlined when small, else the CSE form (`let`s)
+    while LET_BUDGET lasts; `define(ident, params, body_or_None, steps, term, label)` writes
+    one in the target syntax, `comment(lines)` notes an omitted one."""
+    blocks, defs, budget = [], {}, LET_BUDGET
     for d in ctx.model.derivations:
         for idx, term in jx.flatten(d.terms):
             ident = ctx.names.name(("def", d.name, idx), "_".join([d.name, *map(str, idx)]))
             inl = jx.safe_inline(ctx.prog, term, jx.INLINE_OPS)
-            params = ctx.leaves([inl]) if inl is not None else \
-                ctx.leaves([term], skip=ctx.prog.defs) + sorted(
-                    ctx.prog.leaves([term]) - sp.sympify(term).free_symbols,
-                    key=lambda s: (ctx.order.get(s, len(ctx.order)), s.name))
-            params = ctx.leaves(params)
-            args = f" ({' '.join(ctx.sym_name(s) for s in params)} : R)" if params else ""
-            if inl is not None:
-                body = ctx.p(inl)
-            else:
-                lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)} in" for s, e in ctx.prog.slice([term])]
-                body = "\n  ".join([*lets, ctx.p(term)])
-            label = f"{d.name}{list(idx) if idx else ''}"
-            blocks.append(f"(* {d.kind} {label} *)\nDefinition {ident}{args} : R :=\n  {body}.\n")
+            steps = [] if inl is not None else ctx.prog.slice([term])
+            label = f"{d.kind} {d.name}{list(idx) if idx else ''}"
+            if len(steps) > budget:
+                blocks.append(comment([(f"{label}: omitted, its CSE form has {len(steps)} "
+                                        "named quantities (see the JSON export)")]))
+                continue
+            budget -= len(steps)
+            params = ctx.leaves([inl] if inl is not None else list(ctx.prog.leaves([term])))
+            blocks.append(define(ident, params, inl, steps, term, label))
             defs[(d.name, idx)] = (ident, params, inl)
     return blocks, defs
 
 
-def _jacobian_lemmas(ctx: Ctx, defs: dict) -> list[str]:
-    """`is_derive` lemmas tying each small smooth Jacobian entry to its output Definition."""
+def _coq_definition(ctx: Ctx):
+    def define(ident, params, inl, steps, term, label) -> str:
+        args = f" ({' '.join(ctx.sym_name(s) for s in params)} : R)" if params else ""
+        lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)} in" for s, e in steps]
+        body = "\n  ".join([*lets, ctx.p(inl if inl is not None else term)])
+        return f"(* {label} *)\nDefinition {ident}{args} : R :=\n  {body}.\n"
+    return define
+
+
+@dataclass(frozen=True, slots=True)
+class JacobianClaim:
+    """d output_i / d v = jacobian_ij, between two inlined Definitions."""
+
+    name: str  # suggested lemma name
+    binders: list  # leaves, v last
+    nonzero: list  # printed pre-activations that must be nonzero
+    f_call: str  # the output Definition applied to its parameters
+    j_call: str
+    v: sp.Symbol
+    plan: DerivativePlan
+    note: str
+    ids: tuple  # (output Definition, Jacobian Definition)
+
+
+def jacobian_claims(ctx: Ctx, defs: dict) -> list[JacobianClaim]:
+    """One claim per Jacobian entry whose output and entry are both inlined Definitions."""
     out = []
     for jac, output in jx.jacobian_pairs(ctx.model.derivations):
-        for (i, j), (v, o_idx, j_idx) in jx.jacobian_entries(jac, output):
-            if len(out) >= JACOBIAN_LEMMAS:
-                return out + [coq_comment([f"further Jacobian lemmas omitted (limit "
-                                           f"{JACOBIAN_LEMMAS})"])]
+        for v, o_idx, j_idx in jx.jacobian_entries(jac, output):
+            if (output.name, o_idx) not in defs or (jac.name, j_idx) not in defs:
+                continue
             f_id, f_params, F = defs[(output.name, o_idx)]
             j_id, j_params, Jt = defs[(jac.name, j_idx)]
-            plan = derivative_plan(F, v, Jt, PROOF_OPS)
-            name = ctx.names.name(("jaclemma", jac.name, i, j), f"{j_id}_is_derive")
-            if plan.reason or plan.nonzero:
-                why = plan.reason or "the output has ReLU-style kinks"
-                out.append(coq_comment([f"no is_derive lemma for {j_id}: {why}"]))
-                continue
-            vn = ctx.sym_name(v)
+            if len(out) >= JACOBIAN_LEMMAS:
+                break
+            plan = derivative_plan(F, v, Jt, PROOF_OPS) if F is not None and Jt is not None \
+                else DerivativePlan((), "the Definitions are in CSE form (too large to inline)")
             syms = ctx.leaves([*f_params, *j_params], skip=[v])
-            call_f = " ".join([f_id, *(ctx.sym_name(s) for s in f_params)])
-            call_j = " ".join([j_id, *(ctx.sym_name(s) for s in j_params)])
-            goal = f"is_derive (fun {vn} : R => {call_f}) {vn} ({call_j})"
-            proof = f"  intros.\n  unfold {f_id}, {j_id}.\n  {DERIVE_TACTIC}"
-            why = [f"the Jacobian entry {jac.name}[{i}][{j}] is the derivative of "
-                   f"{output.name}{list(o_idx)} in {v.name}"]
-            out.append(_lemma(name, _statement(ctx, [*syms, v], [], goal), proof, why))
+            note = (f"the Jacobian entry {jac.name}{list(j_idx)} is the derivative of "
+                    f"{output.name}{list(o_idx)} in {v.name}")
+            out.append(JacobianClaim(
+                name=f"{j_id}_deriv", binders=[*syms, v], nonzero=[ctx.p(z) for z in plan.nonzero],
+                f_call=ctx.call(f_id, f_params), j_call=ctx.call(j_id, j_params), v=v, plan=plan,
+                note=note, ids=(f_id, j_id)))
+    return out
+
+
+def _jacobian_lemmas(ctx: Ctx, defs: dict) -> list[str]:
+    """Proved `is_derive` lemmas tying small Jacobian entries to their output Definitions;
+    entries the pre-check cannot confirm get a comment only (they are not user claims)."""
+    out = []
+    for c in jacobian_claims(ctx, defs):
+        if c.plan.reason is not None:
+            out.append(coq_comment([f"no is_derive lemma for {c.ids[1]}: {c.plan.reason}"]))
+            continue
+        vn = ctx.sym_name(c.v)
+        goal = f"is_derive (fun {vn} : R => {c.f_call}) {vn}\n    ({c.j_call})"
+        why = [c.note] + (["stated where the ReLU-style pre-activations are nonzero"]
+                          if c.nonzero else [])
+        proof = f"  intros.\n  unfold {', '.join(c.ids)}.\n  {DERIVE_TACTIC}"
+        premises = [f"{z} <> 0" for z in c.nonzero]
+        lemma = ctx.names.name(("jaclemma", c.name), c.name)
+        out.append(_lemma(lemma, _statement(ctx, c.binders, premises, goal), proof, why))
     return out
 
 
@@ -529,6 +647,7 @@ def _jacobian_lemmas(ctx: Ctx, defs: dict) -> list[str]:
 
 
 def _obligation(ctx: Ctx, ob: Obligation, verdict: Verdict | None, coqc) -> str:
+    """A comment naming the claim and its verdict, then its lemma(s), or only the comment."""
     status = verdict.verdict if verdict is not None else "unknown"
     why = [f"obligation {ob.name} ({ob.kind}): {line}" for line in ob.text.splitlines()]
     why += jx.verdict_note(verdict)
@@ -539,20 +658,24 @@ def _obligation(ctx: Ctx, ob: Obligation, verdict: Verdict | None, coqc) -> str:
         why.append("Admitted: the claim was not proved, so this lemma is an open statement")
     try:
         if ob.kind == "identity" and all(is_derivative(a) for a in ob.goal):
-            return "\n".join(
-                derivative_lemma(ctx, ctx.names.name(("lemma", ob.name, k), _label(ob, k)),
-                                 ob, a, why, prove)
-                for k, a in enumerate(ob.goal))
-        name = ctx.names.name(("lemma", ob.name, 0), ob.name)
-        if ob.kind == "identity":
-            return identity_lemma(ctx, name, ob, why, prove)
-        return bound_lemma(ctx, name, ob, why, prove, coqc)
+            lemmas = [derivative_lemma(ctx, lemma_name(ctx, ob, k), ob, a, prove)
+                      for k, a in enumerate(ob.goal[:ATOM_LEMMAS])]
+            if len(ob.goal) > ATOM_LEMMAS:
+                lemmas.append(coq_comment([(f"entries {ATOM_LEMMAS}..{len(ob.goal) - 1} are "
+                                            f"not stated (limit {ATOM_LEMMAS} per claim)")]))
+        elif ob.kind == "identity":
+            lemmas = [identity_lemma(ctx, lemma_name(ctx, ob), ob, prove)]
+        else:
+            lemmas = [bound_lemma(ctx, lemma_name(ctx, ob), ob, prove, coqc)]
     except jx.TooLarge as exc:
         return coq_comment(why + [f"not stated: {exc}"])
+    return coq_comment(why) + "\n".join(lemmas)
 
 
-def _label(ob: Obligation, k: int) -> str:
-    return ob.name if len(ob.goal) == 1 else f"{ob.name}_{k}"
+def lemma_name(ctx: Ctx, ob: Obligation, k: int | None = None) -> str:
+    """The identifier of an obligation's lemma (`NAME_k` for the k-th of several atoms)."""
+    text = ob.name if k is None or len(ob.goal) == 1 else f"{ob.name}_{k}"
+    return ctx.names.name(("lemma", ob.name, k), text)
 
 
 def check_supported(ctx: Ctx) -> None:
@@ -585,7 +708,7 @@ def emit(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") ->
     ctx = Ctx(model)
     check_supported(ctx)
     module = module_name(model.name)
-    blocks, defs = _definitions(ctx)
+    blocks, defs = definitions(ctx, _coq_definition(ctx), coq_comment)
     blocks += _jacobian_lemmas(ctx, defs)
     by_name = {v.name: v for v in verdicts}
     obs = [_obligation(ctx, ob, by_name.get(ob.name), coqc) for ob in model.obligations]

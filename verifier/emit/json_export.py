@@ -11,6 +11,7 @@ deterministic (sorted keys, no timings, no absolute paths).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import PurePath
 
 import sympy as sp
@@ -20,7 +21,7 @@ from ..engines.verdict import PROVED, REFUTED, Verdict
 from ..obligations import Derivation, Model
 from ..symbolic.program import Program
 
-INLINE_OPS = 400  # inlined terms above this size are shown in CSE form by the proof emitters
+INLINE_OPS = 1000  # inlined terms above this size are shown in CSE form by the proof emitters
 _REFERENCE_KINDS = {"output": ("output",), "jacobian": ("jacobian",),
                     "hessian": ("hessian", "hessian_diagonal")}
 
@@ -88,24 +89,28 @@ def verdict_note(v: Verdict | None) -> list[str]:
 
 
 def jacobian_pairs(derivations) -> list[tuple[Derivation, Derivation]]:
-    """(jacobian, output) pairs: an output derivation with one entry per Jacobian row."""
+    """(jacobian, output) pairs: the Jacobian's shape is the output's shape followed by the
+    shape of what it is taken with respect to (the first output that fits)."""
     outputs = [d for d in derivations if d.kind == "output"]
     pairs = []
     for jac in (d for d in derivations if d.kind == "jacobian" and d.wrt):
-        rows = 1 if len(jac.shape) == 1 else jac.shape[0]
-        match = [o for o in outputs if len(flatten(o.terms)) == rows]
-        if match:
-            pairs.append((jac, match[0]))
+        for o in outputs:
+            n = len(o.shape)
+            if tuple(jac.shape[:n]) == tuple(o.shape) and \
+                    math.prod(jac.shape[n:]) == len(jac.wrt):
+                pairs.append((jac, o))
+                break
     return pairs
 
 
 def jacobian_entries(jac: Derivation, output: Derivation):
-    """((i, j), (wrt symbol, output index, jacobian index)) for every Jacobian entry."""
-    outs = [idx for idx, _ in flatten(output.terms)]
+    """(wrt symbol, output index, Jacobian index) for every Jacobian entry."""
+    n = len(output.shape)
     for idx, _ in flatten(jac.terms):
-        i, j = (0, idx[0]) if len(idx) == 1 else idx[:2]
-        if j < len(jac.wrt) and i < len(outs):
-            yield (i, j), (jac.wrt[j], outs[i], idx)
+        flat = 0
+        for k, size in zip(idx[n:], jac.shape[n:]):
+            flat = flat * size + k
+        yield jac.wrt[flat], tuple(idx[:n]), idx
 
 
 # ---------------------------------------------------------------- the export
@@ -160,6 +165,8 @@ def export(model: Model, verdicts: list[Verdict]) -> dict:
     """The export as plain JSON data (see the module docstring for the keys)."""
     prog = model.program
     all_terms = [t for d in model.derivations for _, t in flatten(d.terms)]
+    all_terms += [t for ob in model.obligations for a in (*ob.goal, *ob.hypotheses)
+                  for t in (a.lhs, a.rhs)]
     ref = {k: _reference_terms(model, k) for k in _REFERENCE_KINDS}
     return {
         "model": model.name,

@@ -1,0 +1,174 @@
+"""LaTeX: a standalone `article` with the CSE form, the derivations and a table of verdicts.
+
+Terms are printed by `sympy.latex` with a `symbol_names` map from our names to mathematical
+ones (`f.W1[2,3]` -> `W^{(1)}_{2,3}`, the adjoint `g:f.a1[0]` -> an overlined `a^{(1)}_{0}`
+tagged `g`); a name whose pretty form is already taken keeps its full spelling in typewriter
+type, so the map stays injective. User text (claims, reasons) is escaped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePath
+
+import sympy as sp
+
+from ..engines.verdict import Verdict
+from ..obligations import Model
+from . import json_export as jx
+from .coq import sanitize
+from .templating import render
+
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+    "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+}
+_NAME = re.compile(
+    r"^(?:(?P<tag>[^:\s]+):)?(?:[A-Za-z_][A-Za-z0-9_]*\.)*"
+    r"(?P<base>[A-Za-z_][A-Za-z0-9_]*?)(?P<layer>\d*)(?:\[(?P<idx>[0-9, ]*)\])?$"
+)
+_GREEK = frozenset((  # noqa: SIM905 - a word list reads best as text
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau "
+    "upsilon phi chi psi omega").split())
+CLOSED_FORM_OPS = 200  # closed forms larger than this are left to the CSE form
+
+
+def escape(text: str) -> str:
+    """User text for LaTeX text mode."""
+    return "".join(_TEX_ESCAPES.get(c, c) for c in str(text))
+
+
+def _tt(text: str) -> str:
+    return r"\texttt{" + escape(text) + "}"
+
+
+def _text_tt(name: str) -> str:
+    """A name kept verbatim inside math mode (`'` would otherwise become a prime)."""
+    return r"\text{" + _tt(name) + "}"
+
+
+def pretty_name(name: str) -> str | None:
+    """`f.W1[2,3]` -> `W^{(1)}_{2,3}`; None when the name has no pretty form."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    base = m["base"]
+    out = f"\\{base}" if base in _GREEK else base if len(base) == 1 else \
+        r"\mathrm{" + escape(base) + "}"
+    if m["layer"]:
+        out += "^{(" + m["layer"] + ")}"
+    if m["idx"]:
+        out += "_{" + m["idx"].replace(" ", "") + "}"
+    if m["tag"]:
+        out = r"\overline{" + out + r"}^{\,\mathrm{" + escape(m["tag"]) + "}}"
+    return out
+
+
+def symbol_names(symbols) -> dict[sp.Symbol, str]:
+    """An injective map symbol -> LaTeX, assigned in sorted order of names."""
+    out, used = {}, set()
+    for s in sorted(symbols, key=lambda s: s.name):
+        tex = pretty_name(s.name)
+        if tex is None or tex in used:
+            tex = _text_tt(s.name)
+        out[s] = tex
+        used.add(tex)
+    return out
+
+
+class _Tex:
+    def __init__(self, model: Model):
+        prog = model.program
+        syms = set(prog.order) | {v.symbol for v in (*model.inputs, *model.params)}
+        for sym in prog.order:
+            syms |= prog.defs[sym].free_symbols
+        for d in model.derivations:
+            syms |= {s for _, t in jx.flatten(d.terms) for s in t.free_symbols}
+        self.names = symbol_names(syms)
+
+    def __call__(self, e) -> str:
+        e = sp.sympify(e)
+        extra = {s: _text_tt(s.name) for s in e.free_symbols
+                 if s not in self.names}
+        return sp.latex(e, symbol_names={**self.names, **extra}, order="lex")
+
+
+def _align(rows: list[tuple[str, str]]) -> str:
+    if not rows:
+        return "(none)"
+    body = " \\\\\n".join(f"  {lhs} &= {rhs}" for lhs, rhs in rows)
+    return "\\begin{align*}\n" + body + "\n\\end{align*}"
+
+
+def _cse(model: Model, tex: _Tex) -> str:
+    terms = [t for d in model.derivations for _, t in jx.flatten(d.terms)]
+    terms += [t for ob in model.obligations for a in ob.goal for t in (a.lhs, a.rhs)]
+    steps = model.program.slice(terms)
+    return _align([(tex.names[s], tex(e)) for s, e in steps])
+
+
+def _entry(name: str, idx: tuple) -> str:
+    return r"\mathrm{" + escape(name) + "}" + ("_{" + ",".join(map(str, idx)) + "}" if idx else "")
+
+
+def _derivations(model: Model, tex: _Tex) -> str:
+    parts = []
+    for d in model.derivations:
+        head = f"\\subsection*{{{_tt(d.name)} ({escape(d.kind)}, shape " \
+               f"{escape(' x '.join(map(str, d.shape)) or 'scalar')})}}"
+        if d.wrt:
+            head += "\nWith respect to $" + ", ".join(tex(w) for w in d.wrt) + "$."
+        entries = jx.flatten(d.terms)
+        rows = [(_entry(d.name, idx), tex(t)) for idx, t in entries]
+        closed = [(_entry(d.name, idx), jx.safe_inline(model.program, t, CLOSED_FORM_OPS))
+                  for idx, t in entries]
+        parts.append(head + "\n" + _align(rows))
+        if all(c is not None for _, c in closed) and any(
+                c != t for (_, c), (_, t) in zip(closed, entries)):
+            parts.append("Closed form:\n" + _align([(lab, tex(c)) for lab, c in closed]))
+        elif any(c is None for _, c in closed):
+            parts.append(f"Closed form omitted: it exceeds {CLOSED_FORM_OPS} operations.")
+    return "\n\n".join(parts) if parts else "No derivations were requested."
+
+
+def _detail(v: Verdict | None) -> str:
+    if v is None:
+        return "no verdict"
+    if v.counterexample:
+        return "counterexample: " + ", ".join(
+            f"{k} = {val}" for k, val in sorted(v.counterexample.items()))
+    if v.reason:
+        return v.reason
+    return f"artifact: {jx.artifact_label(v.artifact)}" if v.artifact else ""
+
+
+def _obligations(model: Model, verdicts: list[Verdict]) -> str:
+    by_name = {v.name: v for v in verdicts}
+    rows = []
+    for ob in model.obligations:
+        v = by_name.get(ob.name)
+        cells = [_tt(ob.name), escape(ob.kind), _tt(jx.one_line(ob.text)),
+                 escape(v.verdict if v else "none"), escape(v.engine if v else "-"),
+                 escape(jx.one_line(_detail(v)))]
+        rows.append(" & ".join(cells) + r" \\")
+    if not rows:
+        return "No claims were stated."
+    head = (r"\begin{longtable}{p{2.2cm}lp{5.2cm}llp{3.6cm}}" "\n"
+            r"claim & kind & statement & verdict & engine & detail \\ \hline\endhead")
+    return head + "\n" + "\n".join(rows) + "\n\\end{longtable}"
+
+
+def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
+    """{`NAME.tex`: a standalone document}."""
+    tex = _Tex(model)
+    name = sanitize(model.name)
+    note = ("Inputs: $" + ", ".join(tex(v.symbol) for v in model.inputs) + "$."
+            if model.inputs else "")
+    text = render("latex.tex.j2", file=f"{name}.tex", model=escape(jx.one_line(model.name)),
+                  model_tt=_tt(jx.one_line(model.name)),
+                  source=PurePath(model.source_path).name if model.source_path else "(none)",
+                  symbols_note=note, cse=_cse(model, tex),
+                  derivations=_derivations(model, tex),
+                  obligations=_obligations(model, verdicts))
+    return {f"{name}.tex": text}
