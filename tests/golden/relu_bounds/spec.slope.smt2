@@ -1,0 +1,17 @@
+; obligation slope (bound)
+; claim slope: d(n(x)[0])/d(x[0]) <= 3/2
+; unsat means the claim holds
+(set-logic QF_NRA)
+(declare-const |x[0]| Real)
+(declare-const |x[1]| Real)
+(assert (and (<= (- 1.0) |x[0]|) (<= |x[0]| 1.0)))
+(assert (and (<= (- 1.0) |x[1]|) (<= |x[1]| 1.0)))
+(define-fun |n.z1[0]| () Real (+ |x[0]| (- |x[1]|)))
+(define-fun |n.z1[1]| () Real (+ (- (/ 1.0 4.0)) (/ |x[0]| 2.0) |x[1]|))
+(define-fun |n.z1[2]| () Real (+ (/ 1.0 2.0) (- |x[0]|) (/ |x[1]| 4.0)))
+(define-fun |d:n.z1[2]| () Real (- (ite (> |n.z1[2]| 0.0) 1.0 0.0)))
+(define-fun |d:n.z1[1]| () Real (ite (> |n.z1[1]| 0.0) 1.0 0.0))
+(define-fun |d:n.z1[0]| () Real (ite (> |n.z1[0]| 0.0) 1.0 0.0))
+(define-fun |d:x[0]| () Real (+ |d:n.z1[0]| (/ |d:n.z1[1]| 2.0) (- |d:n.z1[2]|)))
+(assert (> |d:x[0]| (/ 3.0 2.0)))
+(check-sat)

@@ -1,0 +1,18 @@
+; obligation upper (bound)
+; claim upper: n(x)[0] <= 3
+; exact encoding (piecewise-linear functions as ite)
+; unsat means the claim holds
+(set-logic QF_NRA)
+(declare-const |x[0]| Real)
+(declare-const |x[1]| Real)
+(assert (and (<= (- 1.0) |x[0]|) (<= |x[0]| 1.0)))
+(assert (and (<= (- 1.0) |x[1]|) (<= |x[1]| 1.0)))
+(define-fun |n.z1[0]| () Real (+ |x[0]| (- |x[1]|)))
+(define-fun |n.a1[0]| () Real (ite (> |n.z1[0]| 0.0) |n.z1[0]| 0.0))
+(define-fun |n.z1[1]| () Real (+ (- (/ 1.0 4.0)) (/ |x[0]| 2.0) |x[1]|))
+(define-fun |n.a1[1]| () Real (ite (> |n.z1[1]| 0.0) |n.z1[1]| 0.0))
+(define-fun |n.z1[2]| () Real (+ (/ 1.0 2.0) (- |x[0]|) (/ |x[1]| 4.0)))
+(define-fun |n.a1[2]| () Real (ite (> |n.z1[2]| 0.0) |n.z1[2]| 0.0))
+(define-fun |n.z2[0]| () Real (+ (/ 1.0 10.0) |n.a1[0]| |n.a1[1]| (- |n.a1[2]|)))
+(assert (> |n.z2[0]| 3.0))
+(check-sat)

@@ -1,0 +1,17 @@
+; obligation too_tight (bound)
+; claim too_tight: t(x)[0] <= 0.75
+; unsat means the claim holds
+(set-logic QF_NRA)
+(declare-const |x[0]| Real)
+(assert (and (<= (- 1.0) |x[0]|) (<= |x[0]| 1.0)))
+(define-fun |t.z1[0]| () Real (* 2.0 |x[0]|))
+(declare-const |tanh#1| Real)  ; tanh(t.z1[0])
+(define-fun |t.z1[1]| () Real (+ (/ 1.0 2.0) (- |x[0]|)))
+(declare-const |tanh#2| Real)  ; tanh(t.z1[1])
+(define-fun |t.z2[0]| () Real (+ |tanh#1| (/ |tanh#2| 2.0)))
+(assert (< (- 1.0) |tanh#1|))
+(assert (< |tanh#1| 1.0))
+(assert (< (- 1.0) |tanh#2|))
+(assert (< |tanh#2| 1.0))
+(assert (> |t.z2[0]| (/ 3.0 4.0)))
+(check-sat)
