@@ -1,0 +1,112 @@
+"""ACAS Xu (VNN-COMP 2021): run instances from acasxu_instances.csv against the ground truth.
+
+    python bench/acasxu.py [--max-time S] [--only 1_1/prop_1,...] [--first N] [--props 1,3]
+                           [--bench DIR] [--no-z3]
+
+One row per instance (network, property, expected, answer, seconds), in csv order, then the
+totals: correct, wrong, unknown/timeout, total time. A witness of every `sat` answer is
+checked again with onnxruntime when it is installed (VNN-COMP's rule: within 1e-4).
+Exit status 1 when any answer is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT = os.path.join(HERE, "..", "..", "shared", "benchmarks", "vnncomp2021-acasxu")
+
+
+def _short(onnx: str) -> str:
+    return onnx.replace("ACASXU_run2a_", "").replace("_batch_2000.onnx", "")
+
+
+def ort_check(onnx_path: str, prop, x, tol: float = 1e-4) -> bool:
+    """Re-execute the witness with onnxruntime and check one disjunct holds within tol."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return True
+    sess = ort.InferenceSession(onnx_path)
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    y = sess.run(None, {inp.name: np.array([float(v) for v in x], dtype=np.float32)
+                        .reshape(shape)})[0].ravel().astype(float)
+    xs = [float(v) for v in x]
+    for d in prop.disjuncts:
+        if all(float(c.value(xs, list(y))) <= tol for c in d.constraints):
+            return True
+    return False
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", default=DEFAULT)
+    ap.add_argument("--max-time", type=float, default=None, help="cap every time limit")
+    ap.add_argument("--only", default=None, help="comma list like 1_1/prop_1")
+    ap.add_argument("--props", default=None, help="comma list of property numbers")
+    ap.add_argument("--first", type=int, default=None, help="only the first N instances")
+    ap.add_argument("--no-z3", action="store_true")
+    args = ap.parse_args(argv)
+
+    from verifier.engines.relu_bab import decide
+    from verifier.onnx_import import load_onnx
+    from verifier.vnnlib import read_vnnlib
+
+    with open(os.path.join(args.bench, "acasxu_instances.csv")) as fh:
+        rows = [r for r in csv.reader(fh) if r]
+    with open(os.path.join(args.bench, "ground_truth.csv")) as fh:
+        truth = {(r["onnx"], r["vnnlib"]): r["expected"] for r in csv.DictReader(fh)}
+    if args.only:
+        want = set(args.only.split(","))
+        rows = [r for r in rows if f"{_short(r[0])}/{r[1].replace('.vnnlib', '')}" in want]
+    if args.props:
+        props = {f"prop_{p}.vnnlib" for p in args.props.split(",")}
+        rows = [r for r in rows if r[1] in props]
+    if args.first:
+        rows = rows[:args.first]
+    print(f"{'instance':<16} {'expected':<8} {'answer':<8} {'seconds':>8}  note", flush=True)
+    correct = wrong = undecided = 0
+    total = 0.0
+    for onnx, vnnlib, limit in rows:
+        limit = float(limit)
+        if args.max_time:
+            limit = min(limit, args.max_time)
+        start = time.perf_counter()
+        net = load_onnx(os.path.join(args.bench, onnx))
+        prop = read_vnnlib(os.path.join(args.bench, vnnlib))
+        res = decide(net, prop, max(limit - (time.perf_counter() - start), 0.01),
+                     use_z3=not args.no_z3)
+        secs = time.perf_counter() - start
+        total += secs
+        exp = truth.get((onnx, vnnlib), "?")
+        note = ""
+        if res.answer == "sat" and not ort_check(os.path.join(args.bench, onnx), prop,
+                                                 res.witness_x):
+            note = "witness fails onnxruntime check"
+        if res.answer in ("sat", "unsat"):
+            if res.answer == exp and not note:
+                correct += 1
+            else:
+                wrong += 1
+                note = note or "WRONG"
+        else:
+            undecided += 1
+            note = res.reason[:60]
+        st = res.stats
+        note += f" [{st.get('boxes', 0)} boxes, {st.get('z3_leaves', 0)} z3]"
+        name = f"{_short(onnx)}/{vnnlib.replace('.vnnlib', '')}"
+        print(f"{name:<16} {exp:<8} {res.answer:<8} {secs:8.2f}  {note}", flush=True)
+    n = correct + wrong + undecided
+    print(f"\ntotal {n}: correct {correct}, wrong {wrong}, unknown/timeout {undecided}, "
+          f"time {total:.1f}s", flush=True)
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""End to end: VNN-COMP 2021 test instances, Vehicle's windController, strictness, soundness.
+
+Answers are compared with the published ground truth; every `sat` witness is re-executed with
+onnxruntime (VNN-COMP's rule: the constraints hold within 1e-4).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import itertools
+import os
+import re
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from verifier.diagnostics import SpecError
+
+
+def require(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"{name} is not installed", allow_module_level=True)
+
+
+require("onnx")
+ort = require("onnxruntime")
+
+from verifier import vnn
+from verifier.engines.crown import (
+    Box,
+    FloatNet,
+    backward_bound,
+    crown_bounds,
+    forward_bounds,
+    single_thread_blas,
+)
+from verifier.engines.relu_bab import _Spec, decide
+from verifier.onnx_import import Act, Affine, OnnxNet, fractions, load_onnx
+from verifier.vnnlib import parse_vnnlib, read_vnnlib
+
+HERE = os.path.dirname(__file__)
+BENCH = os.path.join(HERE, "..", "..", "shared", "benchmarks")
+TEST = os.path.join(BENCH, "vnncomp2021-test")
+WIND = os.path.join(BENCH, "vehicle-windController", "controller.onnx")
+
+
+def _instances():
+    with open(os.path.join(TEST, "ground_truth.csv")) as fh:
+        return [(r["onnx"], r["vnnlib"], r["expected"]) for r in csv.DictReader(fh)]
+
+
+def ort_holds(onnx_path, prop, x, y_claimed, tol=1e-4) -> bool:
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    xs = [float(v) for v in x]
+    y = sess.run(None, {inp.name: np.array(xs, dtype=np.float32).reshape(shape)})[0]
+    y = [float(v) for v in np.ravel(y)]
+    assert max(abs(a - float(b)) for a, b in zip(y, y_claimed)) <= tol
+    return any(all(float(c.value(xs, y)) <= tol for c in d.constraints)
+               for d in prop.disjuncts)
+
+
+@pytest.mark.parametrize("onnx_name, prop_name, expected", _instances(),
+                         ids=lambda v: str(v).replace(".onnx", "").replace(".vnnlib", ""))
+def test_vnncomp2021_test_instances(onnx_name, prop_name, expected, tmp_path):
+    answer = tmp_path / "answer.txt"
+    code = vnn.main(["--onnx", os.path.join(TEST, onnx_name),
+                     "--vnnlib", os.path.join(TEST, prop_name), "--timeout", "60",
+                     "--answer", str(answer)])
+    text = answer.read_text()
+    first = text.splitlines()[0]
+    assert first == expected
+    assert code == {"unsat": 0, "sat": 1}[expected]
+    if expected == "sat":
+        net = load_onnx(os.path.join(TEST, onnx_name))
+        prop = read_vnnlib(os.path.join(TEST, prop_name))
+        body = text.split("\n", 1)[1]
+        pairs = dict(re.findall(r"\((\w+) ([^()\s]+)\)", body))
+        x = [Fraction(pairs[f"X_{i}"]) for i in range(net.n_in)]
+        y = [float(pairs[f"Y_{j}"]) for j in range(net.n_out)]
+        assert ort_holds(os.path.join(TEST, onnx_name), prop, x, y)
+        # and exactly, on the imported network
+        ye = net.evaluate_exact(x)
+        assert any(all(c.holds(x, ye) for c in d.constraints) for d in prop.disjuncts)
+
+
+def test_wind_controller_strict_property_proved(tmp_path):
+    code = vnn.main(["--onnx", WIND, "--vnnlib", os.path.join(HERE, "data", "windController.vnnlib"),
+                     "--timeout", "60", "--artifacts", str(tmp_path / "art")])
+    assert code == 0
+    assert (tmp_path / "art" / "summary.json").exists()
+
+
+def _tiny(op: str) -> str:
+    return ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+            f"(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert ({op} Y_0 1))\n")
+
+
+def test_strict_inequality_stays_strict(tmp_path):
+    """relu(x) on [-1, 1] reaches 1 exactly: `Y_0 > 1` is unsat, `Y_0 >= 1` is sat at x = 1."""
+    net = load_onnx(os.path.join(TEST, "test_tiny.onnx"))
+    strict = decide(net, parse_vnnlib(_tiny(">")), 30)
+    assert strict.answer == "unsat"
+    assert strict.smt  # closed by an exact z3 leaf: floats cannot show max <= 1 alone
+    import z3
+
+    for _, text in strict.smt:
+        s = z3.Solver()
+        s.from_string(text)
+        assert s.check() == z3.unsat
+    weak = decide(net, parse_vnnlib(_tiny(">=")), 30)
+    assert weak.answer == "sat" and weak.witness_x == [Fraction(1)]
+    assert weak.witness_y == [Fraction(1)]
+
+
+def _random_net(rng, sizes, act="relu"):
+    layers = []
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(Affine(W=fractions(rng.normal(size=(b, a)) / np.sqrt(a)),
+                             b=fractions(rng.normal(size=b) * 0.1)))
+        if k < len(sizes) - 2:
+            layers.append(Act(act, Fraction(1, 8) if act == "leaky_relu" else None))
+    return OnnxNet(path="random", in_shape=(sizes[0],), out_shape=(sizes[-1],),
+                   input_name="x", output_name="y", layers=layers)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "tanh", "sigmoid"])
+def test_bounds_contain_every_sample(act):
+    """Soundness check of the float bounds: no sampled value exceeds a certified bound."""
+    rng = np.random.default_rng(7)
+    net = _random_net(rng, [3, 20, 20, 20, 2], act)
+    fnet = FloatNet(net)
+    text = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const X_2 Real)"
+            "(declare-const Y_0 Real)(declare-const Y_1 Real)"
+            "(assert (and (>= X_0 -1) (<= X_0 1) (>= X_1 -1) (<= X_1 1) (>= X_2 -1)"
+            " (<= X_2 1)))(assert (>= (- Y_0 (* 0.5 Y_1) X_2) 0))(assert (<= Y_1 0))")
+    spec = _Spec(fnet, parse_vnnlib(text).disjuncts[0])
+    B = 64
+    centre = rng.uniform(-1, 1, size=(B, 3))
+    width = 10 ** rng.uniform(-3, 0, size=(B, 1))
+    lo, hi = np.clip(centre - width, -1, 1), np.clip(centre + width, -1, 1)
+    with single_thread_blas():
+        box = Box(lo, hi)
+        fwd = forward_bounds(fnet, box)
+        tight = forward_bounds(fnet, box, fwd, tighten=True)
+        runs = [(b, mode) for b in (fwd, crown_bounds(fnet, box), tight)
+                for mode in ("adaptive", "chord", "zero", "one")]
+        for bounds, mode in runs:
+            ub, _ = backward_bound(spec.spec, spec.Db, spec.EDb, bounds, box, fnet.hidden,
+                                   mode)
+            lam = np.array([[float(t) for t in w] for w in spec.lam])
+            for _ in range(20):
+                x = lo + (hi - lo) * rng.random(lo.shape)
+                r = spec.rows_float(x, fnet.forward(x)) @ lam.T
+                assert np.all(r <= ub)
+                v = x
+                for j, la in enumerate(fnet.hidden):
+                    z = v @ la.W.T + la.b
+                    assert np.all(bounds.l[j] <= z) and np.all(z <= bounds.u[j])
+                    v = _act(la, z)
+
+
+def _act(la, z):
+    from verifier.engines.crown import act_float
+
+    return act_float(la, z)
+
+
+def test_random_relu_answers_agree_with_z3_and_replay():
+    """Small random ReLU nets: unsat answers are confirmed by z3 on the whole box."""
+    from verifier.engines.relu_bab import Engine, leaf_query
+    from verifier.engines.z3run import run_z3
+
+    rng = np.random.default_rng(11)
+    seen = set()
+    for trial in range(6):
+        net = _random_net(rng, [2, 4, 4, 1])
+        thr = float(rng.uniform(0.0, 1.0))
+        text = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
+                "(assert (and (>= X_0 -1) (<= X_0 1) (>= X_1 -1) (<= X_1 1)))"
+                f"(assert (>= Y_0 {thr!r}))")
+        prop = parse_vnnlib(text)
+        res = decide(net, prop, 30)
+        seen.add(res.answer)
+        eng = Engine(net, prop, 30)
+        s = _Spec(eng.fnet, prop.disjuncts[0])
+        box = Box(s.lo[None], s.hi[None])
+        bounds = forward_bounds(eng.fnet, box)
+        z3res = run_z3(leaf_query(eng, s, s.lo, s.hi, bounds), 30)
+        assert res.answer == z3res.answer, (trial, res.answer, z3res.answer)
+        if res.answer == "sat":
+            y = net.evaluate_exact(res.witness_x)
+            assert y[0] >= Fraction(thr)
+    assert seen == {"sat", "unsat"}
+
+
+def test_size_mismatch_is_a_spec_error():
+    net = load_onnx(os.path.join(TEST, "test_tiny.onnx"))
+    prop = read_vnnlib(os.path.join(TEST, "test_prop.vnnlib"))
+    with pytest.raises(SpecError, match="5 inputs"):
+        decide(net, prop, 5)
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    bad = tmp_path / "p.vnnlib"
+    bad.write_text("(declare-const X_0 Real)\n(assert (foo X_0))\n")
+    code = vnn.main(["--onnx", os.path.join(TEST, "test_tiny.onnx"), "--vnnlib", str(bad)])
+    assert code == 2
+    assert "p.vnnlib:2:10: error: unsupported operator `foo`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threshold, expected", [("0.7311", "unsat"), ("0.7305", "sat")])
+def test_sigmoid_network(threshold, expected):
+    """y = sigmoid(x) on [-1, 1]^4: sigmoid(1) = 0.731058..., so Y_0 >= 0.7311 is
+    impossible and Y_0 >= 0.7305 is reached near x_0 = 1 (replayed at 60 digits)."""
+    path = os.path.join(BENCH, "marabou-layer-zoo", "sigmoid.onnx")
+    text = "".join(f"(declare-const X_{i} Real)" for i in range(4))
+    text += "".join(f"(declare-const Y_{i} Real)" for i in range(4))
+    text += "".join(f"(assert (>= X_{i} -1))(assert (<= X_{i} 1))" for i in range(4))
+    text += f"(assert (>= Y_0 {threshold}))"
+    prop = parse_vnnlib(text)
+    res = decide(load_onnx(path), prop, 30)
+    assert res.answer == expected
+    if expected == "sat":
+        assert ort_holds(path, prop, res.witness_x, [float(v) for v in res.witness_y])

@@ -1,0 +1,579 @@
+"""Decide a VNN-LIB property on an imported network: search, bounds, branch and bound, z3.
+
+For each disjunct of the property (a box and rows `r_k(x) = -(constraint lhs)`, unsafe iff
+every `r_k >= 0`, or `> 0` for strict constraints):
+
+1. counterexample search in float64 (random points, then projected sign-gradient ascent on
+   `min_k r_k`); a candidate counts only after exact replay in `Fraction`s (60-digit mpmath
+   for smooth activations) on the imported network, against every constraint, strictness
+   included;
+2. branch and bound on the input box, many boxes per numpy batch (`crown`): a box is closed
+   when some *bounding row* (a row, or the average of two or of all rows: unsafe points make
+   every average nonnegative too) is certified `< 0` (`<= 0` when a strict row is involved)
+   on all of it. Bounds: a forward pass with the parent box's certified intervals, then
+   backward CROWN for the still-unstable neurons, then the final rows with the best of four
+   lower-slope choices. An open box is split in half along the input dimension chosen by
+   strong branching (the top three by |coefficient| x width, each child bounded cheaply);
+   its centre and the corner maximising its linear bound are tried as counterexamples;
+3. boxes with few unstable ReLUs left go to z3 as exact SMT-LIB (stable neurons fixed to
+   their certified phase, unstable ones as `ite`): z3's `unsat` closes the box and its text
+   is kept; `sat` gives a point that is replayed like any other candidate.
+
+Answers: `unsat` only when every box of every disjunct was closed; `sat` only with a replayed
+witness; otherwise `unknown` or `timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from ..onnx_import import OnnxNet
+from ..vnnlib import Disjunct, Property
+from .crown import (
+    Bounds,
+    Box,
+    FLayer,
+    FloatNet,
+    Unsupported,
+    act_float,
+    backward_bound,
+    best_backward_bound,
+    float_error,
+    forward_bounds,
+    nd,
+    nu,
+    single_thread_blas,
+)
+
+BATCH = 128  # boxes per bound computation (small enough to check the clock often)
+Z3_MAX_UNSTABLE = 6  # boxes with at most this many unstable ReLUs may go to z3
+Z3_LEAF_TIMEOUT = 2.0
+STRONG_BRANCHING = True
+FULL_LOOKAHEAD = True
+MIN_WIDTH = 1e-12  # relative width below which a box is not split further
+
+
+@dataclass
+class Result:
+    answer: str  # unsat | sat | unknown | timeout
+    witness_x: list | None = None  # exact input values (Fractions)
+    witness_y: list | None = None  # exact (or 60-digit) outputs there
+    reason: str = ""
+    stats: dict = field(default_factory=dict)
+    smt: list = field(default_factory=list)  # (name, text) of every z3 leaf answered unsat
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _float_box(d: Disjunct):
+    """Outward-rounded float box containing the exact one, and the floats inside it."""
+    lo = np.array([float(v) for v in d.lo])
+    hi = np.array([float(v) for v in d.hi])
+    lo_in, hi_in = lo.copy(), hi.copy()
+    for i, (a, b) in enumerate(zip(d.lo, d.hi)):
+        if Fraction(lo[i]) > a:
+            lo[i] = nd(lo[i])
+        if Fraction(hi[i]) < b:
+            hi[i] = nu(hi[i])
+        if Fraction(lo_in[i]) < a:
+            lo_in[i] = nu(lo_in[i])
+        if Fraction(hi_in[i]) > b:
+            hi_in[i] = nd(hi_in[i])
+    return lo, hi, lo_in, hi_in
+
+
+def _combinations(k: int) -> list[list[Fraction]]:
+    """Weights of the bounding rows: each row, each pair's average, and the mean of all."""
+    eye = [[Fraction(int(i == j)) for j in range(k)] for i in range(k)]
+    if k < 2 or k > 8:
+        return eye
+    pairs = [[Fraction(1, 2) if t in (i, j) else Fraction(0) for t in range(k)]
+             for i in range(k) for j in range(i + 1, k)]
+    mean = [[Fraction(1, k)] * k] if k > 2 else []
+    return eye + pairs + mean
+
+
+class _Spec:
+    """One disjunct in the engine's terms."""
+
+    def __init__(self, fnet: FloatNet, d: Disjunct):
+        self.d = d
+        self.rows = d.output_constraints()
+        n_in, n_out = fnet.n_in, fnet.n_out
+        R = [[Fraction(0)] * n_out for _ in self.rows]
+        Dx = [[Fraction(0)] * n_in for _ in self.rows]
+        e = []
+        for r, c in enumerate(self.rows):  # r = -(lhs)
+            for j, a in c.y:
+                R[r][j] = -a
+            for i, a in c.x:
+                Dx[r][i] = -a
+            e.append(-c.const)
+        strict = [c.strict for c in self.rows]
+        self.lam = _combinations(len(self.rows))  # bounding rows: rows and averages of them
+        Rb, Db, eb, sb = [], [], [], []
+        for w in self.lam:
+            used = [k for k, t in enumerate(w) if t]
+            Rb.append([sum((w[k] * R[k][j] for k in used), Fraction(0)) for j in range(n_out)])
+            Db.append([sum((w[k] * Dx[k][i] for k in used), Fraction(0)) for i in range(n_in)])
+            eb.append(sum((w[k] * e[k] for k in used), Fraction(0)))
+            sb.append(any(strict[k] for k in used))
+        # unsafe needs every row >= 0 (> 0 if strict), so every average too: a box where
+        # some bounding row is < 0 (<= 0 when it involves a strict row) is safe
+        self.strict = np.array(sb, dtype=bool)
+        self.spec = fnet.spec_layer(Rb, eb) if self.rows else None
+        Dobj = np.array(Dx, dtype=object).reshape(len(self.rows), n_in)
+        self.D = np.array([[float(v) for v in row] for row in Dx]).reshape(len(self.rows), n_in)
+        Dbo = np.array(Db, dtype=object).reshape(len(Db), n_in)
+        self.Db = np.array([[float(v) for v in row] for row in Db]).reshape(len(Db), n_in)
+        self.EDb = float_error(self.Db, Dbo) if self.rows else self.Db
+        self.ED = float_error(self.D, Dobj) if self.rows else self.D
+        self.Rf = np.array([[float(v) for v in row] for row in R]).reshape(len(self.rows), n_out)
+        self.ef = np.array([float(v) for v in e])
+        self.Dobj = Dobj
+        self.lo, self.hi, self.lo_in, self.hi_in = _float_box(d)
+
+    def rows_float(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return y @ self.Rf.T + x @ self.D.T + self.ef
+
+
+class Engine:
+    def __init__(self, net: OnnxNet, prop: Property, timeout: float, seed: int = 0,
+                 use_z3: bool = True):
+        if prop.n_inputs != net.n_in or prop.n_outputs != net.n_out:
+            from ..diagnostics import SpecError
+
+            raise SpecError(f"the property has {prop.n_inputs} inputs and {prop.n_outputs} "
+                            f"outputs, the network {net.n_in} and {net.n_out}")
+        self.net = net
+        self.prop = prop
+        self.fnet = FloatNet(net)
+        self.deadline = time.perf_counter() + timeout
+        self.rng = np.random.default_rng(seed)
+        self.use_z3 = use_z3
+        self.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
+        self.smt: list = []
+
+    def time_left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def check_time(self):
+        if self.time_left() <= 0:
+            raise _Timeout
+
+    # ---- public
+    def run(self) -> Result:
+        specs = [_Spec(self.fnet, d) for d in self.prop.disjuncts]
+        try:
+            total = max(self.time_left(), 0.0)
+            for s in specs:
+                hit = self.search(s, 0.3)
+                if hit:
+                    return self._sat(hit)
+            # disjuncts whose whole box is closed by one bound computation need no more
+            specs = [s for s in specs if not s.rows or len(self._bound(s, s.lo[None],
+                                                                      s.hi[None])[0])]
+            for s in specs:
+                hit = self.search(s, min(0.03 * total, 3.0) / len(specs))
+                if hit:
+                    return self._sat(hit)
+            incomplete = []
+            for k, s in enumerate(specs):
+                res = self.bab(s)
+                if isinstance(res, tuple):
+                    return self._sat(res)
+                if res is not True:
+                    incomplete.append(f"disjunct {k}: {res}")
+            if incomplete:
+                return Result("unknown", reason="; ".join(incomplete), stats=self.stats,
+                              smt=self.smt)
+            return Result("unsat", stats=self.stats, smt=self.smt)
+        except _Timeout:
+            return Result("timeout", reason="time limit reached", stats=self.stats,
+                          smt=self.smt)
+
+    def _sat(self, hit) -> Result:
+        x, y = hit
+        return Result("sat", witness_x=x, witness_y=y, stats=self.stats, smt=self.smt)
+
+    # ---- replay
+    def replay(self, s: _Spec, xf: np.ndarray):
+        """Exact check of a float point against the whole disjunct; (x, y) or None."""
+        self.stats["replays"] += 1
+        xf = np.clip(xf, s.lo_in, s.hi_in)
+        x = [Fraction(float(v)) for v in xf]
+        y = self.net.evaluate_exact(x)
+        if self.fnet.piecewise_linear:
+            ok = all(c.holds(x, y) for c in s.d.constraints)
+        else:
+            import mpmath
+
+            with mpmath.workdps(60):
+                xs = [mpmath.mpf(v.numerator) / v.denominator for v in x]
+                ok = all(_holds_margin(c, xs, y) for c in s.d.constraints)
+        return (x, y) if ok else None
+
+    # ---- search
+    def _margin(self, s: _Spec, x: np.ndarray) -> np.ndarray:
+        y = self.fnet.forward(x)
+        r = s.rows_float(x, y)
+        return r.min(axis=1) if r.shape[1] else np.full(len(x), np.inf)
+
+    def _try(self, s: _Spec, pts: np.ndarray, limit: int = 3):
+        """Replay the best float points whose margin looks non-negative."""
+        if not len(s.rows):
+            return self.replay(s, pts[0])
+        m = self._margin(s, pts)
+        order = np.argsort(-m)
+        for i in order[:limit]:
+            if m[i] < -1e-9:
+                break
+            hit = self.replay(s, pts[i])
+            if hit:
+                return hit
+        return None
+
+    def search(self, s: _Spec, seconds: float, starts: int = 128, samples: int = 8192):
+        """Random points, then sign-gradient ascent of min_k r_k from the best of them with
+        restarts until `seconds` run out; a replayed hit or None."""
+        end = min(time.perf_counter() + seconds, self.deadline)
+        lo, hi = s.lo_in, s.hi_in
+        n = len(lo)
+        pts = lo + (hi - lo) * self.rng.random((samples, n))
+        hit = self._try(s, np.vstack([pts, 0.5 * (lo + hi)[None]]))
+        if hit or not len(s.rows):
+            return hit
+        best = pts[np.argsort(-self._margin(s, pts))[:starts]]
+        while True:
+            hit = self._ascend(s, best, lo, hi, end)
+            if hit or time.perf_counter() > end:
+                return hit
+            best = lo + (hi - lo) * self.rng.random((starts, n))
+
+    def _ascend(self, s: _Spec, x, lo, hi, end, iters: int = 120):
+        step = 0.2 * (hi - lo)
+        for it in range(iters):
+            if time.perf_counter() > end:
+                break
+            g, _ = self._grad(s, x)
+            x = np.clip(x + step * np.sign(g), lo, hi)
+            if it % 10 == 9:
+                hit = self._try(s, x)
+                if hit:
+                    return hit
+                step = step * 0.7
+        return self._try(s, x)
+
+    def _grad(self, s: _Spec, x: np.ndarray):
+        """Gradient of min_k r_k at each point (subgradient through ReLU)."""
+        acts, pre = [x], []
+        v = x
+        for la in self.fnet.layers:
+            z = v @ la.W.T + la.b
+            pre.append(z)
+            v = act_float(la, z)
+            acts.append(v)
+        r = s.rows_float(x, v)
+        k = np.argmin(r, axis=1)
+        gy = s.Rf[k]  # (B, n_out)
+        gx = s.D[k].copy()
+        g = gy
+        for j in range(len(self.fnet.layers) - 1, -1, -1):
+            la = self.fnet.layers[j]
+            z = pre[j]
+            if la.act == "relu":
+                g = g * (z > 0)
+            elif la.act == "leaky_relu":
+                g = g * np.where(z > 0, 1.0, la.alpha)
+            elif la.act == "sigmoid":
+                sg = act_float(la, z)
+                g = g * sg * (1 - sg)
+            elif la.act == "tanh":
+                g = g * (1 - np.tanh(z) ** 2)
+            g = g @ la.W
+        return g + gx, r.min(axis=1)
+
+    # ---- branch and bound
+    def bab(self, s: _Spec):
+        """True (all closed), a witness (x, y), or a reason string."""
+        if not s.rows:  # the input constraints alone: the box is the region
+            hit = self.replay(s, 0.5 * (s.lo_in + s.hi_in))
+            return hit if hit else "input constraints only, no point found"
+        stack_lo = [s.lo[None]]
+        stack_hi = [s.hi[None]]
+        nh = sum(la.W.shape[0] for la in self.fnet.hidden)
+        stack_L = [np.full((1, nh), -np.inf)]  # certified pre-activation bounds (parents')
+        stack_U = [np.full((1, nh), np.inf)]
+        width0 = np.maximum(s.hi - s.lo, 1e-300)
+        open_reason = None
+        n_rounds = 0
+        while stack_lo:
+            self.check_time()
+            lo = np.concatenate(stack_lo)
+            hi = np.concatenate(stack_hi)
+            PL, PU = np.concatenate(stack_L), np.concatenate(stack_U)
+            stack_lo, stack_hi, stack_L, stack_U = [], [], [], []
+            if len(lo) > BATCH:  # depth first: keep the rest for later
+                stack_lo.append(lo[:-BATCH])
+                stack_hi.append(hi[:-BATCH])
+                stack_L.append(PL[:-BATCH])
+                stack_U.append(PU[:-BATCH])
+                lo, hi, PL, PU = lo[-BATCH:], hi[-BATCH:], PL[-BATCH:], PU[-BATCH:]
+            n_rounds += 1
+            self.stats["boxes"] += len(lo)
+            prior = Bounds.unflat(self.fnet, PL, PU)
+            lo, hi, ub, G, bounds = self._bound(s, lo, hi, prior)
+            if not len(lo):
+                continue
+            unstable = bounds.unstable(self.fnet)
+            ctr = 0.5 * (lo + hi)
+            row = np.argmin(ub, axis=1)
+            g = G[np.arange(len(lo)), row]
+            corner = np.where(g > 0, hi, lo)  # where the row's linear bound is largest
+            hit = self._try(s, np.clip(np.vstack([ctr, corner]), s.lo_in, s.hi_in), limit=2)
+            if hit:
+                return hit
+            if n_rounds % 10 == 0 and self.time_left() > 1:
+                hit = self.search_boxes(s, lo, hi, ub)
+                if hit:
+                    return hit
+            # z3 for boxes with few unstable neurons
+            to_split = np.ones(len(lo), dtype=bool)
+            if self.use_z3 and self.fnet.piecewise_linear:
+                for i in np.nonzero(unstable <= Z3_MAX_UNSTABLE)[0][:4]:
+                    if self.time_left() < 0.5:
+                        break
+                    res = self.z3_leaf(s, lo[i], hi[i])
+                    if res == "unsat":
+                        to_split[i] = False
+                    elif isinstance(res, tuple):
+                        return res
+            lo, hi, ub, G = lo[to_split], hi[to_split], ub[to_split], G[to_split]
+            bounds = bounds.take(to_split)
+            if not len(lo):
+                continue
+            BL, BU = bounds.flat()
+            row = np.argmin(ub, axis=1)
+            g = np.abs(G[np.arange(len(lo)), row])  # (B, n)
+            width = hi - lo
+            score = g * width
+            score = np.where(width > MIN_WIDTH * width0, score, -1.0)
+            dim = np.argmax(score, axis=1)
+            stuck = score[np.arange(len(lo)), dim] <= 0
+            if stuck.any():
+                score2 = np.where(width > MIN_WIDTH * width0, width / width0, -1.0)
+                dim = np.where(stuck, np.argmax(score2, axis=1), dim)
+                if np.any(score2[np.arange(len(lo)), dim] <= 0):
+                    open_reason = "boxes too small to split and not closed"
+                    keepable = score2[np.arange(len(lo)), dim] > 0
+                    lo, hi, dim = lo[keepable], hi[keepable], dim[keepable]
+                    BL, BU, score = BL[keepable], BU[keepable], score[keepable]
+            if not len(lo):
+                continue
+            if STRONG_BRANCHING and self.time_left() > 2.0:
+                dim = self._strong_dims(s, lo, hi, BL, BU, score, dim)
+            idx = np.arange(len(lo))
+            mid = 0.5 * (lo[idx, dim] + hi[idx, dim])
+            lo2, hi2 = lo.copy(), hi.copy()
+            hi[idx, dim] = mid
+            lo2[idx, dim] = mid
+            stack_lo.append(np.concatenate([lo, lo2]))
+            stack_hi.append(np.concatenate([hi, hi2]))
+            stack_L.append(np.concatenate([BL, BL]))
+            stack_U.append(np.concatenate([BU, BU]))
+        return True if open_reason is None else open_reason
+
+    def _bound(self, s: _Spec, lo, hi, prior=None):
+        """Bounds on a batch; returns the boxes left open with their bounds."""
+        box = Box(lo, hi)
+        fwd = forward_bounds(self.fnet, box, prior)
+        ub, G = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
+        keep = ~self._closed(s, ub)
+        if not keep.any() or len(self.fnet.hidden) < 2:
+            return lo[keep], hi[keep], ub[keep], G[keep], fwd.take(keep)
+        lo, hi = lo[keep], hi[keep]
+        box = Box(lo, hi)
+        bounds = forward_bounds(self.fnet, box, fwd.take(keep), tighten=True)
+        ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
+        keep = ~self._closed(s, ub)
+        return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+
+    def _strong_dims(self, s: _Spec, lo, hi, BL, BU, score, dim, top: int = 3):
+        """Among the `top` dimensions by smear score, the one whose worse child has the
+        smallest bound (children bounded by the cheap forward pass with the parent's
+        bounds); keeps `dim` where no candidate is splittable."""
+        B, n = lo.shape
+        top = min(top, n)
+        cands = np.argsort(-score, axis=1)[:, :top]  # (B, top)
+        if top < n:  # replace the last candidate by the relatively widest dimension
+            rel = (hi - lo) / np.maximum(s.hi - s.lo, 1e-300)
+            widest = np.argmax(rel, axis=1)
+            in_top = np.any(cands[:, :-1] == widest[:, None], axis=1)
+            cands[:, -1] = np.where(in_top, cands[:, -1], widest)
+        los, his, pls, pus = [], [], [], []
+        for c in range(top):
+            d = cands[:, c]
+            mid = 0.5 * (lo[np.arange(B), d] + hi[np.arange(B), d])
+            for side in (0, 1):
+                l2, h2 = lo.copy(), hi.copy()
+                if side == 0:
+                    h2[np.arange(B), d] = mid
+                else:
+                    l2[np.arange(B), d] = mid
+                los.append(l2)
+                his.append(h2)
+                pls.append(BL)
+                pus.append(BU)
+        clo, chi = np.concatenate(los), np.concatenate(his)
+        prior = Bounds.unflat(self.fnet, np.concatenate(pls), np.concatenate(pus))
+        box = Box(clo, chi)
+        fwd = forward_bounds(self.fnet, box, prior)
+        if FULL_LOOKAHEAD:  # the parent's bounds dominate a cheap pass: tighten as usual
+            fwd = forward_bounds(self.fnet, box, fwd, tighten=True)
+            ub, _ = best_backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
+        else:
+            ub, _ = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
+        best_row = np.where(self._closed(s, ub), -np.inf, ub.min(axis=1))
+        worst = best_row.reshape(top, 2, B).max(axis=1)  # (top, B)
+        worst = np.where(score[np.arange(B)[None, :], cands.T] > 0, worst, np.inf)
+        pick = np.argmin(worst, axis=0)
+        out = cands[np.arange(B), pick]
+        return np.where(np.isfinite(worst.min(axis=0)) | (worst.min(axis=0) == -np.inf),
+                        out, dim)
+
+    @staticmethod
+    def _closed(s: _Spec, ub) -> np.ndarray:
+        return np.any(np.where(s.strict[None, :], ub <= 0, ub < 0), axis=1)
+
+    def search_boxes(self, s: _Spec, lo, hi, ub):
+        """Gradient ascent started inside the open boxes that look worst (largest bound)."""
+        k = min(len(lo), 64)
+        pick = np.argsort(-ub.min(axis=1))[:k]
+        x = lo[pick] + (hi[pick] - lo[pick]) * self.rng.random((k, lo.shape[1]))
+        x = np.clip(x, s.lo_in, s.hi_in)
+        end = min(time.perf_counter() + 0.5, self.deadline)
+        return self._ascend(s, x, s.lo_in, s.hi_in, end, iters=40)
+
+    # ---- z3 leaves
+    def z3_leaf(self, s: _Spec, lo, hi):
+        from .z3run import run_z3
+
+        self.stats["z3_leaves"] += 1
+        box = Box(lo[None], hi[None])
+        bounds = forward_bounds(self.fnet, box)
+        text = leaf_query(self, s, lo, hi, bounds)
+        res = run_z3(text, min(Z3_LEAF_TIMEOUT, max(self.time_left() - 0.2, 0.1)))
+        if res.answer == "unsat":
+            self.smt.append((f"leaf{len(self.smt):05d}", text))
+            return "unsat"
+        if res.answer == "sat" and res.model is not None:
+            xs = [res.model.get(f"X_{i}") for i in range(self.fnet.n_in)]
+            if all(v is not None for v in xs):
+                x = xs
+                y = self.net.evaluate_exact(x)
+                if all(c.holds(x, y) for c in s.d.constraints):
+                    return (x, y)
+        return res.answer
+
+
+def _holds_margin(c, xs, ys) -> bool:
+    """A constraint surely holds at a 60-digit point: lhs below -1e-30."""
+    import mpmath
+
+    def mp(q: Fraction):
+        return mpmath.mpf(q.numerator) / q.denominator
+
+    v = mp(c.const) + mpmath.fsum(mp(a) * xs[i] for i, a in c.x) + mpmath.fsum(
+        mp(a) * ys[j] for j, a in c.y)
+    return v < -mpmath.mpf(10) ** -30
+
+
+def _lit(q: Fraction) -> str:
+    body = f"{abs(q.numerator)}.0" if q.denominator == 1 else \
+        f"(/ {abs(q.numerator)}.0 {q.denominator}.0)"
+    return f"(- {body})" if q < 0 else body
+
+
+def _linear(terms: list[tuple[Fraction, str]], const: Fraction) -> str:
+    parts = [name if c == 1 else f"(* {_lit(c)} {name})" for c, name in terms if c != 0]
+    if const != 0 or not parts:
+        parts.append(_lit(const))
+    return parts[0] if len(parts) == 1 else "(+ " + " ".join(parts) + ")"
+
+
+def leaf_query(eng: Engine, s: _Spec, lo, hi, bounds) -> str:
+    """Exact SMT-LIB for one box: the network with certified-stable neurons fixed."""
+    fnet = eng.fnet
+    lines = [
+        "; VNN-LIB disjunct restricted to a box; unsat means no counterexample in the box",
+        "; neurons whose phase is fixed on the box by certified float bounds are linear,",
+        "; the others are exact ite terms with their certified bounds asserted",
+        "(set-logic QF_LRA)",
+    ]
+    n_in = fnet.n_in
+    for i in range(n_in):
+        lines.append(f"(declare-const X_{i} Real)")
+    for i in range(n_in):
+        lines.append(f"(assert (and (<= {_lit(Fraction(float(lo[i])))} X_{i}) "
+                     f"(<= X_{i} {_lit(Fraction(float(hi[i])))})))")
+    prev = [f"X_{i}" for i in range(n_in)]
+    zero_prev = [False] * n_in
+    for j, la in enumerate(fnet.layers):
+        W, b = la.exact.W, la.exact.b
+        last = j == len(fnet.layers) - 1
+        cur, zero_cur = [], []
+        for i in range(W.shape[0]):
+            terms = [(W[i, p], prev[p]) for p in range(W.shape[1]) if not zero_prev[p]]
+            body = _linear(terms, b[i])
+            if last:
+                lines.append(f"(define-fun Y_{i} () Real {body})")
+                continue
+            z, a = f"z{j + 1}_{i}", f"a{j + 1}_{i}"
+            lines.append(f"(define-fun {z} () Real {body})")
+            l, u = float(bounds.l[j][0, i]), float(bounds.u[j][0, i])
+            alpha = la.alpha_exact or Fraction(0)
+            finite = np.isfinite(l) and np.isfinite(u)
+            if finite and l >= 0:
+                cur.append(z)
+                zero_cur.append(False)
+            elif finite and u <= 0:
+                if alpha == 0:
+                    cur.append("0.0")
+                    zero_cur.append(True)
+                else:
+                    lines.append(f"(define-fun {a} () Real (* {_lit(alpha)} {z}))")
+                    cur.append(a)
+                    zero_cur.append(False)
+            else:
+                neg = "0.0" if alpha == 0 else f"(* {_lit(alpha)} {z})"
+                lines.append(f"(define-fun {a} () Real (ite (> {z} 0.0) {z} {neg}))")
+                if finite:
+                    lines.append(f"(assert (and (<= {_lit(Fraction(l))} {z}) "
+                                 f"(<= {z} {_lit(Fraction(u))})))")
+                cur.append(a)
+                zero_cur.append(False)
+        prev, zero_prev = cur, zero_cur
+    for c in s.d.constraints:
+        terms = [(a, f"X_{i}") for i, a in c.x] + [(a, f"Y_{j}") for j, a in c.y]
+        lines.append(f"(assert ({'<' if c.strict else '<='} {_linear(terms, c.const)} 0.0))")
+    lines.append("(check-sat)")
+    return "\n".join(lines) + "\n"
+
+
+def decide(net: OnnxNet, prop: Property, timeout: float, **kw) -> Result:
+    """Answer the VNN-LIB question for the network: unsat / sat (witness) / unknown / timeout."""
+    try:
+        eng = Engine(net, prop, timeout, **kw)
+    except Unsupported as exc:
+        return Result("unknown", reason=str(exc))
+    with single_thread_blas():
+        return eng.run()
+
+
+__all__ = ["Engine", "FLayer", "Result", "decide"]

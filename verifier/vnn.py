@@ -1,0 +1,146 @@
+"""`verify-vnn`: answer a VNN-LIB property on an ONNX network, VNN-COMP style.
+
+    python -m verifier.vnn --onnx NET.onnx --vnnlib PROP.vnnlib [--timeout S]
+                           [--answer FILE] [--artifacts DIR] [--json]
+
+Prints `unsat` (the property holds: the unsafe region of the VNN-LIB file is empty), `sat`
+followed by a witness `((X_0 v) ... (Y_0 v))` that was replayed exactly on the network, or
+`unknown` / `timeout` with the reason. `--answer FILE` writes the same in VNN-COMP's result
+file format. `--artifacts DIR` keeps every SMT-LIB leaf that z3 answered `unsat` and a
+`summary.json`. Exit status: 0 unsat, 1 sat, 3 unknown or timeout, 2 bad input, 4 our bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from fractions import Fraction
+
+EXIT = {"unsat": 0, "sat": 1, "unknown": 3, "timeout": 3}
+
+
+def witness_text(x: list, y: list) -> str:
+    """VNN-COMP witness lines: floats that round-trip, one variable per line."""
+    rows = [f"(X_{i} {_num(v)})" for i, v in enumerate(x)]
+    rows += [f"(Y_{j} {_num(v)})" for j, v in enumerate(y)]
+    return "(" + "\n ".join(rows) + ")"
+
+
+def _num(v) -> str:
+    return repr(float(v))
+
+
+def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = True,
+          seed: int = 0):
+    """Load both files and decide; returns (Result, seconds). Raises SpecError on bad input."""
+    from .engines.relu_bab import decide
+    from .onnx_import import load_onnx
+    from .vnnlib import read_vnnlib
+
+    start = time.perf_counter()
+    net = load_onnx(onnx_path)
+    prop = read_vnnlib(vnnlib_path)
+    left = max(timeout - (time.perf_counter() - start), 0.01)
+    result = decide(net, prop, left, use_z3=use_z3, seed=seed)
+    return result, time.perf_counter() - start
+
+
+def answer_text(result) -> str:
+    if result.answer == "sat":
+        return "sat\n" + witness_text(result.witness_x, result.witness_y) + "\n"
+    return result.answer + "\n"
+
+
+def _write(path: str, text: str) -> None:
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2, never a traceback
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="verify-vnn", description="Decide a VNN-LIB property on an ONNX network.")
+    p.add_argument("--onnx", required=True, metavar="NET", help=".onnx or .onnx.gz network")
+    p.add_argument("--vnnlib", required=True, metavar="PROP", help=".vnnlib property")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="time limit in seconds (default 60); running out is `timeout`")
+    p.add_argument("--answer", metavar="FILE", help="write the VNN-COMP result file")
+    p.add_argument("--artifacts", metavar="DIR",
+                   help="keep the z3 leaf queries (.smt2) and a summary.json")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead")
+    p.add_argument("--no-z3", action="store_true", help="never call z3 on leaves")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .diagnostics import InternalError, SpecError
+
+    args = build_parser().parse_args(argv)
+    if args.timeout <= 0:
+        print("error: --timeout must be positive", file=sys.stderr)
+        return 2
+    try:
+        result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3)
+    except SpecError as err:
+        print(err.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - our bug: say so instead of a traceback
+        kind = "internal error" if isinstance(err, InternalError) else type(err).__name__
+        print(f"internal error ({kind}): {err}\nThis is a bug in snn-verify; please report it "
+              "with the files that triggered it.", file=sys.stderr)
+        return 4
+    text = answer_text(result)
+    if args.answer:
+        _write(args.answer, text)
+    files = []
+    if args.artifacts:
+        for name, smt in result.smt:
+            path = os.path.join(args.artifacts, name + ".smt2")
+            _write(path, smt)
+            files.append(path)
+        summary = _summary(args, result, seconds, files)
+        _write(os.path.join(args.artifacts, "summary.json"),
+               json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print(json.dumps(_summary(args, result, seconds, files), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(text)
+        if result.reason and result.answer != "sat":
+            print(f"; {result.reason}")
+        print(f"; {seconds:.2f}s, {result.stats.get('boxes', 0)} boxes, "
+              f"{result.stats.get('z3_leaves', 0)} z3 leaves")
+    return EXIT[result.answer]
+
+
+def _summary(args, result, seconds, files) -> dict:
+    out = {
+        "onnx": os.path.basename(args.onnx), "vnnlib": os.path.basename(args.vnnlib),
+        "answer": result.answer, "seconds": round(seconds, 3), "reason": result.reason,
+        "stats": result.stats, "smt2": [os.path.basename(f) for f in files],
+    }
+    if result.answer == "sat":
+        out["witness"] = {
+            "X": [str(Fraction(v)) for v in result.witness_x],
+            "Y": [str(v) if isinstance(v, Fraction) else repr(float(v))
+                  for v in result.witness_y],
+        }
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""VNN-LIB 1.0 properties: the *unsafe* region over inputs `X_i` and outputs `Y_j`.
+
+A file declares `(declare-const X_0 Real) ...` and asserts formulas built from `and`, `or`
+and comparisons `<= >= < >` between linear terms (numbers, variables, `+`, `-`, and `*` by a
+number). The conjunction of all asserts is put in disjunctive normal form: the property is a
+list of `Disjunct`s, each a conjunction of linear constraints with, derived from its
+single-variable input bounds, a closed input box. The network is safe (VNN-LIB answer
+`unsat`) when no disjunct is satisfiable. Numerals are exact (`Fraction`, exponent notation
+included). Anything else is a `SpecError` at the offending token's file:line:col.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from .diagnostics import Span, SpecError
+
+MAX_DISJUNCTS = 100_000
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_VAR = re.compile(r"([XY])_(\d+)")
+_TOKEN = re.compile(r"\s+|;[^\n]*|\(|\)|[^\s();]+")
+OPS = ("<=", ">=", "<", ">")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """sum_i x[i] X_i + sum_j y[j] Y_j + const  OP  0, with OP in `<=`, `<` (normalised)."""
+
+    x: tuple[tuple[int, Fraction], ...]
+    y: tuple[tuple[int, Fraction], ...]
+    const: Fraction
+    strict: bool
+    span: Span | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def value(self, xs, ys) -> object:
+        """lhs at a point (exact when the point is)."""
+        return (sum((c * xs[i] for i, c in self.x), Fraction(0))
+                + sum((c * ys[j] for j, c in self.y), Fraction(0)) + self.const)
+
+    def holds(self, xs, ys) -> bool:
+        v = self.value(xs, ys)
+        return v < 0 if self.strict else v <= 0
+
+
+@dataclass
+class Disjunct:
+    """A conjunction of constraints; `lo`/`hi` bound every input (closed box)."""
+
+    constraints: list[Constraint]
+    lo: list[Fraction]
+    hi: list[Fraction]
+
+    def output_constraints(self) -> list[Constraint]:
+        """Constraints that are not plain closed bounds of one input (those are the box)."""
+        return [c for c in self.constraints if c.y or len(c.x) != 1 or c.strict]
+
+
+@dataclass
+class Property:
+    path: str
+    n_inputs: int
+    n_outputs: int
+    disjuncts: list[Disjunct]
+
+
+@dataclass
+class _Tok:
+    text: str
+    span: Span
+
+
+def _tokens(text: str, path: str) -> list[_Tok]:
+    out = []
+    line, col, pos = 1, 1, 0
+    for m in _TOKEN.finditer(text):
+        if m.start() != pos:  # cannot happen: the pattern matches every character
+            raise SpecError("unreadable text", Span(path=path, line=line, column=col))
+        s = m.group()
+        if not s.isspace() and not s.startswith(";"):
+            out.append(_Tok(s, Span(path=path, line=line, column=col, end_line=line,
+                                    end_column=col + len(s), source=text)))
+        nl = s.count("\n")
+        if nl:
+            line += nl
+            col = len(s) - s.rfind("\n")
+        else:
+            col += len(s)
+        pos = m.end()
+    return out
+
+
+def _sexprs(toks: list[_Tok], path: str, text: str):
+    """Nested lists of tokens; each list carries the span of its `(`."""
+    stack: list[list] = [[]]
+    opens: list[_Tok] = []
+    for t in toks:
+        if t.text == "(":
+            stack.append([])
+            opens.append(t)
+        elif t.text == ")":
+            if not opens:
+                raise SpecError("unexpected `)`", t.span)
+            lst = stack.pop()
+            stack[-1].append(_List(lst, opens.pop().span))
+        else:
+            stack[-1].append(t)
+    if opens:
+        raise SpecError("unclosed `(`", opens[-1].span, fix="add the missing `)`")
+    return stack[0]
+
+
+@dataclass
+class _List:
+    items: list
+    span: Span
+
+
+class _Reader:
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self.text = text
+        self.declared: dict[str, Span] = {}
+
+    def read(self) -> Property:
+        conj = []
+        for top in _sexprs(_tokens(self.text, self.path), self.path, self.text):
+            if not isinstance(top, _List) or not top.items:
+                raise SpecError("expected a command such as (declare-const X_0 Real)",
+                                top.span)
+            head = self._head(top)
+            if head == "declare-const":
+                self._declare(top)
+            elif head == "assert":
+                if len(top.items) != 2:
+                    raise SpecError("assert takes one formula", top.span)
+                conj.append(self._formula(top.items[1]))
+            elif head in ("set-logic", "set-info", "check-sat", "exit", "get-model"):
+                continue
+            else:
+                raise SpecError(f"unsupported command `{head}`", top.items[0].span,
+                                fix="VNN-LIB 1.0 uses declare-const and assert")
+        n_in = self._count("X")
+        n_out = self._count("Y")
+        disjuncts = self._dnf(("and", conj), None)
+        return Property(self.path, n_in, n_out, [self._disjunct(d, n_in) for d in disjuncts])
+
+    def _head(self, lst: _List) -> str:
+        h = lst.items[0]
+        if not isinstance(h, _Tok):
+            raise SpecError("expected an operator name", h.span)
+        return h.text
+
+    def _declare(self, top: _List) -> None:
+        items = top.items
+        if len(items) != 3 or not all(isinstance(t, _Tok) for t in items):
+            raise SpecError("expected (declare-const NAME Real)", top.span)
+        name, sort = items[1], items[2]
+        if not _VAR.fullmatch(name.text):
+            raise SpecError(f"unsupported variable name `{name.text}`", name.span,
+                            fix="VNN-LIB names inputs X_0, X_1, ... and outputs Y_0, Y_1, ...")
+        if sort.text != "Real":
+            raise SpecError(f"unsupported sort `{sort.text}`", sort.span, fix="use Real")
+        if name.text in self.declared:
+            raise SpecError(f"`{name.text}` is declared twice", name.span)
+        self.declared[name.text] = name.span
+
+    def _count(self, kind: str) -> int:
+        idx = sorted(int(n[2:]) for n in self.declared if n[0] == kind)
+        for k, i in enumerate(idx):
+            if i != k:
+                raise SpecError(f"{kind}_{k} is not declared but {kind}_{i} is",
+                                self.declared[f"{kind}_{i}"])
+        return len(idx)
+
+    # formulas: ("and"|"or", [sub]) or ("atom", Constraint)
+    def _formula(self, node):
+        if isinstance(node, _Tok):
+            raise SpecError(f"expected a formula, got `{node.text}`", node.span)
+        if not node.items:
+            raise SpecError("empty formula", node.span)
+        head = self._head(node)
+        if head in ("and", "or"):
+            return (head, [self._formula(s) for s in node.items[1:]])
+        if head in OPS:
+            if len(node.items) != 3:
+                raise SpecError(f"`{head}` takes two terms", node.span,
+                                fix="chain comparisons with (and ...)")
+            a = self._term(node.items[1])
+            b = self._term(node.items[2])
+            return ("atom", self._atom(head, a, b, node.span))
+        raise SpecError(f"unsupported operator `{head}` in a formula", node.items[0].span,
+                        fix="VNN-LIB 1.0 formulas use and, or, <=, >=, <, >")
+
+    def _atom(self, op, a, b, span) -> Constraint:
+        # a OP b  ->  (a - b) <= 0 / < 0, or (b - a) for >= / >
+        lhs, rhs = (a, b) if op in ("<=", "<") else (b, a)
+        diff = dict(lhs)
+        for k, v in rhs.items():
+            diff[k] = diff.get(k, Fraction(0)) - v
+        xs = tuple(sorted((int(k[2:]), v) for k, v in diff.items() if k and k[0] == "X" and v))
+        ys = tuple(sorted((int(k[2:]), v) for k, v in diff.items() if k and k[0] == "Y" and v))
+        return Constraint(x=xs, y=ys, const=diff.get("", Fraction(0)), strict=op in ("<", ">"),
+                          span=span)
+
+    def _term(self, node) -> dict[str, Fraction]:
+        """A linear term as {variable name or "" for the constant: coefficient}."""
+        if isinstance(node, _Tok):
+            if _NUMBER.fullmatch(node.text):
+                return {"": _fraction(node.text)}
+            if node.text in self.declared:
+                return {node.text: Fraction(1)}
+            if _VAR.fullmatch(node.text):
+                raise SpecError(f"`{node.text}` is used before it is declared", node.span,
+                                fix=f"add (declare-const {node.text} Real)")
+            raise SpecError(f"unknown name or malformed number `{node.text}`", node.span)
+        if not node.items:
+            raise SpecError("empty term", node.span)
+        head = self._head(node)
+        args = [self._term(t) for t in node.items[1:]]
+        if head == "+" and args:
+            return _sum(args)
+        if head == "-" and len(args) == 1:
+            return {k: -v for k, v in args[0].items()}
+        if head == "-" and args:
+            return _sum([args[0]] + [{k: -v for k, v in a.items()} for a in args[1:]])
+        if head == "*" and args:
+            out = {"": Fraction(1)}
+            for a, t in zip(args, node.items[1:]):
+                if set(out) - {""} and set(a) - {""}:
+                    raise SpecError("product of two variables is not linear", t.span)
+                if set(a) - {""}:
+                    out, a = a, out
+                out = {k: v * a.get("", Fraction(0)) for k, v in out.items()}
+            return out
+        raise SpecError(f"unsupported operator `{head}` in a term", node.items[0].span,
+                        fix="terms are numbers, X_i, Y_j, +, -, and * by a number")
+
+    def _dnf(self, f, span) -> list[list[Constraint]]:
+        kind, body = f
+        if kind == "atom":
+            return [[body]]
+        if kind == "or":
+            out = []
+            for s in body:
+                out += self._dnf(s, span)
+                if len(out) > MAX_DISJUNCTS:
+                    raise SpecError(f"more than {MAX_DISJUNCTS} disjuncts", span)
+            return out
+        out = [[]]
+        for s in body:
+            sub = self._dnf(s, span)
+            out = [a + b for a in out for b in sub]
+            if len(out) > MAX_DISJUNCTS:
+                raise SpecError(f"the property has more than {MAX_DISJUNCTS} disjuncts "
+                                "in normal form", span)
+        return out
+
+    def _disjunct(self, cons: list[Constraint], n_in: int) -> Disjunct:
+        lo: list[Fraction | None] = [None] * n_in
+        hi: list[Fraction | None] = [None] * n_in
+        for c in cons:
+            if c.y or len(c.x) != 1:
+                continue
+            (i, a), = c.x
+            bound = -c.const / a  # a X_i + const <= 0
+            if a > 0:
+                hi[i] = bound if hi[i] is None else min(hi[i], bound)
+            else:
+                lo[i] = bound if lo[i] is None else max(lo[i], bound)
+        for i in range(n_in):
+            if lo[i] is None or hi[i] is None:
+                raise SpecError(f"input X_{i} has no {'lower' if lo[i] is None else 'upper'} "
+                                "bound in some disjunct", self.declared.get(f"X_{i}"),
+                                fix="VNN-LIB inputs range over a box: assert "
+                                    f"(>= X_{i} LO) and (<= X_{i} HI)")
+        return Disjunct(constraints=cons, lo=lo, hi=hi)
+
+
+def _sum(terms) -> dict[str, Fraction]:
+    out: dict[str, Fraction] = {}
+    for t in terms:
+        for k, v in t.items():
+            out[k] = out.get(k, Fraction(0)) + v
+    return out
+
+
+def _fraction(s: str) -> Fraction:
+    return Fraction(s if not s.startswith("+") else s[1:])
+
+
+def parse_vnnlib(text: str, path: str = "<vnnlib>") -> Property:
+    """Parse VNN-LIB text (see the module doc); raises SpecError with a location."""
+    return _Reader(path, text).read()
+
+
+def read_vnnlib(path: str) -> Property:
+    """Read and parse a `.vnnlib` file (optionally gzip-compressed)."""
+    try:
+        if path.endswith(".gz"):
+            import gzip
+
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except FileNotFoundError:
+        raise SpecError(f"no such VNN-LIB file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read VNN-LIB file {path}: {exc}") from None
+    return parse_vnnlib(text, path)
