@@ -9,15 +9,13 @@ import jinja2
 
 
 def template_dir() -> Path:
-    """Installed: the `verifier.templates` package; in a source checkout: top-level templates/."""
-    try:
-        from importlib import resources
+    """Installed: `verifier/templates` inside the package; in a source checkout (or an editable
+    install): the top-level `templates/`."""
+    from importlib import resources
 
-        path = Path(str(resources.files("verifier.templates")))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+    installed = Path(str(resources.files("verifier") / "templates"))
+    if installed.is_dir():
+        return installed
     return Path(__file__).resolve().parents[2] / "templates"
 
 
