@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .diagnostics import InternalError, SpecError
+from .diagnostics import SpecError, run_guarded
 from .emit import EMITTERS
 
 EXIT_BAD_INPUT = 2
@@ -64,19 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.timeout < float("inf"):
         print("error: --timeout must be positive", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        return _main(args)
-    except SpecError as err:
-        print(err.render(), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - our bug: say so instead of a traceback
-        kind = "internal error" if isinstance(err, InternalError) else type(err).__name__
-        print(f"internal error ({kind}): {err}\nThis is a bug in snn-verify; please report it "
-              "with the spec that triggered it.", file=sys.stderr)
-        return 4
+    return run_guarded(lambda: _main(args))
 
 
 def _main(args) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from collections.abc import Callable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,3 +61,24 @@ class SpecError(Exception):
 
 class InternalError(Exception):
     """A bug in snn-verify itself; the command line asks the user to report it."""
+
+
+EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 4, 130
+
+
+def run_guarded(action: Callable[[], int], inputs: str = "spec") -> int:
+    """Run a command's body: a user error prints its located message and exits 2; our own bug
+    prints a request to report it (never a traceback) and exits 4."""
+    try:
+        return action()
+    except SpecError as err:
+        print(err.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - our bug: say so instead of a traceback
+        kind = "internal error" if isinstance(err, InternalError) else type(err).__name__
+        print(f"internal error ({kind}): {err}\nThis is a bug in snn-verify; please report it "
+              f"with the {inputs} that triggered it.", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -302,6 +302,16 @@ class Elaborator:
         if len(d.in_shape) > 2 or min(d.in_shape) <= 0 or size > MAX_ENTRIES:
             raise SpecError(f"input shape {list(d.in_shape)} must have one or two positive sizes "
                             f"and at most {MAX_ENTRIES} entries", d.span)
+        if d.load is not None and d.load.endswith((".onnx", ".onnx.gz")):
+            from .onnx_import import network_from_onnx
+
+            if d.layers:
+                raise SpecError("a network loaded from ONNX takes its layers from the file",
+                                d.layers[0].span, fix="leave the braces empty: { }")
+            net, weights = network_from_onnx(os.path.join(self._dir, d.load), d.name,
+                                             d.load_span, in_shape=tuple(d.in_shape))
+            self.params.extend(weights)
+            return net
         if not d.layers:
             raise SpecError(f"network `{d.name}` has no layers", d.span)
         self._net_file = None

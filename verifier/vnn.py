@@ -85,25 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .diagnostics import InternalError, SpecError
+    from .diagnostics import run_guarded
 
     args = build_parser().parse_args(argv)
-    if args.timeout <= 0:
+    if not 0 < args.timeout < float("inf"):
         print("error: --timeout must be positive", file=sys.stderr)
         return 2
-    try:
-        result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3)
-    except SpecError as err:
-        print(err.render(), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - our bug: say so instead of a traceback
-        kind = "internal error" if isinstance(err, InternalError) else type(err).__name__
-        print(f"internal error ({kind}): {err}\nThis is a bug in snn-verify; please report it "
-              "with the files that triggered it.", file=sys.stderr)
-        return 4
+    return run_guarded(lambda: _run(args), inputs="files")
+
+
+def _run(args) -> int:
+    result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3)
     text = answer_text(result)
     if args.answer:
         _write(args.answer, text)
