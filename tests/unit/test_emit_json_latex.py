@@ -51,8 +51,15 @@ def test_json_cse_in_program_order():
                                ["f.a1[0]", "tanh(f.z1[0])"]]
 
 
+def test_json_closed_form_only_on_request():
+    model, verdicts = tanh_model()
+    closed = json.loads(json_export.emit(model, verdicts)["mlp.json"])["closed_form"]
+    assert closed["status"] == "not requested"
+
+
 def test_json_closed_form_inlined():
     model, verdicts = tanh_model()
+    model.closed_form = True
     closed = json.loads(json_export.emit(model, verdicts)["mlp.json"])["closed_form"]
     assert closed["status"] == "inlined"
     assert closed["output"] == [
@@ -72,7 +79,9 @@ def deep_model() -> Model:
 
 
 def test_json_closed_form_omitted_when_too_large():
-    data = json.loads(json_export.emit(deep_model(), [])["deep.json"])
+    model = deep_model()
+    model.closed_form = True
+    data = json.loads(json_export.emit(model, [])["deep.json"])
     assert data["closed_form"]["status"] == "omitted"
     assert "exceeds 20000 operations" in data["closed_form"]["reason"]
     assert data["output"] == "d.s15[0]" and len(data["cse"]) == 16

@@ -128,6 +128,8 @@ def _reference_terms(model: Model, kind: str):
 
 
 def _closed_form(model: Model) -> dict:
+    if not model.closed_form:  # inlined terms grow fast (about tenfold per LSTM step)
+        return {"status": "not requested", "reason": "run with --closed-form to export them"}
     out = {"status": "inlined"}
     for key in _REFERENCE_KINDS:
         d = _reference_terms(model, key)
