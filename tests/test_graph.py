@@ -11,7 +11,6 @@ for a smooth case, the input Hessian.
 from __future__ import annotations
 
 import random
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -273,9 +272,7 @@ def test_located_errors(tmp_path, case):
 
 @pytest.mark.parametrize("name", ["gcn", "transformer"])
 def test_bundled_spec_loads(name):
-    start = time.perf_counter()
     model = load(str(SPECS / f"{name}.snn"))
     kinds = {d.kind for d in model.derivations}
     assert {"output", "jacobian", "hessian", "gradient"} <= kinds
     assert model.params, "the networks' weights are symbolic"
-    assert time.perf_counter() - start < 300
