@@ -8,13 +8,13 @@ parameter gradient and, for small cases, the input Hessian (`torch.autograd.func
 
 from __future__ import annotations
 
-import random
 import re
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import sympy as sp
+from spec_oracle import derivation, random_point, values, with_gradients, write
 
 from verifier.diagnostics import SpecError
 from verifier.elaborate import elaborate
@@ -31,53 +31,16 @@ TOL = 1e-9
 
 # ---- helpers -----------------------------------------------------------------------------------
 
-def write(tmp_path, text: str, name: str = "spec"):
-    path = tmp_path / f"{name}.snn"
-    path.write_text(text)
-    return str(path)
 
 
-def symbolic_params(spec, net: str) -> list:
-    """The network's parameter tensors with free symbols, in declaration order."""
-    return [t for t in spec.params
-            if t.name.startswith(net + ".") and not t.concrete]
 
 
-def with_gradients(tmp_path, text: str, net: str, out: str, name: str = "spec"):
-    """The spec plus `derive gradient OUT wrt P` for every symbolic parameter P of `net`."""
-    spec = elaborate(write(tmp_path, text, name + "_probe"))
-    names = [t.name for t in symbolic_params(spec, net)]
-    lines = [f"derive gradient {out} wrt {n} as grad_{k}" for k, n in enumerate(names)]
-    spec = elaborate(write(tmp_path, text + "\n".join(lines) + "\n", name))
-    return spec, build_model(spec), names
 
 
-def random_point(spec, seed: int, positive: tuple[str, ...] = ()):
-    """A random rational for every free symbol, and the same values as float64 arrays."""
-    rng = random.Random(seed)
-    point, arrays = {}, {}
-    for t in spec.inputs + spec.params:
-        vals = []
-        for e in t.entries:
-            if isinstance(e, sp.Symbol):
-                lo = 100 if t.name.endswith(positive) and positive else -1000
-                v = Fraction(rng.randint(lo, 1000), 1000)
-                point[e] = v
-            else:
-                v = Fraction(int(e.p), int(e.q))
-            vals.append(float(v))
-        arrays[t.name] = np.array(vals, dtype=np.float64).reshape(t.shape)
-    return point, arrays
 
 
-def values(model, terms, point) -> np.ndarray:
-    arr = np.array(terms, dtype=object)
-    out, _ = evaluate(model.program, list(arr.flat), point)
-    return np.array([float(v) for v in out], dtype=np.float64).reshape(arr.shape)
 
 
-def derivation(model, name: str):
-    return next(d for d in model.derivations if d.name == name)
 
 
 def close(ours, theirs) -> None:

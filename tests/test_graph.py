@@ -10,17 +10,15 @@ for a smooth case, the input Hessian.
 
 from __future__ import annotations
 
-import random
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sympy as sp
+from spec_oracle import derivation, random_point, values, with_gradients, write
 
 from verifier.diagnostics import SpecError
 from verifier.elaborate import elaborate
-from verifier.engines.replay import evaluate
 from verifier.obligations import build_model
 from verifier.run import load
 
@@ -33,47 +31,14 @@ PATH4 = [[0, 1, 0, 0], [1, 0, 1, 1], [0, 1, 0, 1], [0, 1, 1, 0]]
 
 # ---- helpers -----------------------------------------------------------------------------------
 
-def write(tmp_path, text: str, name: str = "spec") -> str:
-    path = tmp_path / f"{name}.snn"
-    path.write_text(text)
-    return str(path)
 
 
-def with_gradients(tmp_path, text: str, net: str, out: str):
-    """The spec plus `derive gradient OUT wrt P` for every symbolic parameter P of `net`."""
-    spec = elaborate(write(tmp_path, text, "probe"))
-    names = [t.name for t in spec.params if t.name.startswith(net + ".") and not t.concrete]
-    lines = [f"derive gradient {out} wrt {n} as grad_{k}" for k, n in enumerate(names)]
-    spec = elaborate(write(tmp_path, text + "\n".join(lines) + "\n"))
-    return spec, build_model(spec), names
 
 
-def random_point(spec, seed: int, positive: str = "\0"):
-    """A random rational per free symbol (in (0, 1] for tensors named *positive*), and the
-    same values as float64 arrays by tensor name."""
-    rng = random.Random(seed)
-    point, arrays = {}, {}
-    for t in spec.inputs + spec.params:
-        vals = []
-        for e in t.entries:
-            if isinstance(e, sp.Symbol):
-                lo = 100 if t.name.endswith(positive) else -1000
-                point[e] = v = Fraction(rng.randint(lo, 1000), 1000)
-            else:
-                v = Fraction(int(e.p), int(e.q))
-            vals.append(float(v))
-        arrays[t.name] = np.array(vals, dtype=np.float64).reshape(t.shape)
-    return point, arrays
 
 
-def values(model, terms, point) -> np.ndarray:
-    arr = np.array(terms, dtype=object)
-    out, _ = evaluate(model.program, list(arr.flat), point)
-    return np.array([float(v) for v in out], dtype=np.float64).reshape(arr.shape)
 
 
-def derivation(model, name: str):
-    return next(d for d in model.derivations if d.name == name)
 
 
 def close(ours, theirs) -> None:

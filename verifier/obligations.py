@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import sympy as sp
 
 from .diagnostics import Span
@@ -126,11 +127,8 @@ def _atoms(tr, comparison) -> list[Atom]:
                 raise _ShapeMismatch(f"the sides have shapes {_shape(a)} and {_shape(b)}")
             raise SpecError(f"cannot compare {_shape(a)} with {_shape(b)}", comparison.span,
                             fix="compare entries of one shape, or index the output")
-        a2, b2 = (a if a.shape else a.reshape(()), b)
-        import numpy as np
-
-        shape = np.broadcast(a2, b2).shape
-        xs, ys = (np.broadcast_to(v, shape) for v in (a2, b2))
+        shape = np.broadcast(a, b).shape
+        xs, ys = (np.broadcast_to(v, shape) for v in (a, b))
         for idx in np.ndindex(shape):
             x, y = sp.sympify(xs[idx]), sp.sympify(ys[idx])
             out.append(Atom(lhs=x, op=op, rhs=y, origin=tr.origins.get(x), entry=idx))
@@ -194,8 +192,6 @@ def _obligation(spec, tr, claim) -> Obligation:
 
 
 def _nested(v) -> tuple:
-    import numpy as np
-
     if isinstance(v, np.ndarray) and v.ndim > 0:
         return tuple(_nested(x) for x in v)
     return sp.sympify(v[()] if isinstance(v, np.ndarray) else v)

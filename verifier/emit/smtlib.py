@@ -10,9 +10,8 @@ order, so the file has the size of the program, not of the inlined term.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import sys
+from dataclasses import dataclass, field
 
 import sympy as sp
 from sympy.printing.smtlib import SMTLibPrinter
@@ -21,7 +20,9 @@ if hasattr(sys, "set_int_max_str_digits"):
     sys.set_int_max_str_digits(0)  # exact numerals may be long; they are ours to print
 
 from ..layers.activations import (
-    SMOOTH_FUNCTIONS, leaky_relu, leaky_step, relu, sigmoid, softplus, step,
+    SMOOTH_FUNCTIONS,
+    sigmoid,
+    softplus,
 )
 from ..obligations import Atom, Obligation
 from ..symbolic.program import Program
@@ -238,7 +239,6 @@ def encode(
     for cons in (enclosures or {}).values():
         terms += [b for _, b in cons]
     steps = program.slice(terms)
-    defined = {s for s, _ in steps}
     leaves = sorted(program.leaves(terms), key=lambda s: s.name)
     names: dict[sp.Basic, str] = {}
     atoms_by_key: dict = {}
@@ -318,7 +318,6 @@ def encode(
     lines.append(f"(assert (or {' '.join(negs)}))" if len(negs) > 1 else f"(assert {negs[0]})")
     lines.append("(check-sat)")
     variables = {smt_name(s.name).strip("|"): s for s in leaves}
-    del defined
     return SmtQuery(text="\n".join(lines) + "\n", variables=variables, atoms=atoms)
 
 

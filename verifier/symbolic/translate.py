@@ -189,7 +189,8 @@ class Translator:
             if i is None:
                 idx.append(slice(None))
                 continue
-            k = sp.sympify(self.value(i)[()]) if self.value(i).shape == () else None
+            iv = self.value(i)
+            k = sp.sympify(iv[()]) if iv.shape == () else None
             if k is None or not k.is_Integer:
                 raise SpecError("indices are integers (0-based)", i.span)
             if not 0 <= int(k) < v.shape[axis]:
