@@ -4,13 +4,15 @@ In one run, for the Gaussian fit (2-3-3-1 tanh, 441 points, batch 10), the Hamil
 network (2-4-1 tanh, 400 points, batch 10, loss on the symplectic gradient, i.e. a mixed
 derivative) and a 16-32-32-1 tanh network (10,000 points, batch 100; plus the Hamiltonian
 loss on it): one training epoch with Adam and one gradient on a batch of 10,000, ours
-(`verifier.api`, float64 numpy) against PyTorch autograd (float64, `torch.optim.Adam`,
-`torch.set_num_threads(1)`). numpy's BLAS is left as is; the same measurements are repeated
-in a child process with OPENBLAS_NUM_THREADS=1 for comparison. Then code generation times:
-ours, our scalar fallback (`matrix=False`, code from the Program) and the naive route of
-inlining the network, `sympy.diff` per parameter and `sympy.lambdify(cse=True)`, under a
-CPU-time limit, with its evaluation time when it finishes. All times are CPU time of the
-process (the machines are shared; wall time would count other tenants).
+(`verifier.api`, float64 numpy; by default each compiled call limits numpy's BLAS to one
+thread, and again with `blas_threads=None`, BLAS as configured) against PyTorch autograd
+(float64, `torch.optim.Adam`) with one intra-op thread and with its default thread count.
+Then code generation times: ours, our scalar fallback (`matrix=False`, code from the Program)
+and the naive route of inlining the network, `sympy.diff` per parameter and
+`sympy.lambdify(cse=True)`, under a CPU-time limit, with its evaluation time when it
+finishes. Each cell is the median wall time and, in parentheses, the median CPU time of the
+process (all threads): on a shared machine wall time counts other tenants, CPU time counts
+spinning threads.
 
     python bench/compiled.py [--limit SECONDS] [--out bench/compiled.md]
 """
@@ -19,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import multiprocessing as mp
 import os
 import platform
 import queue
-import subprocess
 import sys
 import time
 
@@ -59,23 +59,23 @@ def data(n_in, points, loss, seed=0):
 
 
 def median_time(fn, repeat):
-    """Median CPU time of the process (all threads) per call: the machines this runs on are
-    shared, and wall time there counts other tenants too."""
+    """(median wall time, median CPU time of the process, all threads) per call."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.process_time()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.process_time() - t0)
-    return float(np.median(times))
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
 # ---- ours ---------------------------------------------------------------------------------
 
 
-def ours(name):
+def ours(name, blas_threads=1):
     n_in, hidden, points, batch, loss = CASES[name]
-    net = api.compile_text(arch(n_in, hidden), seed=0)
+    net = api.compile_text(arch(n_in, hidden), seed=0, blas_threads=blas_threads)
     X, T = data(n_in, points, loss)
     Xb, Tb = data(n_in, BIG, loss, seed=1)
     grad = (net.hamiltonian_loss_and_grad if loss == "hamiltonian" else net.loss_and_grad)
@@ -91,10 +91,10 @@ def ours(name):
 # ---- PyTorch ------------------------------------------------------------------------------
 
 
-def torch_case(name):
+def torch_case(name, threads):
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     n_in, hidden, points, batch, loss = CASES[name]
     widths = (n_in, *hidden)
     layers = []
@@ -139,7 +139,7 @@ def generation(name, matrix=True):
     out = {"elaborate": t1 - t0, "generate": time.process_time() - t1}
     if not matrix:
         Xb, Tb = data(n_in, BIG, "mse", seed=1)
-        out["grad"] = median_time(lambda: net.loss_and_grad(Xb, Tb), 3)
+        out["grad"] = median_time(lambda: net.loss_and_grad(Xb, Tb), 3)[0]
     return out
 
 
@@ -181,7 +181,7 @@ def _lambdify_child(n_in, hidden, limit, q):
         r = 2.0 * (vals[0] - Y[:, 0]) / len(X)
         return [float(np.dot(r, np.broadcast_to(g, r.shape))) for g in vals[1:]]
 
-    q.put(("eval", median_time(grad, 3)))
+    q.put(("eval", median_time(grad, 3)[0]))
 
 
 def lambdify_baseline(name, limit):
@@ -203,59 +203,47 @@ def lambdify_baseline(name, limit):
 # ---- report -----------------------------------------------------------------------------------
 
 
-def measure_ours() -> dict:
-    return {name: ours(name) for name in CASES}
-
-
-def child_single_thread() -> dict:
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"], env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=float, default=300.0,
                     help="CPU-time limit for the lambdify baseline (s)")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(measure_ours()))
-        return
     import torch
 
-    mine, theirs, single = measure_ours(), {n: torch_case(n) for n in CASES}, child_single_thread()
+    default_threads = torch.get_num_threads()
+    mine = {n: ours(n) for n in CASES}
+    as_is = {n: ours(n, blas_threads=None) for n in CASES}
+    one = {n: torch_case(n, 1) for n in CASES}
+    default = {n: torch_case(n, default_threads) for n in CASES}
 
-    def ms(seconds: float) -> str:
-        return f"{1e3 * seconds:.1f}"
+    def ms(t) -> str:
+        return f"{1e3 * t[0]:.1f} ({1e3 * t[1]:.1f})" if isinstance(t, tuple) else f"{1e3 * t:.1f}"
 
     machine = (f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python "
-               f"{platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}. "
-               "float64 everywhere; torch.set_num_threads(1); numpy's BLAS as is (ours) and "
-               "with OPENBLAS_NUM_THREADS=1 (ours, 1 thread). Times are medians of the process's "
-               "CPU time (all threads), in ms.")
+               f"{platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
+               f"(default {default_threads} threads). float64 everywhere. Cells: median wall ms "
+               "(median CPU ms of the process, all threads); ratios of wall times.")
     rows = [
         machine,
         "",
-        ("| network | what | ours | ours, 1 BLAS thread | torch | ours / torch "
-         "| ours 1 thread / torch |"),
-        "|---|---|---|---|---|---|---|",
+        ("| network | what | ours | ours, BLAS as is | torch, 1 thread | torch, default threads "
+         "| ours / torch 1 thread | ours / torch default |"),
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, (_, _, points, batch, _) in CASES.items():
         for what, label in (("epoch", f"epoch ({points} points, batch {batch}, Adam)"),
                             ("grad", f"gradient, batch {BIG}")):
-            a, s, t = mine[name][what], single[name][what], theirs[name][what]
-            rows.append(f"| {name} | {label} | {ms(a)} | {ms(s)} | {ms(t)} | {a / t:.2f} | "
-                        f"{s / t:.2f} |")
+            a, b, t1, td = (d[name][what] for d in (mine, as_is, one, default))
+            rows.append(f"| {name} | {label} | {ms(a)} | {ms(b)} | {ms(t1)} | {ms(td)} | "
+                        f"{a[0] / t1[0]:.2f} | {a[0] / td[0]:.2f} |")
     rows += ["", ("| network | route | elaborate (CPU s) | generate (CPU s) | gradient, batch "
-                  "10,000 (CPU ms) |"),
+                  "10,000 (wall ms) |"),
              "|---|---|---|---|---|"]
     for name in ("gauss 2-3-3-1", "hamiltonian 2-4-1", "16-32-32-1"):
         g = generation(name)
         rows.append(f"| {name} | ours, matrix level | {g['elaborate']:.3f} | {g['generate']:.3f} "
-                    f"| {ms(mine[name]['grad'])} |")
+                    f"| {ms(mine[name]['grad'][0])} |")
     g = generation("16-32-32-1", matrix=False)
     rows.append(f"| 16-32-32-1 | ours, scalar fallback (Program) | {g['elaborate']:.3f} | "
                 f"{g['generate']:.3f} | {ms(g['grad'])} |")

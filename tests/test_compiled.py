@@ -319,3 +319,30 @@ def test_lstm_through_scalar_fallback():
     got = net.mixed(X, V)
     for k, g in grads_of((G * torch.tensor(V)).sum(), P).items():
         close(got[k], g)
+
+
+def test_blas_threads_are_limited_during_calls_and_restored():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS library that threadpoolctl can control")
+    text = "input x : real[2]\nnetwork f(in=2) {\n  dense(3, tanh)\n  dense(1)\n}\n"
+    X, seen = np.ones((4, 2)), {}
+
+    def seed(name):
+        def fn(F):
+            seen[name] = blas_threads()  # runs inside the compiled pullback
+            return float(F.sum()), np.ones_like(F)
+        return fn
+
+    api.compile_text(text, blas_threads=1).pullback(X, seed("one"))
+    api.compile_text(text, blas_threads=None).pullback(X, seed("as is"))
+    assert seen["one"] == [1] * len(before)
+    assert seen["as is"] == before
+    assert blas_threads() == before
+    with pytest.raises(ValueError, match="blas_threads"):
+        api.compile_text(text, blas_threads=0)

@@ -38,12 +38,14 @@ def _pick(spec, name: str | None):
 
 
 def compile_network(source, name: str | None = None, *, seed: int = 0,
-                    matrix: bool = True) -> CompiledNetwork:
+                    matrix: bool = True, blas_threads: int | None = 1) -> CompiledNetwork:
     """Compiled functions of a network declared in a spec.
 
     `source` is a spec path, a `Model` from `run.load` or an elaborated `ir.Spec`; `name`
     picks the network (optional when there is one). Concrete weights (inline or loaded)
-    become the initial parameters; symbolic ones are drawn with `seed`. Raises `SpecError`
+    become the initial parameters; symbolic ones are drawn with `seed`. Each compiled call
+    runs with numpy's BLAS limited to `blas_threads` threads (None: as configured; see
+    `symbolic.numeric`). Raises `SpecError`
     for a bad spec, ValueError for a missing network.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -56,18 +58,18 @@ def compile_network(source, name: str | None = None, *, seed: int = 0,
         raise TypeError("compile_network takes a spec path, a Model or an ir.Spec")
     net = _pick(spec, name)
     tensors = {t.name: t for t in spec.params}
-    return CompiledNetwork(net, tensors, matrix=matrix, seed=seed)
+    return CompiledNetwork(net, tensors, matrix=matrix, seed=seed, blas_threads=blas_threads)
 
 
 def compile_text(text: str, name: str | None = None, *, seed: int = 0,
-                 matrix: bool = True) -> CompiledNetwork:
+                 matrix: bool = True, blas_threads: int | None = 1) -> CompiledNetwork:
     """Like `compile_network` for spec text (an architecture, typically): `load` and
     `import` paths would be relative to a temporary directory, so use files for those."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "network.snn")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
-        return compile_network(path, name, seed=seed, matrix=matrix)
+        return compile_network(path, name, seed=seed, matrix=matrix, blas_threads=blas_threads)
 
 
 class Adam:

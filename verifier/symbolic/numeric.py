@@ -10,6 +10,12 @@ inspection. Batch-sized arrays live in the workspace between calls (per batch si
 Parameters are plain float64 arrays in `.params`, keyed by the spec's short names (`W1`,
 `b1`, ...), so `np.savez(path, **net.params)` is a weight file the spec can `load`.
 
+BLAS threads: the generated code is a chain of small and medium matrix products, for which
+a multithreaded BLAS rarely pays and, on a machine whose cores are busy, collapses (threads
+spin waiting for each other: 30x slower gradients were measured on a shared 2-core machine).
+So each compiled call runs with numpy's BLAS limited to `blas_threads` threads (default 1,
+through threadpoolctl, restored on return); `blas_threads=None` leaves BLAS as it is.
+
 Losses: "mse" is the mean over the batch of the squared error summed over outputs,
 (1/B) sum_b |f(x_b) - y_b|^2; "relative_l2" is |F - Y| / |Y| with Frobenius norms over the
 whole batch.
@@ -23,6 +29,18 @@ from math import prod, sqrt
 import numpy as np
 
 from . import matrix_codegen as mc
+
+_CONTROLLER = None
+
+
+def _blas_limit(threads: int):
+    """Context manager limiting the BLAS libraries loaded in this process to `threads`."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=threads, user_api="blas")
 
 # layer kinds with a matrix-level emitter; every other kind goes through the scalar fallback
 MATRIX_RULES: dict[str, Callable] = {"dense": lambda layer, k, shapes: mc.DenseEmitter(layer, k)}
@@ -57,9 +75,14 @@ class CompiledNetwork:
     `tensors` maps parameter names (`f.W1`) to their elaborated `TensorVar`s: concrete ones
     give the initial values, symbolic (or ranged) ones are drawn at random by `init`.
     `matrix=False` forces the scalar fallback for every layer (for tests and benchmarks).
+    `blas_threads` bounds numpy's BLAS threads during each call (None: leave BLAS alone).
     """
 
-    def __init__(self, network, tensors: dict, *, matrix: bool = True, seed: int = 0):
+    def __init__(self, network, tensors: dict, *, matrix: bool = True, seed: int = 0,
+                 blas_threads: int | None = 1):
+        if blas_threads is not None and (not isinstance(blas_threads, int) or blas_threads < 1):
+            raise ValueError(f"blas_threads must be a positive integer or None, got {blas_threads!r}")
+        self.blas_threads = blas_threads
         self.network = network
         self.name = network.name
         self.n_in, self.n_out = prod(network.in_shape), prod(network.out_shape)
@@ -130,9 +153,20 @@ class CompiledNetwork:
                 scope.update(getattr(em, "scope", {}))
             # the source is ours: generated identifiers and numbers only, never spec text
             exec(compile(src, f"<snn-verify {self.name}:{name}>", "exec"), scope)  # noqa: S102
-            fn = self._fns[key] = scope[kind]
+            fn = self._fns[key] = self._limited(scope[kind])
             self.sources[name] = src
         return fn
+
+    def _limited(self, fn: Callable) -> Callable:
+        if self.blas_threads is None:
+            return fn
+
+        def call(*args):
+            with _blas_limit(self.blas_threads):
+                return fn(*args)
+
+        call.__wrapped__ = fn
+        return call
 
     def _source(self, kind: str, *flags) -> str:
         if kind == "forward":
