@@ -261,8 +261,9 @@ class _Decider:
     def _iv(self, box: _Box, k: int):
         return box.ev.values[self.tape.outputs[k]]
 
-    def _box(self, bounds: dict, atoms: tuple, depth: int = 0) -> _Box:
-        return _Box(bounds, atoms, self.tape.run(bounds), depth)
+    def _box(self, bounds: dict, atoms: tuple, depth: int = 0, parent: _Box | None = None) -> _Box:
+        ev = self.tape.run(bounds, parent=parent.ev if parent is not None else None)
+        return _Box(bounds, atoms, ev, depth)
 
     def _priority(self, box: _Box) -> float:
         return -max(_badness(self.ob.goal[k].op, self._iv(box, k)) for k in box.atoms)
@@ -370,7 +371,7 @@ class _Decider:
         for part in ((lo, mid), (mid, hi)):
             bounds = dict(box.bounds)
             bounds[s] = part
-            out.append(self._box(bounds, box.atoms, box.depth + 1))
+            out.append(self._box(bounds, box.atoms, box.depth + 1, box))
         return out
 
     def _proved(self) -> Verdict:

@@ -22,6 +22,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 import mpmath
+import numpy as np
 import sympy as sp
 
 from ..layers.activations import (
@@ -35,6 +36,7 @@ from ..layers.activations import (
     step,
 )
 from ..symbolic.program import Program
+from .linforms import FloatForms, convertible, down, mul_planes, up
 
 INF = math.inf
 TOP = (-INF, INF)
@@ -436,50 +438,6 @@ def envelope(fn: type, lo: Fraction, hi: Fraction, full: bool = True):
 # ---- linear forms: bounds that are affine in the box's leaves (forward CROWN / DeepPoly) ------
 
 
-class Forms:
-    """Affine lower/upper bounds `c0 + sum c_i x_i` over the finite leaves of one box."""
-
-    def __init__(self, box_ivs: list) -> None:
-        self.box = box_ivs  # (lo, hi) per dimension, finite
-
-    def unit(self, i: int) -> list:
-        f = [Fraction(0)] * (len(self.box) + 1)
-        f[i + 1] = Fraction(1)
-        return f
-
-    def const(self, c) -> list | None:
-        return None if c in (INF, -INF) else [c] + [Fraction(0)] * len(self.box)
-
-    def combine(self, c0, terms) -> list:
-        """c0 + sum c * f over (c, f) pairs (forms already chosen by the sign of c)."""
-        out = [c0] + [Fraction(0)] * len(self.box)
-        for c, f in terms:
-            for i, x in enumerate(f):
-                if x:
-                    out[i] += c * x
-        return out
-
-    def low(self, f) -> Fraction:
-        return f[0] + sum(c * (lo if c > 0 else hi) for c, (lo, hi) in zip(f[1:], self.box) if c)
-
-    def high(self, f) -> Fraction:
-        return f[0] + sum(c * (hi if c > 0 else lo) for c, (lo, hi) in zip(f[1:], self.box) if c)
-
-    def tidy(self, f, lower: bool) -> list:
-        """Round long coefficients to 96 bits, paying the difference in the constant."""
-        if all(c.denominator.bit_length() <= 256 for c in f):
-            return f
-        out = [f[0]]
-        for c, (lo, hi) in zip(f[1:], self.box):
-            r = dyadic_out(c, False, 96) if c else c
-            d = c - r  # the dropped part d * x, bounded over the box
-            ends = (d * lo, d * hi)
-            out[0] += min(ends) if lower else max(ends)
-            out.append(r)
-        out[0] = dyadic_out(out[0], not lower, 96)
-        return out
-
-
 def _pick(lines: list[Line], lo, hi, upper: bool) -> Line | None:
     """The line closest to the function at the middle of [lo, hi]."""
     if not lines:
@@ -539,8 +497,7 @@ class Evaluation:
     values: list
     lines: dict  # slot of a smooth application -> (lower lines, upper lines)
     dims: list = field(default_factory=list)  # leaves the linear forms range over
-    low: dict = field(default_factory=dict)  # slot -> lower linear form [c0, c_1, ...]
-    up: dict = field(default_factory=dict)  # slot -> upper linear form
+    forms: FloatForms | None = None  # affine lower/upper bounds of every slot in those leaves
 
 
 class Tape:
@@ -556,6 +513,7 @@ class Tape:
         self.code: list[tuple] = []
         self.leaves: dict[sp.Symbol, int] = {}
         self.apps: list[tuple[sp.Expr, int, int]] = []
+        self._affine_prep: dict[int, tuple] = {}
         for sym, d in program.slice(exprs):
             self.slots[sym] = self._compile(d)
         self.outputs = [self._compile(sp.sympify(e)) for e in exprs]
@@ -622,12 +580,15 @@ class Tape:
             return self._new(e, "hull", [self._compile(expr) for expr, _ in e.args])
         return self._new(e, "top", None)  # unknown: unbounded, which is always sound
 
-    def run(self, box: dict, linear: bool = True) -> Evaluation:
+    def run(self, box: dict, linear: bool = True, parent: Evaluation | None = None) -> Evaluation:
         """Enclosures of all slots for leaf intervals `box` (missing leaves are unbounded).
 
-        With `linear`, each slot also gets affine lower/upper bounds in the bounded leaves,
-        propagated through affine steps exactly and through activations by their envelope
-        (DeepPoly's choice); the interval is intersected with their range over the box.
+        With `linear`, each slot also gets affine lower/upper bounds in the bounded leaves
+        (`linforms`), propagated through affine steps, through activations by their envelope
+        (DeepPoly's choice), through products by McCormick planes and through squares and
+        `abs` by chords and tangents; the interval is intersected with their range over the
+        box. With `parent` (a run on a box containing this one) every interval is also
+        intersected with the parent's, so splitting never loosens a bound.
         """
         v = list(self.base)
         for sym, slot in self.leaves.items():
@@ -636,20 +597,27 @@ class Tape:
                 v[slot] = (-INF if iv[0] is None else Fraction(iv[0]),
                            INF if iv[1] is None else Fraction(iv[1]))
         dims = [slot for slot in self.leaves.values() if v[slot][0] != -INF and v[slot][1] != INF]
-        forms = Forms([v[s] for s in dims]) if linear and len(dims) <= LINEAR_DIMS else None
-        low: dict[int, list] = {}
-        up: dict[int, list] = {}
-        if forms is not None:
+        forms = None
+        if linear and 0 < len(dims) <= LINEAR_DIMS:
+            forms = FloatForms([v[s] for s in dims], len(v))
             for i, slot in enumerate(dims):
-                low[slot] = up[slot] = forms.unit(i)
+                forms.set_unit(slot, i)
+            for slot, iv in enumerate(v):
+                forms.set_const(slot, iv)  # constants and unbounded leaves
         names = {slot: sym for sym, slot in self.leaves.items()}
-        ev = Evaluation(v, {}, [(names[s], *v[s]) for s in dims], low, up)
+        ev = Evaluation(v, {}, [(names[s], *v[s]) for s in dims], forms)
+        pv = parent.values if parent is not None else None
         for op, kind, out, args in self.code:
-            v[out] = op(v, args)
+            lo, hi = op(v, args)
+            if pv is not None:
+                plo, phi = pv[out]
+                if max(lo, plo) <= min(hi, phi):
+                    lo, hi = max(lo, plo), min(hi, phi)
+            v[out] = (lo, hi)
             if kind == "fn":
                 self._envelope(ev, out, *args)
             if forms is not None:
-                self._linear(forms, ev, kind, out, args, low, up)
+                self._linear(forms, ev, kind, out, args)
         return ev
 
     @staticmethod
@@ -658,48 +626,55 @@ class Tape:
         if zlo != -INF and zhi != INF and zlo < zhi:
             ev.lines[out] = envelope(fn, zlo, zhi, full=False)
 
-    def _linear(self, forms: Forms, ev: Evaluation, kind, out, args, low, up) -> None:
+    def _linear(self, forms: FloatForms, ev: Evaluation, kind, out, args) -> None:
         v = ev.values
-
-        def lf(s):
-            return low.get(s) or forms.const(v[s][0])
-
-        def uf(s):
-            return up.get(s) or forms.const(v[s][1])
-
         lo_f = up_f = None
         if kind == "affine":
-            c0, terms = args
-            lt = [(c, lf(s) if c > 0 else uf(s)) for c, s in terms]
-            ut = [(c, uf(s) if c > 0 else lf(s)) for c, s in terms]
-            lo_f = None if any(f is None for _, f in lt) else forms.combine(c0, lt)
-            up_f = None if any(f is None for _, f in ut) else forms.combine(c0, ut)
+            lo_f, up_f = self._affine_forms(forms, out, args)
         elif kind == "fn" and out in ev.lines:
-            lo_f, up_f = self._through_lines(forms, ev, out, args[1], lf, uf)
+            lo_f, up_f = _line_forms(forms, ev, out, args[1])
         elif kind == "relu":
-            lo_f, up_f = _relu_forms(forms, v[args], lf(args), uf(args))
-        if lo_f is not None:
-            low[out] = lo_f = forms.tidy(lo_f, True)
-        if up_f is not None:
-            up[out] = up_f = forms.tidy(up_f, False)
+            lo_f, up_f = _relu_forms(forms, v[args], args)
+        elif kind == "mul" and len(args) == 2:
+            lo_f, up_f = _mul_forms(forms, v, args[0], args[1])
+        elif kind == "pow" and args[1] == 2:
+            lo_f, up_f = _square_forms(forms, v[args[0]], args[0])
+        elif kind == "abs":
+            lo_f, up_f = _abs_forms(forms, v[args], args)
         lo, hi = v[out]
-        lo = max(lo, _short(forms.low(lo_f), False)) if lo_f is not None else lo
-        hi = min(hi, _short(forms.high(up_f), True)) if up_f is not None else hi
+        if lo_f is not None:
+            forms.L[out], forms.has_l[out] = lo_f, True
+            lo = max(lo, forms.low(lo_f))
+        if up_f is not None:
+            forms.U[out], forms.has_u[out] = up_f, True
+            hi = min(hi, forms.high(up_f))
+        if lo > hi:  # both are sound, so this is a rounding bug: keep the interval
+            lo, hi = v[out]
         v[out] = (lo, hi)
+        forms.set_const(out, v[out])
 
-    @staticmethod
-    def _through_lines(forms: Forms, ev: Evaluation, out, arg, lf, uf):
-        zlo, zhi = ev.values[arg]
-        lowers, uppers = ev.lines[out]
+    def _affine_forms(self, forms: FloatForms, out: int, args):
+        prep = self._affine_prep.get(out)
+        if prep is None:
+            c0, terms = args
+            ok = all(convertible(c) for c, _ in terms)
+            prep = (np.array([s for _, s in terms], dtype=np.intp),
+                    np.array([float(c) for c, _ in terms]),
+                    np.array([c > 0 for c, _ in terms], dtype=bool), ok)
+            self._affine_prep[out] = prep
+        slots, cf, pos, ok = prep
+        if not ok:
+            return None, None
+        c0 = args[0]
         res = []
-        for lines, upper in ((lowers, False), (uppers, True)):
-            ln = _pick(lines, zlo, zhi, upper)
-            f = None
-            if ln is not None:
-                base = (uf if upper else lf)(arg) if ln.slope >= 0 else (lf if upper else uf)(arg)
-                f = None if base is None else forms.combine(ln.offset, [(ln.slope, base)])
-            res.append(f)
-        return res
+        for lower in (True, False):
+            want_l = pos if lower else ~pos
+            if not (forms.has_l[slots[want_l]].all() and forms.has_u[slots[~want_l]].all()):
+                res.append(None)
+                continue
+            rows = np.where(want_l[:, None], forms.L[slots], forms.U[slots])
+            res.append(forms.combine(c0, cf, rows, lower))
+        return res[0], res[1]
 
     def enclosures(self, ev: Evaluation) -> dict[sp.Expr, list[tuple[str, sp.Expr]]]:
         """Per smooth application: interval bounds and all certified lines in its argument,
@@ -718,18 +693,108 @@ class Tape:
         return out
 
 
-def _relu_forms(forms: Forms, iv, lf, uf):
+def _line_forms(forms: FloatForms, ev: Evaluation, out: int, arg: int):
+    """Forms of a smooth application through its envelope lines (the one closest mid-range)."""
+    zlo, zhi = ev.values[arg]
+    lowers, uppers = ev.lines[out]
+    res = []
+    for lines, upper in ((lowers, False), (uppers, True)):
+        ln = _pick(lines, zlo, zhi, upper)
+        f = None
+        if ln is not None and convertible(ln.slope):
+            # an upper line with slope >= 0 takes the argument's upper form, and so on
+            use_upper = upper == (ln.slope >= 0)
+            if (forms.has_u if use_upper else forms.has_l)[arg]:
+                row = (forms.U if use_upper else forms.L)[arg][None, :]
+                f = forms.combine(ln.offset, np.array([float(ln.slope)]), row, not upper)
+        res.append(f)
+    return res[0], res[1]
+
+
+def _side(forms: FloatForms, slot: int, coeff: float, lower: bool):
+    """The row of `slot` that a term `coeff * slot` of a lower (upper) form needs."""
+    use_l = (coeff >= 0) == lower
+    if not (forms.has_l if use_l else forms.has_u)[slot]:
+        return None
+    return (forms.L if use_l else forms.U)[slot]
+
+
+def _plane(forms: FloatForms, c0, terms, lower: bool):
+    """The form of c0 + sum c * slot over (c, slot) terms with float c, or None."""
+    rows = [_side(forms, s, c, lower) for c, s in terms]
+    if any(r is None for r in rows):
+        return None
+    return forms.combine(c0, np.array([c for c, _ in terms]), np.array(rows), lower)
+
+
+def _best(forms: FloatForms, cands, lower: bool):
+    cands = [f for f in cands if f is not None]
+    if not cands:
+        return None
+    return max(cands, key=forms.low) if lower else min(cands, key=forms.high)
+
+
+def _finite(*ivs) -> bool:
+    return all(lo != -INF and hi != INF for lo, hi in ivs)
+
+
+def _relu_forms(forms: FloatForms, iv, arg: int):
     """DeepPoly's relu: identity or zero when stable, else the chord above and 0 or x below."""
     lo, hi = iv
+    zero = np.zeros(forms.n + 1)
     if lo >= 0:
-        return lf, uf
+        return _plane(forms, 0, [(1.0, arg)], True), _plane(forms, 0, [(1.0, arg)], False)
     if hi <= 0:
-        return forms.const(Fraction(0)), forms.const(Fraction(0))
-    if lo == -INF or hi == INF:
+        return zero, zero
+    if not _finite(iv):
         return None, None
     k = hi / (hi - lo)
-    upper = None if uf is None else forms.combine(-k * lo, [(k, uf)])
-    lower = forms.const(Fraction(0)) if hi < -lo or lf is None else lf
+    upper = _plane(forms, -k * lo, [(float(k), arg)], False) if convertible(k) else None
+    lower = zero if hi < -lo else _plane(forms, 0, [(1.0, arg)], True)
+    return lower, upper
+
+
+def _mul_forms(forms: FloatForms, v, x: int, y: int):
+    """McCormick: the better of the two planes on each side, at float corners taken outward."""
+    if not _finite(v[x], v[y]):
+        return None, None
+    xl, xu, yl, yu = down(v[x][0]), up(v[x][1]), down(v[y][0]), up(v[y][1])
+    lowers, uppers = mul_planes(xl, xu, yl, yu)
+    lo_f = _best(forms, [_plane(forms, c0, [(cx, x), (cy, y)], True) for cx, cy, c0 in lowers],
+                 True)
+    up_f = _best(forms, [_plane(forms, c0, [(cx, x), (cy, y)], False) for cx, cy, c0 in uppers],
+                 False)
+    return lo_f, up_f
+
+
+def _square_forms(forms: FloatForms, iv, x: int):
+    """x^2: the tangent at the clamped middle below, the chord above."""
+    if not _finite(iv):
+        return None, None
+    xl, xu = down(iv[0]), up(iv[1])
+    d = float((iv[0] + iv[1]) / 2)
+    d = min(max(d, xl), xu)
+    lower = _plane(forms, -Fraction(d) ** 2, [(2.0 * d, x)], True)  # (x - d)^2 >= 0
+    k = Fraction(xl) + Fraction(xu)  # (x - xl)(x - xu) <= 0
+    upper = _plane(forms, -Fraction(xl) * Fraction(xu), [(float(k), x)], False) \
+        if convertible(k) else None
+    return lower, upper
+
+
+def _abs_forms(forms: FloatForms, iv, x: int):
+    """|x|: x or -x when the sign is fixed, else the chord above and the better side below."""
+    lo, hi = iv
+    if lo >= 0:
+        return _plane(forms, 0, [(1.0, x)], True), _plane(forms, 0, [(1.0, x)], False)
+    if hi <= 0:
+        return _plane(forms, 0, [(-1.0, x)], True), _plane(forms, 0, [(-1.0, x)], False)
+    if not _finite(iv):
+        return None, None
+    xl, xu = Fraction(down(lo)), Fraction(up(hi))
+    a = float((xu + xl) / (xu - xl))  # any slope; the offset makes it valid
+    b = max(-xl - Fraction(a) * xl, xu - Fraction(a) * xu)  # |x| - a x is convex: ends
+    upper = _plane(forms, b, [(a, x)], False)
+    lower = _plane(forms, 0, [(1.0 if hi >= -lo else -1.0, x)], True)  # |x| >= +-x
     return lower, upper
 
 
