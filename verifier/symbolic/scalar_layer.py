@@ -77,6 +77,37 @@ def _partial(prog: Program, sym: sp.Symbol, dep: sp.Symbol) -> sp.Expr:
     return local_diff(d, dep)
 
 
+def _adjoint_parts(prog: Program, sym: sp.Symbol, bar: sp.Expr, targets: set, adj: dict) -> None:
+    """Add bar * d def / d v to adj[v] for the program symbols and targets v in sym's
+    definition, in one pass over the terms of a sum (a dense pre-activation has one term per
+    input: asking each input for its partial separately is quadratic in the width)."""
+    d = prog.defs[sym]
+    if not d.is_Add:
+        for v in d.free_symbols:
+            if v in prog.defs or v in targets:
+                p = _partial(prog, sym, v)
+                if p != 0:
+                    adj.setdefault(v, []).append(bar * p)
+        return
+    for t in d.args:
+        if t.is_Symbol:
+            if t in prog.defs or t in targets:
+                adj.setdefault(t, []).append(bar)
+        elif t.is_Mul and all(f.is_Symbol or f.is_Number for f in t.args):
+            for i, f in enumerate(t.args):  # a repeated symbol would be a Pow, not a factor
+                if f.is_Symbol and (f in prog.defs or f in targets):
+                    # unevaluated: a product of distinct leaves needs no canonical form here,
+                    # and Mul's flattening is most of the cost of a wide layer's pullback
+                    adj.setdefault(f, []).append(
+                        sp.Mul(bar, *t.args[:i], *t.args[i + 1:], evaluate=False))
+        else:
+            for v in t.free_symbols:
+                if v in prog.defs or v in targets:
+                    p = local_diff(t, v)
+                    if p != 0:
+                        adj.setdefault(v, []).append(bar * p)
+
+
 def pullback_terms(prog: Program, seeds: list[tuple[sp.Expr, sp.Expr]], wrt: list[sp.Symbol],
                    tag: str) -> list[sp.Expr]:
     """d (sum of cotangent * term over `seeds`) / d w for w in `wrt` (leaves), as program terms."""
@@ -96,9 +127,7 @@ def pullback_terms(prog: Program, seeds: list[tuple[sp.Expr, sp.Expr]], wrt: lis
         bar = prog.assign(sp.Add(*parts), f"{tag}:{sym.name}")
         if bar == 0:
             continue
-        for v in prog.defs[sym].free_symbols:
-            if v in prog.defs or v in targets:
-                adj.setdefault(v, []).append(bar * _partial(prog, sym, v))
+        _adjoint_parts(prog, sym, bar, targets, adj)
     return [prog.assign(sp.Add(*adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
 
 
