@@ -18,7 +18,8 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verifier.engines.bounds import decide_bound
+from verifier.engines.bounds import certified_bound, decide_bound
+from verifier.engines.intervals import Tape
 from verifier.layers.activations import relu, sigmoid
 from verifier.obligations import Atom, Obligation, Variable
 from verifier.symbolic.program import Program
@@ -191,3 +192,85 @@ def test_relu_strict_claim_at_an_attained_corner_value(net):
     v = check(act, layers, box, "<", c)
     assert v.verdict != "proved"
     check(act, layers, box, "<=", c)
+
+
+# ---- derivative programs (products, squares, abs) and optimised envelopes ------------------
+
+
+def build_with_slope(act, layers, box):
+    """The network and d out/d x0 by reverse mode, as the translator writes it: adjoints
+    through `mul` of the upstream adjoint and act'(z) (tanh' = 1 - a^2, sigmoid' = a(1 - a))."""
+    p, xs, y = build(act, layers, box)
+    hs = [[sp.Symbol(f"a{k}_{j}", real=True) for j in range(len(b))]
+          for k, (_, b) in enumerate(layers[:-1])]
+    adj = [sp.Rational(w) for w in layers[-1][0][0]]  # d out / d a_last
+    for k in range(len(layers) - 2, -1, -1):
+        W = layers[k][0]
+        dz = []
+        for j, a in enumerate(hs[k]):
+            dact = p.assign(1 - a**2 if act == "tanh" else a * (1 - a), f"da{k}_{j}")
+            dz.append(p.assign(adj[j] * dact, f"dz{k}_{j}"))
+        adj = [p.assign(sum(sp.Rational(W[j][i]) * dz[j] for j in range(len(W))), f"dh{k}_{i}")
+               for i in range(len(W[0]))]
+    return p, xs, y, p.assign(sp.Abs(adj[0]), "abs_slope")
+
+
+def numpy_slope(act, layers, X: np.ndarray) -> np.ndarray:
+    """|d out / d x0| by central differences of `numpy_eval` (an oracle independent of ours)."""
+    e = np.zeros((X.shape[0], 1))
+    e[0] = 1e-6
+    return np.abs(numpy_eval(act, layers, X + e) - numpy_eval(act, layers, X - e)) / 2e-6
+
+
+@settings(max_examples=16, **SETTINGS)
+@given(networks(acts=("tanh", "sigmoid")), st.booleans())
+def test_enclosures_and_affine_forms_hold_at_sampled_points(net, hinted):
+    """Every output interval and its affine lower/upper forms (float forms, McCormick planes,
+    square and abs relaxations, optimised tangents) hold at 4000 points."""
+    act, layers, box = net
+    p, xs, y, slope = build_with_slope(act, layers, box)
+    tape = Tape(p, [y, slope])
+    bounds = dict(zip(xs, box))
+    ev = tape.run(bounds)
+    if hinted:  # envelopes tangent at a corner, intersected with the first run
+        ev = tape.run(bounds, parent=ev, at=tape.point_values(tape.corner(ev, tape.outputs[1],
+                                                                          True)))
+    X = samples(box)
+    for k, vals in enumerate((numpy_eval(act, layers, X), numpy_slope(act, layers, X))):
+        tol = TOL if k == 0 else 1e-6
+        lo, hi = ev.values[tape.outputs[k]]
+        assert float(lo) - tol <= vals.min() and vals.max() <= float(hi) + tol
+        forms, o = ev.forms, tape.outputs[k]
+        if forms is not None and forms.has_u[o] and forms.has_l[o]:
+            idx = [xs.index(s) for s, _, _ in ev.dims]
+            up = forms.U[o][0] + forms.U[o][1:] @ X[idx]
+            low = forms.L[o][0] + forms.L[o][1:] @ X[idx]
+            assert np.all(low <= vals + tol) and np.all(vals <= up + tol)
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(networks(acts=("tanh", "sigmoid")), st.sampled_from([1e-2, 1e-3]))
+def test_planted_slope_violations_are_never_proved(net, margin):
+    """`|d out/d x0| <= c` with c just below a value the slope attains."""
+    act, layers, box = net
+    p, xs, _, slope = build_with_slope(act, layers, box)
+    X = samples(box, 2000, seed=3)
+    vals = numpy_slope(act, layers, X)
+    i = int(np.argmax(vals))
+    c = F(float(vals[i]) - margin * (1 + vals[i])).limit_denominator(10**9)
+    v = decide_bound(claim(xs, slope, "<=", c, box), p, TIMEOUT)
+    assert v.verdict != "proved", v
+    if v.verdict == "refuted":
+        x = np.array([[float(F(v.counterexample[s.name]))] for s in xs])
+        assert numpy_slope(act, layers, x)[0] > float(c) - 1e-6
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(networks(acts=("tanh", "sigmoid")))
+def test_certified_bound_is_above_every_sample(net):
+    act, layers, box = net
+    p, xs, y, slope = build_with_slope(act, layers, box)
+    X = samples(box)
+    for expr, vals in ((y, numpy_eval(act, layers, X)), (slope, numpy_slope(act, layers, X))):
+        r = certified_bound(claim(xs, expr, "<=", 0, box), p, 0.5)
+        assert r["bound"] >= vals.max() - 1e-6

@@ -35,6 +35,7 @@ ROOT_Z3_SHARE = 0.02  # of the time limit for z3 on the whole box (at least 0.5 
 LEAF_Z3_SECONDS = 0.25  # z3 on a smaller box: short calls, then split instead
 Z3_EVERY = 8  # z3 on one box in this many (plus one more per box it closes): splitting is
 # often cheaper than z3 on small input dimensions; counting, not timing, keeps runs repeatable
+Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one box in 64
 NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
 SEARCH_EVERY = 25  # boxes between local searches in the current worst box
@@ -46,6 +47,7 @@ class _Box:
     atoms: tuple[int, ...]  # goal atoms still open here
     ev: Evaluation  # interval of every tape slot on this box, and the envelopes used
     depth: int = 0
+    hints: dict | None = None  # leaf -> float: where the worst atom's affine bound is attained
 
 
 @dataclass
@@ -262,8 +264,37 @@ class _Decider:
         return box.ev.values[self.tape.outputs[k]]
 
     def _box(self, bounds: dict, atoms: tuple, depth: int = 0, parent: _Box | None = None) -> _Box:
-        ev = self.tape.run(bounds, parent=parent.ev if parent is not None else None)
-        return _Box(bounds, atoms, ev, depth)
+        """Enclosures on a box, each envelope tangent (where a tangent can bound that side)
+        at the point where the worst atom's affine bound is attained: the optimised slopes of
+        alpha-CROWN by a closed-form choice. Any slope is certified, so this only tightens.
+        A child box takes the point from its parent's bound (clamped into the box), so it
+        costs one run; the root runs twice."""
+        if parent is None:
+            box = _Box(bounds, atoms, self.tape.run(bounds), depth)
+            at = self._hints(box, bounds)
+            if at:
+                box.ev = self.tape.run(bounds, parent=box.ev, at=at)
+            return box
+        at = parent.hints
+        if at is not None:
+            at = self.tape.point_values({s: min(max(x, float(bounds[s][0])), float(bounds[s][1]))
+                                         for s, x in at.items()})
+        box = _Box(bounds, atoms, self.tape.run(bounds, parent=parent.ev, at=at), depth)
+        return box
+
+    def _hints(self, box: _Box, bounds: dict) -> dict | None:
+        """Envelope points for `run(at=...)` from the box's own bound (and remember the
+        corner for its children)."""
+        if not self.smooth or not self.tape.apps:
+            return None
+        open_atoms = [k for k in box.atoms if not _proves(self.ob.goal[k].op, self._iv(box, k))]
+        if not open_atoms:
+            return None
+        k = max(open_atoms, key=lambda j: _badness(self.ob.goal[j].op, self._iv(box, j)))
+        upper = self.ob.goal[k].op in ("<=", "<", "==")
+        corner = self.tape.corner(box.ev, self.tape.outputs[k], upper)
+        box.hints = {s: float(x) for s, x in corner.items()} or None
+        return self.tape.point_values(corner) if corner else None
 
     def _priority(self, box: _Box) -> float:
         return -max(_badness(self.ob.goal[k].op, self._iv(box, k)) for k in box.atoms)
@@ -302,7 +333,8 @@ class _Decider:
             return []
         self.processed += 1
         root_done = box.depth == 0 and not self.smooth  # the exact root query was already run
-        allowance = 1 + self.processed // Z3_EVERY + self.z3_unsat
+        every = Z3_EVERY if self.z3_unsat or self.z3_calls < Z3_FRUITLESS else 64
+        allowance = 1 + self.processed // every + self.z3_unsat
         v = self._leaf_z3(box) if not root_done and self.z3_calls < allowance else False
         if isinstance(v, Verdict):
             return v
@@ -365,6 +397,8 @@ class _Decider:
         return self._halves(box, max(dims, key=lambda s: (rel[s], s.name)))
 
     def _halves(self, box: _Box, s) -> list[_Box]:
+        if box.hints is None:
+            self._hints(box, box.bounds)
         lo, hi = box.bounds[s]
         mid = (lo + hi) / 2
         out = []
@@ -427,3 +461,29 @@ def _box_note(extra: dict) -> str:
     parts = [f"{s.name} in [{lo}, {hi}]" for s, (lo, hi) in sorted(extra.items(),
                                                                   key=lambda kv: kv[0].name)]
     return "branch-and-bound box: " + ", ".join(parts)
+
+
+def certified_bound(ob: Obligation, program: Program, timeout: float,
+                    tolerance: float = 0.0) -> dict:
+    """The tightest upper bound on `lhs - rhs` of the first goal atom over the obligation's
+    box that branch and bound certifies within `timeout` seconds (enclosures only: no z3,
+    no search). Refines the worst box until time runs out or the bound is <= `tolerance`.
+    Returns the bound (exact and float), the boxes evaluated and the seconds spent.
+    """
+    d = _Decider(ob, program, timeout)
+    root = d._box(d.root, (0,))
+    heap = [(-d._iv(root, 0)[1], 0, root)]
+    count = evaluated = 1
+    while d.remaining() > 0 and -heap[0][0] > tolerance:
+        _, _, box = heapq.heappop(heap)
+        children = d._split(box)
+        if not children:
+            heapq.heappush(heap, (-d._iv(box, 0)[1], count, box))
+            break
+        for child in children:
+            evaluated += 1
+            count += 1
+            heapq.heappush(heap, (-d._iv(child, 0)[1], count, child))
+    bound = -heap[0][0]
+    return {"bound": bound, "approx": float(bound), "boxes": evaluated,
+            "seconds": time.perf_counter() - d.t0}

@@ -320,7 +320,7 @@ def _pieces(f: SmoothFn, lo: Fraction, hi: Fraction) -> list[tuple]:
 def _bisect(phi: Callable[[float], float], a: float, b: float) -> float:
     """A float where phi changes sign between a and b (phi(a) and phi(b) of opposite signs)."""
     neg_at_a = phi(a) < 0
-    for _ in range(52):
+    for _ in range(40):  # 2^-40 of the range: the certified offset absorbs the rest
         m = 0.5 * (a + b)
         if (phi(m) < 0) == neg_at_a:
             a = m
@@ -407,17 +407,39 @@ def certified_line(fn: type, slope: Fraction, upper: bool, lo: Fraction, hi: Fra
     return Line(slope, dyadic_out(-m, True, LINE_BITS) if upper else dyadic_out(m, False, LINE_BITS))
 
 
-def envelope(fn: type, lo: Fraction, hi: Fraction, full: bool = True):
+def _tangent_at(f: SmoothFn, a: float, b: float, z: float, upper: bool) -> float | None:
+    """The slope of the tangent at z when that tangent bounds f on [a, b] on this side (in
+    floats: a heuristic, the line is certified afterwards), else None."""
+    z = min(max(z, a), b)
+    fz, k = f.fl(z), f.dfl(z)
+    if f.shape == "s":
+        if upper != (z >= 0):
+            return None
+        end = a if upper else b  # the far end, in the other curvature piece
+        gap = fz + k * (end - z) - f.fl(end)
+        return k if (gap >= 0) == upper else None
+    return k if (f.shape == "concave") == upper else None
+
+
+def envelope(fn: type, lo: Fraction, hi: Fraction, full: bool = True, at: float | None = None):
     """Sound linear bounds of fn on [lo, hi]: every lower line <= fn <= every upper line.
 
     Slopes come from float heuristics; each offset is then set from `min_gap`, so the line
     touches the function up to rounding and is valid whatever the heuristic chose. With
-    `full=False` only the primary line of each side (CROWN's choice) is computed.
+    `full=False` only the primary line of each side (CROWN's choice) is computed; with `at`,
+    the primary line of a side is the tangent at that point where a tangent bounds that side
+    (the optimised choice: tight where the bound is attained).
     """
     if not (-_ENVELOPE_RANGE < lo < hi < _ENVELOPE_RANGE) or (fn is sp.log and lo <= 0):
         return [], []
     try:
-        low_k, up_k = _slopes(SMOOTH[fn], float(lo), float(hi))
+        f = SMOOTH[fn]
+        low_k, up_k = _slopes(f, float(lo), float(hi))
+        if at is not None and math.isfinite(at):
+            for ks, upper in ((low_k, False), (up_k, True)):
+                k = _tangent_at(f, float(lo), float(hi), at, upper)
+                if k is not None:
+                    ks.insert(0, k)
     except (OverflowError, ValueError, ZeroDivisionError):
         return [], []
     out: tuple[list[Line], list[Line]] = ([], [])
@@ -483,6 +505,14 @@ _OPS: dict[str, Callable] = {
     "min": lambda v, a: (min(v[s][0] for s in a), min(v[s][1] for s in a)),
     "hull": lambda v, a: hull(*(v[s] for s in a)),
     "top": lambda v, a: TOP,
+}
+_FLOAT_OPS: dict[str, Callable] = {
+    "affine": lambda x, a: float(a[0]) + sum(float(c) * x[s] for c, s in a[1]),
+    "mul": lambda x, a: math.prod(x[s] for s in a),
+    "pow": lambda x, a: x[a[0]] ** a[1],
+    "fn": lambda x, a: SMOOTH[a[0]].fl(x[a[1]]),
+    "abs": lambda x, a: abs(x[a]),
+    "relu": lambda x, a: max(x[a], 0.0),
 }
 _UNARY = {sp.Abs: "abs", relu: "relu", step: "step"}
 _BINARY = {leaky_relu: "leaky", leaky_step: "leaky_step"}
@@ -580,7 +610,8 @@ class Tape:
             return self._new(e, "hull", [self._compile(expr) for expr, _ in e.args])
         return self._new(e, "top", None)  # unknown: unbounded, which is always sound
 
-    def run(self, box: dict, linear: bool = True, parent: Evaluation | None = None) -> Evaluation:
+    def run(self, box: dict, linear: bool = True, parent: Evaluation | None = None,
+            at: dict | None = None) -> Evaluation:
         """Enclosures of all slots for leaf intervals `box` (missing leaves are unbounded).
 
         With `linear`, each slot also gets affine lower/upper bounds in the bounded leaves
@@ -588,7 +619,9 @@ class Tape:
         (DeepPoly's choice), through products by McCormick planes and through squares and
         `abs` by chords and tangents; the interval is intersected with their range over the
         box. With `parent` (a run on a box containing this one) every interval is also
-        intersected with the parent's, so splitting never loosens a bound.
+        intersected with the parent's, so splitting never loosens a bound. `at` maps slots of
+        smooth applications to points of their argument where the envelope should be tight
+        (`point_values` of a point where the bound is attained).
         """
         v = list(self.base)
         for sym, slot in self.leaves.items():
@@ -608,23 +641,52 @@ class Tape:
         ev = Evaluation(v, {}, [(names[s], *v[s]) for s in dims], forms)
         pv = parent.values if parent is not None else None
         for op, kind, out, args in self.code:
-            lo, hi = op(v, args)
+            fast = self._fast_affine(forms, out, args) if kind == "affine" and forms else None
+            lo, hi = fast if fast is not None else op(v, args)
             if pv is not None:
                 plo, phi = pv[out]
                 if max(lo, plo) <= min(hi, phi):
                     lo, hi = max(lo, plo), min(hi, phi)
             v[out] = (lo, hi)
             if kind == "fn":
-                self._envelope(ev, out, *args)
+                self._envelope(ev, out, *args, at=None if at is None else at.get(out))
             if forms is not None:
                 self._linear(forms, ev, kind, out, args)
         return ev
 
     @staticmethod
-    def _envelope(ev: Evaluation, out: int, fn: type, arg: int) -> None:
+    def _envelope(ev: Evaluation, out: int, fn: type, arg: int, at=None) -> None:
         zlo, zhi = ev.values[arg]
         if zlo != -INF and zhi != INF and zlo < zhi:
-            ev.lines[out] = envelope(fn, zlo, zhi, full=False)
+            ev.lines[out] = envelope(fn, zlo, zhi, full=False, at=at)
+
+    def point_values(self, point: dict) -> dict:
+        """Float values of every smooth application's argument at a point of the leaves
+        (slot of the application -> value); a heuristic input for `run(at=...)`."""
+        x = [math.nan] * len(self.base)
+        for i, iv in enumerate(self.base):
+            if iv[0] == iv[1] and iv[0] not in (-INF, INF):
+                x[i] = float(iv[0])
+        for sym, slot in self.leaves.items():
+            x[slot] = float(point.get(sym, math.nan))
+        out = {}
+        with np.errstate(all="ignore"):
+            for _, kind, slot, args in self.code:
+                try:
+                    x[slot] = _FLOAT_OPS[kind](x, args) if kind in _FLOAT_OPS else math.nan
+                except (OverflowError, ValueError, ZeroDivisionError):
+                    x[slot] = math.nan
+                if kind == "fn":
+                    out[slot] = x[args[1]]
+        return out
+
+    def corner(self, ev: Evaluation, slot: int, upper: bool) -> dict:
+        """The corner of the box where the slot's upper (lower) affine form is extreme."""
+        forms = ev.forms
+        if forms is None or not (forms.has_u if upper else forms.has_l)[slot]:
+            return {}
+        c = (forms.U if upper else forms.L)[slot][1:]
+        return {sym: (hi if (ci > 0) == upper else lo) for (sym, lo, hi), ci in zip(ev.dims, c)}
 
     def _linear(self, forms: FloatForms, ev: Evaluation, kind, out, args) -> None:
         v = ev.values
@@ -653,7 +715,14 @@ class Tape:
         v[out] = (lo, hi)
         forms.set_const(out, v[out])
 
-    def _affine_forms(self, forms: FloatForms, out: int, args):
+    def _fast_affine(self, forms: FloatForms, out: int, args):
+        """The interval of an affine step in rigorous floats (exact rationals were slow)."""
+        slots, cf, pos, ok = self._prep(out, args)
+        if not ok or not len(slots):
+            return None
+        return forms.affine_interval(args[0], cf, slots, pos)
+
+    def _prep(self, out: int, args):
         prep = self._affine_prep.get(out)
         if prep is None:
             c0, terms = args
@@ -662,7 +731,10 @@ class Tape:
                     np.array([float(c) for c, _ in terms]),
                     np.array([c > 0 for c, _ in terms], dtype=bool), ok)
             self._affine_prep[out] = prep
-        slots, cf, pos, ok = prep
+        return prep
+
+    def _affine_forms(self, forms: FloatForms, out: int, args):
+        slots, cf, pos, ok = self._prep(out, args)
         if not ok:
             return None, None
         c0 = args[0]
