@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePath
 from typing import ClassVar
 
@@ -343,6 +344,166 @@ def derivative_plan(F, v: sp.Symbol, rhs, limit: int) -> DerivativePlan:
     return DerivativePlan(tuple(dict.fromkeys(nonzero)), reason)
 
 
+# ---------------------------------------------------------------- Coq proof plans
+#
+# The plans above decide for both proof assistants; the ones below only for Coq's tactics,
+# which also use the claim's premises: `field` with denominators positive by construction or
+# by a premise (`lra`), square roots named as atoms `t > 0`, `ring` with inverses of terms of
+# unknown sign as atoms, and case analysis on the decisions inside step, relu and their kin.
+
+
+class snn_exp(sp.Function):  # noqa: N801 - exp as an opaque application (sympy joins exp(x)^2)
+    def fdiff(self, argindex=1):
+        return self
+
+
+class snn_sqrt(sp.Function):  # noqa: N801 - sqrt as Coq's field sees it: an opaque atom
+    def fdiff(self, argindex=1):
+        return 1 / (2 * self)
+
+
+def coq_view(e):
+    """`e` with exp and square roots as opaque applications carrying their derivative rules,
+    the atoms that auto_derive and field see (sympy would turn exp(x)^2 into exp(2x) and
+    s^(1/2) * s^(-1) into s^(-1/2); Coq does neither)."""
+    e = sp.sympify(e).replace(sp.exp, snn_exp)
+    return e.replace(lambda x: x.is_Pow and x.exp.is_Rational and x.exp.q == 2,
+                     lambda x: snn_sqrt(x.base) ** (2 * x.exp))
+
+
+def facts(ctx: "Ctx", ob: Obligation) -> tuple:
+    """Terms positive by a premise of the claim (`a > b`: a - b), expanded, coq_view'd."""
+    out = []
+    for h in ob.hypotheses:
+        if h.op in (">", "<"):
+            big, small = (h.lhs, h.rhs) if h.op == ">" else (h.rhs, h.lhs)
+            out.append(sp.expand(coq_view(ctx.inline(big) - ctx.inline(small))))
+    return tuple(out)
+
+
+def provably_positive(e, known: tuple) -> bool:
+    """> 0 by snn_side: exp, sigmoid, softplus, square roots of positive terms, positive
+    numbers, premises (up to a positive factor, by lra), sums, products and powers of those."""
+    if e.is_Number:
+        return bool(e > 0)
+    if isinstance(e, snn_sqrt):
+        return provably_positive(e.args[0], known)
+    if isinstance(e, snn_exp) or fname(e) in ("exp", "sigmoid", "softplus"):
+        return True
+    if e.is_Pow and e.exp.is_Integer:
+        return provably_positive(e.base, known)
+    if (e.is_Add or e.is_Mul) and all(provably_positive(a, known) for a in e.args):
+        return True
+    return bool(known) and _premise_multiple(e, known)
+
+
+@lru_cache(maxsize=4096)
+def _premise_multiple(e, known: tuple) -> bool:
+    """Is `e` a positive multiple of a premise term (what lra finds)? The factor is read off
+    at a random rational point, then checked like _vanishes (a pre-check; Coq decides)."""
+    syms = sorted(e.free_symbols, key=lambda s: s.name)
+    rng = random.Random(len(syms))
+    point = {s: sp.Rational(rng.randint(1, 10**9), rng.randint(1, 10**6)) for s in syms}
+    x = sp.expand(e)
+    for k in known:
+        if not k.free_symbols or k.free_symbols != x.free_symbols:
+            continue
+        at = k.xreplace(point)
+        c = x.xreplace(point) / at if at != 0 else None
+        if c is not None and c.is_Rational and c > 0 and _vanishes(x - c * k):
+            return True
+    return False
+
+
+_CASES = {"relu", "leaky_relu", "step", "leaky_step"}  # unfolded to decisions, then split
+
+
+@dataclass(frozen=True, slots=True)
+class CoqPlan:
+    """How the main goal of a lemma is closed after auto_derive (or at once for identities):
+    `field` (denominators > 0), `roots` (square roots named first), `ring` (inverses of
+    unknown sign as atoms), `cases` (decisions split, each case by ring or lra)."""
+
+    mode: str | None
+    reason: str | None
+
+
+def _inverses(e) -> list:
+    return [n.base for n in sp.preorder_traversal(e)
+            if n.is_Pow and n.exp.is_Rational and n.exp.is_negative]
+
+
+def _unsupported_power(e) -> str | None:
+    for n in sp.preorder_traversal(e):
+        if n.is_Pow and not n.exp.is_Integer and n.exp not in (sp.S.Half, -sp.S.Half):
+            return f"the power {n.exp} (Rpower) has no proof script"
+    return None
+
+
+def coq_plan(lhs, rhs, known: tuple, limit: int, kinked_ok: bool) -> CoqPlan:
+    """Which script proves lhs = rhs (both in the view of coq_view, lhs as auto_derive leaves
+    it), given the terms positive by the premises; `kinked_ok`: the claim states where the
+    kinks are avoided (the case analysis needs it)."""
+    if sp.count_ops(lhs) + sp.count_ops(rhs) > limit:
+        return CoqPlan(None, f"the terms have more than {limit} operations")
+    apps = applications(lhs) | applications(rhs)
+    kinked = any(fname(a) in _CASES for a in apps) or any(
+        isinstance(n, sp.Piecewise) for t in (lhs, rhs) for n in sp.preorder_traversal(t))
+    for a in apps:
+        if fname(a) == "log" and not provably_positive(a.args[0], known):
+            return CoqPlan(None, "log of a term that is positive neither by construction nor "
+                                 "by a premise")
+    dens = _inverses(lhs) + _inverses(rhs)
+    if all(provably_positive(d, known) for d in dens):
+        if _vanishes(atomize(lhs - rhs)):
+            has_root = any(isinstance(a, snn_sqrt) for a in apps)
+            return CoqPlan("roots" if has_root else "field", None)
+        if kinked and kinked_ok:
+            return CoqPlan("cases", None)
+        return CoqPlan(None, "not an identity of field arithmetic with activations as atoms")
+    atoms = {d: sp.Symbol(f"inv#{k}") for k, d in enumerate(dens)}
+    flat = (lhs - rhs).replace(lambda x: x.is_Pow and x.exp.is_Integer and x.exp < 0
+                               and x.base in atoms, lambda x: atoms[x.base] ** -x.exp)
+    if not any(a.is_Pow and a.exp.is_negative for a in sp.preorder_traversal(flat)) \
+            and _vanishes(atomize(flat)):
+        return CoqPlan("ring", None)
+    return CoqPlan(None, "a division by a term that is positive neither by construction nor by "
+                         "a premise")
+
+
+COQ_MAIN = {  # the main goal's script per plan mode (after `unfold Rminus, Rdiv in *`)
+    "field": "field; snn_side",
+    "roots": "snn_roots; field; snn_side",
+    "ring": "ring",
+    "cases": "snn_cases",
+}
+
+
+def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
+    """The plan for is_derive (fun v => F) v rhs: F differentiated as auto_derive does."""
+    if (bad := _unsupported_power(F) or _unsupported_power(rhs)) is not None:
+        return CoqPlan(None, bad)
+    for app in applications(F):
+        if v in app.free_symbols and fname(app) not in _AUTO_DERIVE | _KINKED | {"log"}:
+            return CoqPlan(None, f"{fname(app)} has no derivative rule registered with "
+                                 "auto_derive")
+        if fname(app) in _KINKED and any(v in a.free_symbols for a in app.args[1:]):
+            return CoqPlan(None, f"{fname(app)} with a slope that depends on {v}")
+    if any(isinstance(n, sp.Piecewise) and v in n.free_symbols for n in sp.preorder_traversal(F)):
+        return CoqPlan(None, "auto_derive has no rule for a piecewise definition")
+    known = facts(ctx, ob)
+    for app in applications(F):  # auto_derive's side goals: sqrt and ln of positive terms
+        if fname(app) == "log" and not provably_positive(coq_view(app.args[0]), known):
+            return CoqPlan(None, "log of a term that is positive neither by construction nor "
+                                 "by a premise")
+    Fv = coq_view(F)
+    for n in sp.preorder_traversal(Fv):
+        if isinstance(n, snn_sqrt) and not provably_positive(n.args[0], known):
+            return CoqPlan(None, "a square root of a term that is not positive by a premise")
+    kinked_ok = bool(ob.hypotheses)
+    return coq_plan(sp.diff(Fv, v), coq_view(rhs), known, 8 * PROOF_OPS, kinked_ok)
+
+
 def is_derivative(a: Atom) -> bool:
     """An `==` atom whose lhs is d f / d v computed by reverse mode."""
     return a.op == "==" and bool(a.origin) and a.origin[0] == "derivative"
@@ -459,7 +620,13 @@ def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, prove: boo
     if force or (prove and plan.reason is None):
         proof = f"  intros.\n  {DERIVE_TACTIC}"
     elif prove:
-        why.append(f"Admitted: no proof script because {plan.reason}")
+        cp = coq_derivative_plan(ctx, ob, F, v, rhs)
+        if cp.mode is not None:
+            proof = (f"  intros.\n  auto_derive; [snn_side | unfold Rminus, Rdiv in *; "
+                     f"cbn [pow] in *; {COQ_MAIN[cp.mode]}].")
+        else:
+            why.append(f"Admitted: no proof script because {plan.reason}; and for the Coq "
+                       f"specific scripts, {cp.reason}")
     return _lemma(name, _statement(ctx, [*syms, v], premises, goal), proof, why)
 
 
@@ -470,13 +637,37 @@ def identity_lemma(ctx: Ctx, name: str, ob: Obligation, prove: bool) -> str:
     why, proof = [], None
     ring = all(a.op == "==" and ring_identity(ctx.inline(a.lhs), ctx.inline(a.rhs), PROOF_OPS)
                for a in ob.goal)
+    split = "repeat split; " if len(ob.goal) > 1 else ""
+    plans = [] if ring or not prove else [identity_plan(ctx, ob, a) for a in ob.goal]
     if prove and ring:
-        split = "repeat split; " if len(ob.goal) > 1 else ""
         proof = f"  intros.\n  {split}unfold Rminus, Rdiv; field; snn_side."
+    elif prove and all(cp.mode is not None for cp in plans):
+        modes = {cp.mode for cp in plans}
+        main = COQ_MAIN[modes.pop()] if len(modes) == 1 else \
+            "first [" + " | ".join(f"solve [{COQ_MAIN[m]}]" for m in sorted(modes)) + "]"
+        proof = f"  intros.\n  unfold Rminus, Rdiv in *; cbn [pow] in *; {split}{main}."
+    elif prove and plans:
+        reasons = sorted({cp.reason for cp in plans if cp.reason is not None})
+        why.append("Admitted: no proof script because " + "; ".join(reasons))
     elif prove:
         why.append("Admitted: not an identity of ring arithmetic over activation applications "
                    "(it needs function-specific facts, or is too large), so no proof script")
     return _lemma(name, _statement(ctx, syms, premises, goal), proof, why)
+
+
+def identity_plan(ctx: Ctx, ob: Obligation, a: Atom) -> CoqPlan:
+    """The Coq plan for one `==` atom of a plain identity (activations as atoms)."""
+    if a.op != "==":
+        return CoqPlan(None, "only equations have proof scripts")
+    lhs, rhs = ctx.inline(a.lhs), ctx.inline(a.rhs)
+    if (bad := _unsupported_power(lhs) or _unsupported_power(rhs)) is not None:
+        return CoqPlan(None, bad)
+    known = facts(ctx, ob)
+    lhs, rhs = coq_view(lhs), coq_view(rhs)
+    for n in (*sp.preorder_traversal(lhs), *sp.preorder_traversal(rhs)):
+        if isinstance(n, snn_sqrt) and not provably_positive(n.args[0], known):
+            return CoqPlan(None, "a square root of a term that is not positive by a premise")
+    return coq_plan(lhs, rhs, known, PROOF_OPS, bool(ob.hypotheses))
 
 
 def bound_lemma(ctx: Ctx, name: str, ob: Obligation, prove: bool, coqc) -> str:
