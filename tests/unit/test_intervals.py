@@ -350,3 +350,116 @@ def test_enclosures_hold_at_sampled_points():
                             t = _mp(sp.sympify(term), vals)
                             ok = (v >= t - TOL60) if op == ">=" else (v <= t + TOL60)
                             assert ok, (app, op, term)
+
+
+# ---- float affine forms, the sech^2 bell, tangents at a point ---------------------------------
+
+
+def test_float_forms_bound_the_exact_combination():
+    """combine() with awkward rationals (1/3, tiny and huge magnitudes): the float form
+    bounds the exact rational combination everywhere on the box (checked at the corners,
+    where an affine function is extreme, in exact arithmetic)."""
+    from itertools import product
+
+    import numpy as np
+
+    from verifier.engines.linforms import FloatForms
+
+    rng = random.Random(3)
+    for _ in range(200):
+        n = rng.randint(1, 4)
+        box = [rand_interval(rng, 3) for _ in range(n)]
+        forms = FloatForms(box, 1)
+        T = rng.randint(1, 6)
+        rows = np.array([[rng.uniform(-1, 1) * 10 ** rng.randint(-8, 8) for _ in range(n + 1)]
+                         for _ in range(T)])
+        coeffs = [F(rng.randint(-10**6, 10**6), rng.choice([3, 7, 10**6 + 3])) for _ in range(T)]
+        c0 = F(rng.randint(-100, 100), 3)
+        cf = np.array([float(c) for c in coeffs])
+        for lower in (True, False):
+            f = forms.combine(c0, cf, rows, lower)
+            for corner in product(*box):
+                exact = c0 + sum(c * (F(r[0]) + sum(F(ri) * xi for ri, xi in zip(r[1:], corner)))
+                                 for c, r in zip(coeffs, rows))
+                got = F(f[0]) + sum(F(fi) * xi for fi, xi in zip(f[1:], corner))
+                assert got <= exact if lower else got >= exact
+            lo_hi = forms.low(f) if lower else forms.high(f)
+            vals = [F(f[0]) + sum(F(fi) * xi for fi, xi in zip(f[1:], c)) for c in product(*box)]
+            assert lo_hi <= min(vals) if lower else lo_hi >= max(vals)
+
+
+def _mp(q):
+    return mpmath.mpf(q.numerator) / q.denominator
+
+
+def test_sech2_inflection_bracket_and_bell_envelope_are_sound():
+    from verifier.engines.intervals import _INFLECTION, bell_envelope, bell_interval
+
+    r1, r2 = _INFLECTION
+    with mpmath.workprec(200):
+        assert _mp(r1) < mpmath.atanh(1 / mpmath.sqrt(3)) < _mp(r2)
+    rng = random.Random(11)
+    with mpmath.workprec(120):
+        for _ in range(60):
+            lo, hi = rand_interval(rng, 4)
+            if lo == hi:
+                continue
+            at = rng.uniform(float(lo), float(hi)) if rng.random() < 0.7 else None
+            lowers, uppers = bell_envelope(lo, hi, at)
+            assert lowers and uppers
+            blo, bhi = bell_interval((lo, hi))
+            for i in range(101):
+                z = _mp(lo + (hi - lo) * F(i, 100))
+                v = mpmath.sech(z) ** 2
+                assert _mp(blo) <= v <= _mp(bhi)
+                assert all(_mp(ln.slope) * z + _mp(ln.offset) <= v for ln in lowers)
+                assert all(_mp(ln.slope) * z + _mp(ln.offset) >= v for ln in uppers)
+
+
+def test_tangent_at_a_point_is_certified_and_tight_there():
+    """envelope(..., at=t): the primary line of the side where tangents are valid touches the
+    function at t, and every line is still a bound at 10^4 points."""
+    import numpy as np
+
+    rng = random.Random(5)
+    for fn, npf in ((sp.tanh, np.tanh), (sigmoid, lambda z: 0.5 * (1 + np.tanh(0.5 * z)))):
+        for _ in range(40):
+            lo, hi = rand_interval(rng, 4)
+            if lo == hi:
+                continue
+            t = rng.uniform(float(lo), float(hi))
+            lowers, uppers = envelope(fn, lo, hi, full=False, at=t)
+            zs = np.linspace(float(lo), float(hi), 10_000)
+            vals = npf(zs)
+            for ln in lowers:
+                assert np.all(float(ln.slope) * zs + float(ln.offset) <= vals + 1e-12)
+            for ln in uppers:
+                assert np.all(float(ln.slope) * zs + float(ln.offset) >= vals - 1e-12)
+            side = uppers if t > 0 else lowers
+            if (fn is sp.tanh and side and abs(float(side[0].slope) - (1 - np.tanh(t) ** 2)) < 1e-9):
+                assert abs(float(side[0].slope) * t + float(side[0].offset) - np.tanh(t)) < 1e-9
+
+
+def test_one_minus_tanh_squared_is_bounded_as_a_bell():
+    """1 - tanh(z)^2 gets forms from sech^2's own lines: sound at sampled points and tighter
+    in the middle of the box than the square of tanh's forms."""
+    import numpy as np
+
+    x, y = sp.symbols("x y", real=True)
+    p = Program()
+    z = p.assign(3 * x - y / 2, "z")
+    a = p.assign(sp.tanh(z), "a")
+    s = p.assign(1 - a**2, "s")
+    tape = Tape(p, [s])
+    assert list(tape.bells.values()) == [(tape.slots[z], tape.slots[a])]
+    box = {x: (F(-1, 4), F(1, 2)), y: (F(-1), F(1))}
+    ev, o = tape.run(box), tape.outputs[0]
+    X = np.random.default_rng(0).uniform([-0.25, -1], [0.5, 1], (10_000, 2)).T
+    vals = 1 - np.tanh(3 * X[0] - X[1] / 2) ** 2
+    X = X[[(x, y).index(d[0]) for d in ev.dims]]  # rows in the order of the forms' leaves
+    fL, fU = ev.forms.L[o], ev.forms.U[o]
+    assert np.all(fL[0] + fL[1:] @ X <= vals + 1e-12) and np.all(vals <= fU[0] + fU[1:] @ X + 1e-12)
+    tape.bells = {}
+    plain = tape.run(box)
+    mid = [1.0] + [0.125 if d[0] == x else 0.0 for d in ev.dims]
+    assert (fU - fL) @ mid < (plain.forms.U[o] - plain.forms.L[o]) @ mid - 0.05

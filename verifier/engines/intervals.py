@@ -125,9 +125,10 @@ class SmoothFn:
     dmp: Callable  # derivative at an mpf
     fl: Callable[[float], float]
     dfl: Callable[[float], float]
-    shape: str  # "s" (convex below 0, concave above), "convex" or "concave"
+    shape: str  # "s" (convex below 0, concave above), "convex", "concave" or "bell"
     range: tuple  # closed hull of the output range
     exact: dict  # rational points with rational values
+    increasing: bool = True  # False only for the bell `Sech2`
 
 
 SMOOTH: dict[type, SmoothFn] = {
@@ -144,6 +145,40 @@ SMOOTH: dict[type, SmoothFn] = {
     sp.log: SmoothFn("log", mpmath.log, lambda x: 1 / x, math.log, lambda x: 1.0 / x,
                      "concave", (-INF, INF), {1: 0}),
 }
+
+
+class Sech2:
+    """sech(z)^2 = 1 - tanh(z)^2 = tanh'(z), the bell in every tanh derivative program. Not a
+    sympy function: only a key of `SMOOTH`, so `1 - tanh(z)^2` can be bounded as one function
+    of z (`Tape` recognises the pattern) instead of a square of a bounded tanh."""
+
+
+# sech^2 is concave on (-t0, t0) and convex outside, t0 = atanh(1/sqrt(3)) = 0.65847894846...
+_INFLECTION = (Fraction(6584789, 10**7), Fraction(658479, 10**6))  # t0 strictly inside
+
+
+def _fl_sech2(x: float) -> float:
+    return (1.0 / math.cosh(min(abs(x), 350.0))) ** 2
+
+
+SMOOTH[Sech2] = SmoothFn("sech2", lambda x: mpmath.sech(x) ** 2,
+                         lambda x: -2 * mpmath.sech(x) ** 2 * mpmath.tanh(x), _fl_sech2,
+                         lambda x: -2.0 * _fl_sech2(x) * math.tanh(x), "bell", (0, 1), {0: 1},
+                         increasing=False)
+
+
+def bell_interval(iv) -> tuple:
+    """Enclosure of sech^2 over an interval: largest nearest 0, smallest at the far end."""
+    lo, hi = iv
+    if lo <= 0 <= hi:
+        top = Fraction(1)
+    else:
+        top = fn_value(Sech2, lo if lo > 0 else hi)[1]
+    if lo == -INF or hi == INF:
+        return Fraction(0), top
+    return min(fn_value(Sech2, lo)[0], fn_value(Sech2, hi)[0]), top
+
+
 _EXP_LIMIT = 2000  # |x| beyond which exp is bounded by its value at the limit
 
 
@@ -169,7 +204,7 @@ def fn_deriv(fn: type, x: Fraction) -> tuple[Fraction, Fraction]:
     """A rigorous rational enclosure of fn'(x)."""
     with mpmath.workprec(PREC):
         lo, hi = _enclose(SMOOTH[fn].dmp(_mpf(x)))
-    return max(lo, Fraction(0)), hi  # every registered function is increasing
+    return (max(lo, Fraction(0)), hi) if SMOOTH[fn].increasing else (lo, hi)
 
 
 def fn_interval(fn: type, iv) -> tuple:
@@ -306,7 +341,13 @@ class Line:
 
 
 def _pieces(f: SmoothFn, lo: Fraction, hi: Fraction) -> list[tuple]:
-    """(p, q, convex) pieces covering [lo, hi] on which f is convex or concave."""
+    """(p, q, convex) pieces covering [lo, hi] on which f is convex or concave; convex is
+    None on the short pieces around an irrational inflection point (f is monotone there)."""
+    if f.shape == "bell":
+        r1, r2 = _INFLECTION
+        cuts = [(-INF, -r2, True), (-r2, -r1, None), (-r1, r1, False), (r1, r2, None),
+                (r2, INF, True)]
+        return [(max(lo, a), min(hi, b), c) for a, b, c in cuts if max(lo, a) < min(hi, b)]
     if f.shape != "s":
         return [(lo, hi, f.shape == "convex")]
     out = []
@@ -355,7 +396,11 @@ def min_gap(fn: type, line: Line, upper: bool, lo: Fraction, hi: Fraction):
     """
     f, m = SMOOTH[fn], INF
     for p, q, convex in _pieces(f, lo, hi):
-        if convex == upper:
+        if convex is None:  # f monotone on [p, q]: its extreme value against the line's
+            fp, fq = fn_value(fn, p), fn_value(fn, q)
+            lp, lq = line.at(p), line.at(q)
+            g = min(lp, lq) - max(fp[1], fq[1]) if upper else min(fp[0], fq[0]) - max(lp, lq)
+        elif convex == upper:
             g = min(_gap_lo(fn, line, upper, p), _gap_lo(fn, line, upper, q))
         else:
             c = _tangent_point(f, float(line.slope), p, q, convex)
@@ -457,6 +502,24 @@ def envelope(fn: type, lo: Fraction, hi: Fraction, full: bool = True, at: float 
     return out
 
 
+def bell_envelope(lo: Fraction, hi: Fraction, at: float | None = None):
+    """Certified lines of sech^2 on [lo, hi]: per side the chord slope and the tangent slope
+    at `at` (or the middle), each offset set by `min_gap` as for `envelope`."""
+    if not (-_ENVELOPE_RANGE < lo < hi < _ENVELOPE_RANGE):
+        return [], []
+    f = SMOOTH[Sech2]
+    a, b = float(lo), float(hi)
+    t = min(max(at, a), b) if at is not None and math.isfinite(at) else 0.5 * (a + b)
+    ks = [(f.fl(b) - f.fl(a)) / (b - a) if b > a else f.dfl(a), f.dfl(t)]
+    out: tuple[list[Line], list[Line]] = ([], [])
+    for upper in (False, True):
+        for slope in {dyadic_out(Fraction(k), False, LINE_BITS) for k in ks if math.isfinite(k)}:
+            line = certified_line(Sech2, slope, upper, lo, hi)
+            if line is not None:
+                out[upper].append(line)
+    return out
+
+
 # ---- linear forms: bounds that are affine in the box's leaves (forward CROWN / DeepPoly) ------
 
 
@@ -517,6 +580,7 @@ _FLOAT_OPS: dict[str, Callable] = {
 _UNARY = {sp.Abs: "abs", relu: "relu", step: "step"}
 _BINARY = {leaky_relu: "leaky", leaky_step: "leaky_step"}
 _NARY = {sp.Max: "max", sp.Min: "min"}
+EXACT_TERMS = 8  # affine steps with more terms get their interval in rigorous floats
 LINEAR_DIMS = 64  # linear forms only for boxes with at most this many bounded leaves
 
 
@@ -547,6 +611,22 @@ class Tape:
         for sym, d in program.slice(exprs):
             self.slots[sym] = self._compile(d)
         self.outputs = [self._compile(sp.sympify(e)) for e in exprs]
+        self.bells = self._find_bells()
+
+    def _find_bells(self) -> dict[int, tuple[int, int]]:
+        """Affine slots `1 - a^2` with a = tanh(z): slot -> (slot of z, slot of a)."""
+        defs = {out: (kind, args) for _, kind, out, args in self.code}
+        out = {}
+        for slot, (kind, args) in defs.items():
+            if kind != "affine" or args[0] != 1 or len(args[1]) != 1 or args[1][0][0] != -1:
+                continue
+            sq = defs.get(args[1][0][1])
+            if sq is None or sq[0] != "pow" or sq[1][1] != 2:
+                continue
+            a = defs.get(sq[1][0])
+            if a is not None and a[0] == "fn" and a[1][0] is sp.tanh:
+                out[slot] = (a[1][1], sq[1][0])
+        return out
 
     def _new(self, e, op: str | None, args, init=TOP) -> int:
         slot = len(self.base)
@@ -643,6 +723,10 @@ class Tape:
         for op, kind, out, args in self.code:
             fast = self._fast_affine(forms, out, args) if kind == "affine" and forms else None
             lo, hi = fast if fast is not None else op(v, args)
+            if out in self.bells:
+                blo, bhi = bell_interval(v[self.bells[out][0]])
+                if max(lo, blo) <= min(hi, bhi):
+                    lo, hi = max(lo, blo), min(hi, bhi)
             if pv is not None:
                 plo, phi = pv[out]
                 if max(lo, plo) <= min(hi, phi):
@@ -651,7 +735,7 @@ class Tape:
             if kind == "fn":
                 self._envelope(ev, out, *args, at=None if at is None else at.get(out))
             if forms is not None:
-                self._linear(forms, ev, kind, out, args)
+                self._linear(forms, ev, kind, out, args, at)
         return ev
 
     @staticmethod
@@ -688,11 +772,15 @@ class Tape:
         c = (forms.U if upper else forms.L)[slot][1:]
         return {sym: (hi if (ci > 0) == upper else lo) for (sym, lo, hi), ci in zip(ev.dims, c)}
 
-    def _linear(self, forms: FloatForms, ev: Evaluation, kind, out, args) -> None:
+    def _linear(self, forms: FloatForms, ev: Evaluation, kind, out, args, at=None) -> None:
         v = ev.values
         lo_f = up_f = None
         if kind == "affine":
             lo_f, up_f = self._affine_forms(forms, out, args)
+            if out in self.bells:
+                z, a = self.bells[out]
+                b_lo, b_up = _bell_forms(forms, v[z], z, None if at is None else at.get(a))
+                lo_f, up_f = _best(forms, [lo_f, b_lo], True), _best(forms, [up_f, b_up], False)
         elif kind == "fn" and out in ev.lines:
             lo_f, up_f = _line_forms(forms, ev, out, args[1])
         elif kind == "relu":
@@ -716,9 +804,13 @@ class Tape:
         forms.set_const(out, v[out])
 
     def _fast_affine(self, forms: FloatForms, out: int, args):
-        """The interval of an affine step in rigorous floats (exact rationals were slow)."""
+        """The interval of a wide affine step in rigorous floats; exact rationals were most of
+        the cost of a run on dense layers. Short sums stay exact, so ties at an exactly
+        attained bound (x/2 + 1/2 <= 1) still prove."""
+        if len(args[1]) <= EXACT_TERMS:
+            return None
         slots, cf, pos, ok = self._prep(out, args)
-        if not ok or not len(slots):
+        if not ok:
             return None
         return forms.affine_interval(args[0], cf, slots, pos)
 
@@ -804,6 +896,19 @@ def _best(forms: FloatForms, cands, lower: bool):
     if not cands:
         return None
     return max(cands, key=forms.low) if lower else min(cands, key=forms.high)
+
+
+def _bell_forms(forms: FloatForms, iv, z: int, at: float | None):
+    """sech^2(z) through its own certified lines in z (the best of each side)."""
+    if not _finite(iv) or iv[0] >= iv[1]:
+        return None, None
+    lowers, uppers = bell_envelope(iv[0], iv[1], at)
+    res = []
+    for lines, upper in ((lowers, False), (uppers, True)):
+        cands = [_plane(forms, ln.offset, [(float(ln.slope), z)], not upper)
+                 for ln in lines if convertible(ln.slope)]
+        res.append(_best(forms, cands, not upper))
+    return res[0], res[1]
 
 
 def _finite(*ivs) -> bool:
