@@ -402,8 +402,11 @@ def best_backward_bound(spec: FLayer, D, ED, bounds: Bounds, box: Box, layers,
 
 
 def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, box: Box,
-                   layers: list[FLayer], mode: str = "adaptive"):
+                   layers: list[FLayer], mode: str = "adaptive", betas: list | None = None):
     """CROWN: rigorous upper bound (B, k) of rows spec(a_{L-1}) + D x over each box.
+
+    `betas`: per layer, lower slopes (B, k, m) of the unstable neurons per box and row (from
+    `alpha_crown.optimize_betas`), used instead of `mode`; any slope in [alpha, 1] is sound.
 
     Returns (ub, G) with G (B, k, n) the input coefficients of the final linear bound.
     Every neglected term is added to the constant K as an upper bound: relaxation offsets,
@@ -421,7 +424,8 @@ def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, 
         K = nu(spec.b[None, :] + (amag_last @ spec.EW.T + spec.Eb + TINY))
     for j in range(len(layers) - 1, -1, -1):
         la = layers[j]
-        Lam, extra, extra_abs = _relax_backward(la, Lam, bounds.l[j], bounds.u[j], mode)
+        Lam, extra, extra_abs = _relax_backward(la, Lam, bounds.l[j], bounds.u[j], mode,
+                                                None if betas is None else betas[j])
         m = Lam.shape[2]
         # Lam' . (W a + b): Lam' W rounded, error gamma |Lam'| |W| |a| (+ |Lam'| EW |a|)
         amag = bounds.amag[j]  # |a_{j-1}| (the input for j = 0)
@@ -438,7 +442,7 @@ def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, 
     return ub, G
 
 
-def _relax_backward(la: FLayer, Lam, l, u, mode: str = "adaptive"):
+def _relax_backward(la: FLayer, Lam, l, u, mode: str = "adaptive", beta_rows=None):
     """Lam . act(z) <= Lam' . z + extra per row; returns (Lam', extra, bound of |terms|).
 
     Rows with Lam >= 0 use the upper chord a <= s z + t (t certified by `_chord_offset`),
@@ -473,12 +477,21 @@ def _relax_backward(la: FLayer, Lam, l, u, mode: str = "adaptive"):
     else:
         beta = np.where(u > -l, 1.0, alpha)
     s_pos = np.where(active, 1.0, np.where(inactive, alpha, s))
-    s_neg = np.where(active, 1.0, np.where(inactive, alpha, beta))
     zmag = 2 * U * np.maximum(np.abs(l), np.abs(u))
     e_pos = np.where((s_pos == 0.0) | (s_pos == 1.0), 0.0, zmag)
+    off_pos = nu(t + s_pos * e_pos)  # all terms >= 0
+    if beta_rows is not None:  # per box and row: (B, k, m), clipped into the sound range
+        beta = np.clip(beta_rows, alpha, 1.0)
+        s_neg = np.where(active[:, None, :], 1.0,
+                         np.where(inactive[:, None, :], alpha, beta))
+        e_neg = np.where((s_neg == 0.0) | (s_neg == 1.0), 0.0, zmag[:, None, :])
+        Lam2 = Lp * s_pos[:, None, :] + Ln * s_neg
+        off_neg = nu(s_neg * e_neg)
+        extra = np.einsum("bkm,bm->bk", Lp, off_pos) - np.sum(Ln * off_neg, axis=2)
+        return Lam2, extra, extra
+    s_neg = np.where(active, 1.0, np.where(inactive, alpha, beta))
     e_neg = np.where((s_neg == 0.0) | (s_neg == 1.0), 0.0, zmag)
     Lam2 = Lp * s_pos[:, None, :] + Ln * s_neg[:, None, :]
-    off_pos = nu(t + s_pos * e_pos)  # all terms >= 0
     off_neg = nu(s_neg * e_neg)
     extra = np.einsum("bkm,bm->bk", Lp, off_pos) - np.einsum("bkm,bm->bk", Ln, off_neg)
     return Lam2, extra, extra

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..onnx_import import OnnxNet
 from ..vnnlib import Disjunct, Property
+from .alpha_crown import optimize_betas, tighten_layers
 from .crown import (
     Bounds,
     Box,
@@ -54,7 +55,9 @@ Z3_MAX_UNSTABLE = 6  # boxes with at most this many unstable ReLUs may go to z3
 Z3_LEAF_TIMEOUT = 2.0
 STRONG_BRANCHING = True
 FULL_LOOKAHEAD = True
-MIN_WIDTH = 1e-12  # relative width below which a box is not split further
+MIN_WIDTH = 1e-12
+SMEAR = "interval"  # split score: |d row / dx_i| over the box (interval) or |CROWN coef|
+ALPHA_ITERS = 6  # α-CROWN steps per layer on boxes that plain CROWN leaves open (0: off)  # relative width below which a box is not split further
 
 
 @dataclass
@@ -360,7 +363,10 @@ class Engine:
                 continue
             BL, BU = bounds.flat()
             row = np.argmin(ub, axis=1)
-            g = np.abs(G[np.arange(len(lo)), row])  # (B, n)
+            if SMEAR == "interval" and self.fnet.piecewise_linear:
+                g = gradient_magnitude(self.fnet, bounds, s.spec.W[row], s.Db[row])
+            else:
+                g = np.abs(G[np.arange(len(lo)), row])  # (B, n)
             width = hi - lo
             score = g * width
             score = np.where(width > MIN_WIDTH * width0, score, -1.0)
@@ -387,6 +393,8 @@ class Engine:
             stack_hi.append(np.concatenate([hi, hi2]))
             stack_L.append(np.concatenate([BL, BL]))
             stack_U.append(np.concatenate([BU, BU]))
+            self.stats["open_volume"] = float(sum(
+                np.prod((h - l) / width0, axis=1).sum() for l, h in zip(stack_lo, stack_hi)))
         return True if open_reason is None else open_reason
 
     def _bound(self, s: _Spec, lo, hi, prior=None):
@@ -401,6 +409,19 @@ class Engine:
         box = Box(lo, hi)
         bounds = forward_bounds(self.fnet, box, fwd.take(keep), tighten=True)
         ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
+        keep = ~self._closed(s, ub)
+        if not keep.any() or not ALPHA_ITERS or not self.fnet.piecewise_linear:
+            return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        box = Box(lo, hi)
+        bounds = tighten_layers(self.fnet, box, bounds, iters=ALPHA_ITERS)
+        betas = optimize_betas(s.spec, s.Db, bounds, box, self.fnet.hidden,
+                               iters=2 * ALPHA_ITERS)
+        ub2, G2 = backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden,
+                                 betas=betas)
+        better = ub2 < ub
+        ub = np.where(better, ub2, ub)
+        G = np.where(better[:, :, None], G2, G)
         keep = ~self._closed(s, ub)
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
 
@@ -480,6 +501,27 @@ class Engine:
                 if all(c.holds(x, y) for c in s.d.constraints):
                     return (x, y)
         return res.answer
+
+
+def gradient_magnitude(fnet: FloatNet, bounds: Bounds, rows: np.ndarray, D: np.ndarray):
+    """Bound of |d row / d x_i| over each box (ReluVal's smear): the row's gradient pushed
+    back through the layers in interval arithmetic, unstable ReLUs contributing [alpha, 1].
+    Float, a heuristic for choosing the split: it sees the inputs that make neurons unstable,
+    which the single linear coefficient of a CROWN bound can miss."""
+    gl = gu = rows  # (B, m)
+    for j in range(len(fnet.hidden) - 1, -1, -1):
+        la = fnet.hidden[j]
+        if la.act in ("relu", "leaky_relu"):
+            alpha = la.alpha if la.act == "leaky_relu" else 0.0
+            l, u = bounds.l[j], bounds.u[j]
+            dlo = np.where(l >= 0, 1.0, alpha)
+            dhi = np.where(u <= 0, alpha, 1.0)
+            gl, gu = np.minimum(gl * dlo, gl * dhi), np.maximum(gu * dlo, gu * dhi)
+        elif la.act is not None:
+            raise Unsupported("interval gradients of smooth activations")
+        Wp, Wn = np.maximum(la.W, 0.0), np.minimum(la.W, 0.0)
+        gl, gu = gl @ Wp + gu @ Wn, gu @ Wp + gl @ Wn
+    return np.maximum(np.abs(gl + D), np.abs(gu + D))
 
 
 def _holds_margin(c, xs, ys) -> bool:

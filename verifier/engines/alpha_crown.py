@@ -1,0 +1,177 @@
+"""α-CROWN: choose the lower-relaxation slopes of unstable ReLUs per box and per row.
+
+Backward CROWN bounds `Lam . act(z)` from above with the chord for rows with `Lam >= 0`
+and a line `act(z) >= beta z` for rows with `Lam < 0`; every `beta` in `[alpha, 1]` (alpha the
+leaky slope, 0 for ReLU) is sound, and the best one depends on the box and the row. Here the
+bound is a function of all those `beta`s, minimised by projected Adam steps on its gradient
+(computed by hand: the backward pass is linear in `Lam` between sign changes).
+
+The optimisation runs in plain float64 and is only a heuristic to pick slopes: the bound that
+is *used* is recomputed by `crown.backward_bound` with the chosen slopes, which adds every
+rounding error outward, so a bad or imprecise optimum can only loosen a bound, never make it
+unsound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .crown import Bounds, Box, FLayer
+
+
+def _chord(la: FLayer, l, u):
+    """Upper chord slope s and offset t of act on [l, u] for unstable neurons (float)."""
+    alpha = la.alpha if la.act == "leaky_relu" else 0.0
+    unstable = (l < 0) & (u > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(unstable, (u - alpha * l) / (u - l), 1.0)
+    s = np.clip(s, 0.0, 1.0)
+    t = np.where(unstable, np.maximum(np.where(l > 0, l, alpha * l) - s * l,
+                                      np.where(u > 0, u, alpha * u) - s * u), 0.0)
+    return alpha, unstable, s, t
+
+
+def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
+                     layers: list[FLayer], betas: list[np.ndarray]):
+    """Float CROWN upper bound (B, k) of rows `spec(a) + D x` with lower slopes `betas`
+    (one (B, k, m) array per layer) and its gradient with respect to each of them."""
+    B = box.lo.shape[0]
+    if spec.W.ndim == 3:
+        Lam = spec.W
+        K = spec.b.copy()
+    else:
+        Lam = np.broadcast_to(spec.W, (B,) + spec.W.shape)
+        K = np.broadcast_to(spec.b, (B, spec.W.shape[0])).copy()
+    k = Lam.shape[1]
+    tape = []
+    for j in range(len(layers) - 1, -1, -1):
+        la = layers[j]
+        if la.act in ("relu", "leaky_relu"):
+            alpha, unstable, s, t = _chord(la, bounds.l[j], bounds.u[j])
+            active = bounds.l[j] >= 0
+            s_pos = np.where(unstable, s, np.where(active, 1.0, alpha))[:, None, :]
+            s_neg = np.where(unstable[:, None, :], betas[j],
+                             np.where(active, 1.0, alpha)[:, None, :])
+            pos = Lam >= 0
+            Lam2 = np.where(pos, Lam * s_pos, Lam * s_neg)
+            K = K + np.einsum("bkm,bm->bk", np.where(pos, Lam, 0.0), t)
+            tape.append((j, Lam, pos, s_pos, s_neg, t, unstable))
+        elif la.act is None:
+            Lam2 = Lam
+            tape.append((j, None, None, None, None, None, None))
+        else:
+            raise ValueError("α-CROWN handles piecewise-linear layers only")
+        K = K + Lam2 @ la.b
+        m = Lam2.shape[2]
+        Lam = (Lam2.reshape(B * k, m) @ la.W).reshape(B, k, la.W.shape[1])
+    G = Lam + D[None, :, :]
+    ub = np.einsum("bkn,bn->bk", G, box.ctr) + np.einsum("bkn,bn->bk", np.abs(G),
+                                                          box.rad) + K
+    dLam = box.ctr[:, None, :] + np.sign(G) * box.rad[:, None, :]
+    grads: list = [None] * len(layers)
+    for j, Lam_in, pos, s_pos, s_neg, t, unstable in reversed(tape):
+        la = layers[j]
+        dLam2 = dLam @ la.W.T + la.b[None, None, :]
+        if Lam_in is None:
+            dLam = dLam2
+            continue
+        grads[j] = np.where((~pos) & unstable[:, None, :], dLam2 * Lam_in, 0.0)
+        dLam = np.where(pos, dLam2 * s_pos + t[:, None, :], dLam2 * s_neg)
+    return ub, grads
+
+
+def initial_betas(layers: list[FLayer], bounds: Bounds, k: int) -> list[np.ndarray]:
+    """CROWN's adaptive choice (1 where u > -l, else the leaky slope), per row."""
+    out = []
+    for j, la in enumerate(layers):
+        l, u = bounds.l[j], bounds.u[j]
+        alpha = la.alpha if la.act == "leaky_relu" else 0.0
+        beta = np.where(u > -l, 1.0, alpha)
+        out.append(np.repeat(beta[:, None, :], k, axis=1))
+    return out
+
+
+def optimize_betas(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
+                   layers: list[FLayer], iters: int = 20, lr: float = 0.25,
+                   betas: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Lower slopes that (approximately) minimise the CROWN bound of each row on each box:
+    projected Adam from `betas` (default: CROWN's adaptive choice), keeping per box and
+    row the best slopes seen."""
+    k = spec.W.shape[-2]
+    betas = betas or initial_betas(layers, bounds, k)
+    lows = [(la.alpha if la.act == "leaky_relu" else 0.0) for la in layers]
+    best = [b.copy() for b in betas]
+    best_ub = None
+    m1 = [np.zeros_like(b) for b in betas]
+    m2 = [np.zeros_like(b) for b in betas]
+    b1, b2, eps = 0.9, 0.999, 1e-12
+    for it in range(1, iters + 1):
+        ub, grads = crown_value_grad(spec, D, bounds, box, layers, betas)
+        if best_ub is None:
+            best_ub = ub
+        else:
+            better = ub < best_ub
+            best_ub = np.where(better, ub, best_ub)
+            for j, b in enumerate(betas):
+                best[j] = np.where(better[:, :, None], b, best[j])
+        if it == iters:
+            break
+        for j, g in enumerate(grads):
+            if g is None:
+                continue
+            m1[j] = b1 * m1[j] + (1 - b1) * g
+            m2[j] = b2 * m2[j] + (1 - b2) * g * g
+            step = lr * (m1[j] / (1 - b1 ** it)) / (np.sqrt(m2[j] / (1 - b2 ** it)) + eps)
+            betas[j] = np.clip(betas[j] - step, lows[j], 1.0)
+    return best
+
+
+__all__ = ["crown_value_grad", "initial_betas", "optimize_betas"]
+
+
+def tighten_layers(net, box: Box, bounds: Bounds, iters: int = 8, first: int = 1,
+                   last: int | None = None) -> Bounds:
+    """Intermediate bounds with optimised slopes: for each hidden layer from `first`, the
+    still-unstable neurons' pre-activations get an α-CROWN bound over the earlier layers
+    (whose bounds were tightened first), intersected with `bounds`. Returns new Bounds."""
+    from .crown import _act_mag, backward_bound
+
+    ls = [a.copy() for a in bounds.l]
+    us = [a.copy() for a in bounds.u]
+    mags = list(bounds.amag)
+    hidden = net.hidden
+    last = len(hidden) if last is None else last
+    B, n = box.lo.shape
+    for j in range(first, last):
+        la = hidden[j]
+        if la.act not in ("relu", "leaky_relu"):
+            continue
+        l, u = ls[j], us[j]
+        unst = (l < 0) & (u > 0)
+        cnt = unst.sum(axis=1)
+        sel = np.nonzero(cnt)[0]
+        if not len(sel):
+            continue
+        unst = unst[sel]
+        R = int(cnt[sel].max())
+        idx = np.argsort(~unst, axis=1, kind="stable")[:, :R]
+        valid = np.arange(R)[None, :] < cnt[sel][:, None]
+        W = la.W[idx] * valid[:, :, None]
+        b = la.b[idx] * valid
+        EW = la.EW[idx] * valid[:, :, None]
+        Eb = la.Eb[idx] * valid
+        rows = FLayer(W=np.concatenate([W, -W], axis=1), b=np.concatenate([b, -b], axis=1),
+                      EW=np.concatenate([EW, EW], axis=1),
+                      Eb=np.concatenate([Eb, Eb], axis=1), exact=la.exact, act=None)
+        sub = Box(box.lo[sel], box.hi[sel])
+        prev = Bounds([a[sel] for a in ls[:j]], [a[sel] for a in us[:j]],
+                      [a[sel] for a in mags[:j + 1]])
+        zeroD = np.zeros((2 * R, n))
+        betas = optimize_betas(rows, zeroD, prev, sub, hidden[:j], iters=iters)
+        ub, _ = backward_bound(rows, zeroD, zeroD, prev, sub, hidden[:j], betas=betas)
+        bi = np.broadcast_to(sel[:, None], idx.shape)[valid]
+        ni = idx[valid]
+        u[bi, ni] = np.minimum(u[bi, ni], ub[:, :R][valid])
+        l[bi, ni] = np.maximum(l[bi, ni], -ub[:, R:][valid])
+        mags[j + 1] = np.minimum(mags[j + 1], _act_mag(la, l, u))
+    return Bounds(ls, us, mags)
