@@ -612,6 +612,26 @@ class Tape:
             self.slots[sym] = self._compile(d)
         self.outputs = [self._compile(sp.sympify(e)) for e in exprs]
         self.bells = self._find_bells()
+        self.formless = self._formless()
+
+    def _formless(self) -> set[int]:
+        """Slots of tanh(z) and tanh(z)^2 read only on the way to bells: their envelopes and
+        forms would be computed for nothing (the bell takes its forms from z)."""
+        readers: dict[int, list[int]] = {}
+        for _, kind, out, args in self.code:
+            for s in _reads(kind, args):
+                readers.setdefault(s, []).append(out)
+        outputs = set(self.outputs)
+        squares = {self.bells[b][1]: b for b in self.bells}  # a -> a bell reading a^2
+        drop = set()
+        for b, (_, a) in self.bells.items():
+            sq = next(s for _, k, s, args in self.code if k == "pow" and args == (a, 2))
+            if sq not in outputs and all(r in self.bells for r in readers.get(sq, [])):
+                drop.add(sq)
+        for a in squares:
+            if a not in outputs and all(r in drop for r in readers.get(a, [])):
+                drop.add(a)
+        return drop
 
     def _find_bells(self) -> dict[int, tuple[int, int]]:
         """Affine slots `1 - a^2` with a = tanh(z): slot -> (slot of z, slot of a)."""
@@ -732,6 +752,12 @@ class Tape:
                 if max(lo, plo) <= min(hi, phi):
                     lo, hi = max(lo, plo), min(hi, phi)
             v[out] = (lo, hi)
+            if out in self.formless:
+                if kind == "fn":
+                    ev.lines[out] = ([], [])  # bounded argument; no line is needed here
+                if forms is not None:
+                    forms.set_const(out, v[out])
+                continue
             if kind == "fn":
                 self._envelope(ev, out, *args, at=None if at is None else at.get(out))
             if forms is not None:
@@ -780,7 +806,9 @@ class Tape:
             if out in self.bells:
                 z, a = self.bells[out]
                 b_lo, b_up = _bell_forms(forms, v[z], z, None if at is None else at.get(a))
-                lo_f, up_f = _best(forms, [lo_f, b_lo], True), _best(forms, [up_f, b_up], False)
+                # the bell's own lines, even where a constant concretizes as well: the
+                # interval is kept anyway, and the lines carry the dependence on the inputs
+                lo_f, up_f = (b_lo if b_lo is not None else lo_f), (b_up if b_up is not None else up_f)
         elif kind == "fn" and out in ev.lines:
             lo_f, up_f = _line_forms(forms, ev, out, args[1])
         elif kind == "relu":
@@ -855,6 +883,21 @@ class Tape:
             cons += [("<=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in uppers]
             out[app] = cons
         return out
+
+
+def _reads(kind: str, args) -> list[int]:
+    """Slots an instruction reads."""
+    if kind == "affine":
+        return [s for _, s in args[1]]
+    if kind in ("mul", "max", "min", "hull"):
+        return list(args)
+    if kind in ("pow", "rpow", "leaky", "leaky_step"):
+        return [args[0]] if kind in ("pow", "rpow") else list(args)
+    if kind == "fn":
+        return [args[1]]
+    if kind in ("abs", "relu", "step"):
+        return [args]
+    return []
 
 
 def _line_forms(forms: FloatForms, ev: Evaluation, out: int, arg: int):
