@@ -60,6 +60,8 @@ class FloatForms:
         self.U = np.zeros((nslots, n + 1))
         self.has_l = np.zeros(nslots, dtype=bool)
         self.has_u = np.zeros(nslots, dtype=bool)
+        self.vlo = np.full(nslots, -math.inf)  # every slot's interval, rounded outward
+        self.vhi = np.full(nslots, math.inf)
 
     # ---- setting forms -------------------------------------------------------------------------
 
@@ -70,8 +72,9 @@ class FloatForms:
         self.has_l[slot] = self.has_u[slot] = True
 
     def set_const(self, slot: int, iv) -> None:
-        """Constant forms from the slot's interval, where it is finite."""
+        """Constant forms from the slot's interval, where it is finite (and its float copy)."""
         lo, hi = iv
+        self.vlo[slot], self.vhi[slot] = down(lo), up(hi)
         if lo != -math.inf and not self.has_l[slot]:
             self.L[slot, :] = 0.0
             self.L[slot, 0] = down(lo)
@@ -120,6 +123,26 @@ class FloatForms:
         if not np.all(np.isfinite(out)):
             raise ArithmeticError("overflow in affine bounds")
         return out
+
+    def affine_interval(self, c0, coeffs: np.ndarray, slots: np.ndarray, pos: np.ndarray):
+        """Rational bounds of `c0 + sum c_t v_t` from the float copies of the slots' intervals,
+        or None when one of them is unbounded."""
+        lo_in = np.where(pos, self.vlo[slots], self.vhi[slots])
+        hi_in = np.where(pos, self.vhi[slots], self.vlo[slots])
+        if not (np.all(np.isfinite(lo_in)) and np.all(np.isfinite(hi_in))):
+            return None
+        c0f = float(c0)
+        out = []
+        for w, lower in ((lo_in, True), (hi_in, False)):
+            v = float(coeffs @ w) + c0f
+            e = (gamma(len(coeffs)) + 4 * U) * (float(np.abs(coeffs) @ np.abs(w)) + abs(c0f)
+                                                 + abs(v)) + TINY
+            e *= 1.0 + 8 * U
+            r = math.nextafter(v - e, -math.inf) if lower else math.nextafter(v + e, math.inf)
+            if not math.isfinite(r):
+                return None
+            out.append(Fraction(r))
+        return out[0], out[1]
 
     # ---- reading forms -------------------------------------------------------------------------
 
