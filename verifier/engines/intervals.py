@@ -361,7 +361,7 @@ def _pieces(f: SmoothFn, lo: Fraction, hi: Fraction) -> list[tuple]:
 def _bisect(phi: Callable[[float], float], a: float, b: float) -> float:
     """A float where phi changes sign between a and b (phi(a) and phi(b) of opposite signs)."""
     neg_at_a = phi(a) < 0
-    for _ in range(40):  # 2^-40 of the range: the certified offset absorbs the rest
+    for _ in range(52):
         m = 0.5 * (a + b)
         if (phi(m) < 0) == neg_at_a:
             a = m
