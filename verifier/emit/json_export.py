@@ -15,6 +15,9 @@ import math
 from pathlib import PurePath
 
 import sympy as sp
+from sympy.core.exprtools import decompose_power
+from sympy.printing.precedence import precedence
+from sympy.printing.str import StrPrinter
 
 from ..diagnostics import SpecError
 from ..engines.verdict import PROVED, REFUTED, Verdict
@@ -116,8 +119,209 @@ def jacobian_entries(jac: Derivation, output: Derivation):
 # ---------------------------------------------------------------- the export
 
 
+# ---------------------------------------------------------------- fast term printing
+#
+# A Hessian program has tens of thousands of definitions, and sympy's printers spend a few
+# hundred microseconds on each (most of it ordering terms). The printers here give the same
+# text as sympy's (`sstr(e, order="lex")`, `latex(e, order="lex")`) on the sums and products
+# that programs consist of: they reproduce sympy's term and factor order and its layout rules,
+# print every other sub-term with sympy itself (memoised: a factor such as `1 - a**2` recurs in
+# many definitions), and hand whole terms of any other shape to sympy.
+
+
+class Unsupported(Exception):
+    """A term outside the shapes the fast printers reproduce: sympy prints it."""
+
+
+_SORT_KEYS: dict = {}
+
+
+def _default_key(e):
+    key = _SORT_KEYS.get(e)
+    if key is None:
+        key = _SORT_KEYS[e] = e.sort_key()
+        if len(_SORT_KEYS) > 1 << 16:
+            _SORT_KEYS.clear()
+    return key
+
+
+def _complex(e) -> complex:
+    """complex(e) as sympy's `as_terms` takes it (numerically), memoised per number."""
+    out = _SORT_KEYS.get(("complex", e))
+    if out is None:
+        try:
+            out = _SORT_KEYS[("complex", e)] = complex(e)
+        except (TypeError, ValueError):
+            raise Unsupported(e) from None
+    return out
+
+
+def lex_terms(expr: sp.Add) -> list:
+    """`expr.as_ordered_terms(order="lex")` for a sum of products with rational coefficients
+    (sympy's `as_terms` with its numeric evaluations memoised)."""
+    gens, rows = set(), []
+    for term in expr.args:
+        if term.is_Mul:
+            args = term.args
+            coeff, factors = (args[0], args[1:]) if args[0].is_Number else (sp.S.One, args)
+        elif term.is_Number:
+            coeff, factors = term, ()
+        else:
+            coeff, factors = sp.S.One, (term,)
+        if not coeff.is_Rational:
+            raise Unsupported(term)
+        cz = _complex(coeff)
+        cpart = {}
+        for f in factors:
+            if type(f) is sp.Symbol:
+                base, exp = f, 1
+            elif not f.is_commutative:
+                raise Unsupported(term)
+            elif f.is_number:
+                cz *= _complex(f)  # sympy folds numeric factors into the coefficient
+                continue
+            else:
+                base, exp = decompose_power(f)
+            cpart[base] = exp
+            gens.add(base)
+        rows.append((term, cz, cpart))
+    order = {g: k for k, g in enumerate(sorted(gens, key=_default_key))}
+    keyed = []
+    for k, (term, cz, cpart) in enumerate(rows):
+        monom = [0] * len(order)
+        for base, exp in cpart.items():
+            monom[order[base]] = -exp
+        # sympy's key for order="lex" (Expr._parse_order): negated monomial, no
+        # non-commutative part, then the coefficient; k keeps the sort stable
+        keyed.append((tuple(monom), (), ((bool(cz.imag), cz.imag), (cz.real, cz.imag)), k))
+    keyed.sort()
+    return [rows[key[-1]][0] for key in keyed]
+
+
+def ordered_factors(factors) -> list:
+    """`Mul.as_ordered_factors()`: commutative factors by sympy's sort key."""
+    return sorted(factors, key=_default_key)
+
+
+_ADD_PREC, _MUL_PREC, _ATOM_PREC = precedence(sp.Add(*sp.symbols("a b"))), 50, 1000
+
+
+def prec(e) -> int:
+    """`sympy.printing.precedence.precedence`, without negating products to find their sign."""
+    if type(e) is sp.Symbol:
+        return _ATOM_PREC
+    if e.is_Mul and (e.args[0].is_Rational or not e.args[0].is_Number):
+        return _ADD_PREC if e.args[0].is_Rational and e.args[0].p < 0 else _MUL_PREC
+    return precedence(e)
+
+
+def split_coeff(e: sp.Mul) -> tuple:
+    """(rational coefficient, other factors) of a canonical product."""
+    args = e.args
+    if args[0].is_Number:
+        if not args[0].is_Rational:
+            raise Unsupported(e)
+        return args[0], args[1:]
+    return sp.S.One, args
+
+
+class TermStr:
+    """`sympy.sstr(e, order="lex")`, fast on program definitions."""
+
+    def __init__(self) -> None:
+        self.sympy = StrPrinter({"order": "lex"})
+        self.memo: dict = {}
+
+    def __call__(self, e) -> str:
+        if not isinstance(e, sp.Basic):
+            e = sp.sympify(e)
+        try:
+            return self.term(e)
+        except Unsupported:
+            return self.sympy.doprint(e)
+
+    def term(self, e) -> str:
+        if type(e) is sp.Symbol:
+            return e.name
+        if e.is_Add:
+            return self.add(e)
+        if e.is_Mul:
+            return self.mul(e)
+        return self.other(e)
+
+    def other(self, e) -> str:
+        out = self.memo.get(e)
+        if out is None:
+            out = self.memo[e] = self.sympy._print(e)
+        return out
+
+    def paren(self, e, level: int) -> str:
+        if type(e) is sp.Symbol:
+            return e.name
+        key = (e, level)
+        out = self.memo.get(key)
+        if out is None:
+            out = self.memo[key] = self.sympy.parenthesize(e, level, strict=False)
+        return out
+
+    def add(self, e) -> str:  # StrPrinter._print_Add
+        level = prec(e)
+        out = []
+        for term in lex_terms(e):
+            t = self.term(term)
+            sign = "+"
+            if t.startswith("-") and not term.is_Add:
+                sign, t = "-", t[1:]
+            if prec(term) < level or term.is_Add:
+                t = f"({t})"
+            out += [sign, t]
+        sign = out.pop(0)
+        return ("" if sign == "+" else sign) + " ".join(out)
+
+    def mul(self, e) -> str:  # StrPrinter._print_Mul on a canonical (evaluated) product
+        args = e.args
+        if args[0] is sp.S.One or any(a.is_Number or a.is_Pow and all(x.is_Integer for x in a.args)
+                                      for a in args[1:]):
+            raise Unsupported(e)
+        level = prec(e)
+        c, rest = split_coeff(e)
+        sign = "-" if c.p < 0 else ""
+        c = -c if c.p < 0 else c
+        if len(rest) == 1 and rest[0].is_Add and c is sp.S.One:
+            raise Unsupported(e)  # _keep_coeff would leave a bare sum
+        num, den = [], []
+        for item in ordered_factors(list(rest) + ([] if c is sp.S.One else [c])):
+            if item.is_Pow and item.exp.is_Number and item.exp < 0:
+                if not item.exp.is_Rational:
+                    raise Unsupported(e)
+                if item.exp is sp.S.NegativeOne:
+                    if isinstance(item.base, (sp.Mul, sp.Pow)) and len(item.base.args) != 1:
+                        raise Unsupported(e)
+                    den.append(item.base)
+                else:
+                    den.append(sp.Pow(item.base, -item.exp, evaluate=False))
+            elif item.is_Pow and not item.exp.is_Number:
+                raise Unsupported(e)
+            elif item.is_Rational:
+                if item.p != 1:
+                    num.append(sp.Integer(item.p))
+                if item.q != 1:
+                    den.append(sp.Integer(item.q))
+            else:
+                num.append(item)
+        a = "*".join(self.paren(x, level) for x in (num or [sp.S.One]))
+        if not den:
+            return sign + a
+        if len(den) == 1:
+            return sign + a + "/" + self.paren(den[0], level)
+        return sign + a + "/(" + "*".join(self.paren(x, level) for x in den) + ")"
+
+
+_STR = TermStr()
+
+
 def _string(e) -> str:
-    return sp.sstr(sp.sympify(e), order="lex")
+    return _STR(e)
 
 
 def _reference_terms(model: Model, kind: str):

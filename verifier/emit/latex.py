@@ -12,6 +12,8 @@ import re
 from pathlib import PurePath
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter, _between_two_numbers_p
+from sympy.simplify.radsimp import fraction
 
 from ..engines.verdict import Verdict
 from ..obligations import Model
@@ -77,20 +79,144 @@ def symbol_names(symbols) -> dict[sp.Symbol, str]:
     return out
 
 
+class TermTex:
+    """`sympy.latex(e, symbol_names=names, order="lex")`, fast on program definitions (the
+    LaTeX twin of `json_export.TermStr`: same shapes, sympy for every other sub-term)."""
+
+    def __init__(self, names: dict) -> None:
+        self.names = names
+        self.sympy = LatexPrinter({"symbol_names": names, "order": "lex"})
+        settings = self.sympy._settings
+        self.sep = settings["mul_symbol_latex"]
+        self.numsep = settings["mul_symbol_latex_numbers"]
+        self.plain_fracs = not settings["fold_short_frac"] and settings["long_frac_ratio"] is None
+        self.memo: dict = {}
+
+    def __call__(self, e) -> str:
+        try:
+            return self.term(e)
+        except jx.Unsupported:
+            return self.sympy.doprint(e)
+
+    def term(self, e) -> str:
+        if type(e) is sp.Symbol:
+            name = self.names.get(e)
+            if name is None:
+                raise jx.Unsupported(e)
+            return name
+        if e.is_Add:
+            return self.add(e)
+        if e.is_Mul:
+            c, rest = jx.split_coeff(e)
+            return self.mul(c, rest)
+        return self._memo(("print", e), lambda: self.sympy._print(e))
+
+    def _memo(self, key, compute):
+        out = self.memo.get(key)
+        if out is None:
+            out = self.memo[key] = compute()
+        return out
+
+    def _minus(self, e) -> bool:
+        if type(e) is sp.Symbol:
+            return False
+        if e.is_Mul:
+            return jx.split_coeff(e)[0].p < 0
+        return self._memo(("minus", e), e.could_extract_minus_sign)
+
+    def add(self, e) -> str:  # LatexPrinter._print_Add
+        tex = ""
+        for i, term in enumerate(jx.lex_terms(e)):
+            neg = i > 0 and self._minus(term)
+            if i > 0:
+                tex += " - " if neg else " + "
+            if term.is_Mul:
+                c, rest = jx.split_coeff(term)
+                t = self.mul(-c if neg else c, rest)
+                brackets = any(self._brackets(f) for f in rest)
+            else:
+                t = self.term(-term if neg else term)
+                brackets = type(term) is not sp.Symbol and self.sympy._needs_add_brackets(
+                    -term if neg else term)
+            tex += r"\left(%s\right)" % t if brackets else t
+        return tex
+
+    def _brackets(self, f) -> bool:
+        """Whether a factor makes its product need brackets in a sum (sympy: one with Mod)."""
+        if type(f) is sp.Symbol:
+            return False
+        return self._memo(("addbr", f), lambda: f.has(sp.Mod))
+
+    def mul(self, c, rest: tuple) -> str:  # LatexPrinter._print_Mul on c * rest
+        if any(f.is_Number for f in rest):
+            raise jx.Unsupported(rest)
+        tex = ""
+        if c.p < 0:
+            tex, c = "- ", -c
+        one = c is sp.S.One
+        if one and len(rest) == 1:
+            expr = rest[0]
+            if expr.is_Add:
+                raise jx.Unsupported(expr)  # `- (a + b)`: sympy adds parentheses
+            if not (expr.is_Pow or isinstance(expr, sp.exp)):
+                return tex + self.term(expr)
+        elif c.q == 1 and not any(f.is_Pow or isinstance(f, sp.exp) for f in rest):
+            # no denominator: sympy prints the factors in order
+            return tex + self._convert_args(jx.ordered_factors(rest if one else (c, *rest)))
+        else:
+            expr = sp.Mul._from_args(rest if one else (c, *rest))
+        numer, denom = fraction(expr, exact=True)
+        if denom is sp.S.One:
+            return tex + self._convert(expr)
+        if not self.plain_fracs:
+            raise jx.Unsupported(expr)
+        return tex + r"\frac{%s}{%s}" % (self._convert(numer), self._convert(denom))
+
+    def _convert(self, expr) -> str:
+        if not expr.is_Mul:
+            return self.term(expr)
+        return self._convert_args(jx.ordered_factors(expr.args))
+
+    def _convert_args(self, args) -> str:
+        out = last = ""
+        for i, term in enumerate(args):
+            t = self.term(term)
+            if type(term) is not sp.Symbol:
+                if hasattr(term, "_scale_factor") or hasattr(term, "is_physical_constant"):
+                    raise jx.Unsupported(term)  # units go last in sympy's layout
+                first, final = i == 0, i == len(args) - 1
+                if self._memo(("mulbr", term, first, final), lambda: self.sympy._needs_mul_brackets(
+                        term, first=first, last=final)):
+                    t = r"\left(%s\right)" % t
+            if _between_two_numbers_p[0].search(last) and _between_two_numbers_p[1].match(t):
+                out += self.numsep
+            elif out:
+                out += self.sep
+            out += t
+            last = t
+        return out
+
+
 class _Tex:
     def __init__(self, model: Model):
         prog = model.program
         syms = set(prog.order) | {v.symbol for v in (*model.inputs, *model.params)}
         for sym in prog.order:
-            syms |= prog.defs[sym].free_symbols
+            syms |= prog.def_leaves(sym)
         for d in model.derivations:
             syms |= {s for _, t in jx.flatten(d.terms) for s in t.free_symbols}
         self.names = symbol_names(syms)
+        self.printer = TermTex(self.names)
 
     def __call__(self, e) -> str:
         e = sp.sympify(e)
-        extra = {s: _text_tt(s.name) for s in e.free_symbols
-                 if s not in self.names}
+        try:
+            return self.printer.term(e)
+        except jx.Unsupported:
+            pass
+        extra = {s: _text_tt(s.name) for s in e.free_symbols if s not in self.names}
+        if not extra:
+            return self.printer.sympy.doprint(e)
         return sp.latex(e, symbol_names={**self.names, **extra}, order="lex")
 
 

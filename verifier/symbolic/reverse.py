@@ -2,16 +2,133 @@
 
 The adjoint of every program symbol is itself a program symbol, so a gradient costs a small
 constant times the forward program (the cheap-gradient principle). Local partials are taken of
-each small definition only; activation rules are written with the forward symbol
+each small definition only, once per symbol (cached in the program: a Hessian's reverse passes
+all run over the same gradient program); activation rules are written with the forward symbol
 (`tanh' = 1 - a^2` where `a = tanh(z)`).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy as sp
+from sympy.core.basic import _args_sortkey, ordering_of_classes
 
 from ..layers.activations import output_rule
 from .program import Program
+
+_ONE, _ZERO = sp.Integer(1), sp.Integer(0)
+
+
+# ---- canonical products and sums without sympy's general flattening
+#
+# A reverse pass builds one product `bar * partial` per edge and one sum per adjoint; sympy's
+# Mul.flatten / Add.flatten and the `Basic.compare` sorts inside them are most of the cost of
+# a Hessian. The helpers below build the *same* canonical objects (identical args, so equal
+# and hash-consed alike) on the shapes that reverse mode produces, and defer to sympy for
+# anything else.
+
+_UNKNOWN = len(ordering_of_classes) + 1
+
+
+@lru_cache(maxsize=None)
+def _rank(cls: type) -> tuple:
+    """The class part of `Basic.compare`: position in sympy's class order, then the name."""
+    name = cls.__name__
+    try:
+        return (ordering_of_classes.index(name), "")
+    except ValueError:
+        return (_UNKNOWN, name)
+
+
+def sort_key(e: sp.Basic) -> tuple:
+    """A tuple key that orders exactly as `Basic.compare` (class, content length, then the
+    contents one by one), so sorting by it is sympy's canonical argument order."""
+    if type(e) is sp.Symbol:  # the common case, kept cheap
+        c = e._assumptions0
+        return (_SYMBOL_RANK, 1 + len(c), (e.name, *c))
+    return _compound_key(e)
+
+
+@lru_cache(maxsize=1 << 16)
+def _compound_key(e: sp.Basic) -> tuple:
+    content = e._hashable_content()
+    items = []
+    for c in content:
+        if isinstance(c, sp.Basic):
+            items.append(sort_key(c))
+        elif isinstance(c, frozenset):
+            raise TypeError("unordered content")  # sympy compares these member by member
+        else:
+            items.append(c)
+    return (_rank(type(e)), len(content), tuple(items))
+
+
+_SYMBOL_RANK = _rank(sp.Symbol)
+
+
+def _sorted(args) -> list:
+    try:
+        return sorted(args, key=sort_key)
+    except TypeError:  # contents of different kinds at one position: sympy's own comparison
+        return sorted(args, key=_args_sortkey)
+
+
+def _commutative(*args) -> bool | None:
+    """What `_from_args` would work out itself: True when every argument commutes."""
+    return True if all(a.is_commutative is True for a in args) else None
+
+
+def _factor_ok(f: sp.Expr, bar: sp.Symbol) -> bool:
+    """A factor that Mul.flatten leaves alone when `bar` joins the product."""
+    if f.is_Symbol:
+        return f is not bar
+    if f.is_Pow:
+        return f.base != bar
+    return (f.is_Function or f.is_Add) and not f.is_number
+
+
+def mul(bar: sp.Expr, p: sp.Expr) -> sp.Expr:
+    """sympy.Mul(bar, p) for a symbol `bar`: inserted among p's sorted factors when no factor
+    shares its base."""
+    if p is _ONE:
+        return bar
+    if bar is _ONE:
+        return p
+    if bar.is_Symbol:
+        if p.is_Mul:
+            args = p.args
+            head = 1 if args[0].is_Number else 0
+            if all(_factor_ok(f, bar) for f in args[head:]):
+                return sp.Mul._from_args((*args[:head], *_sorted((*args[head:], bar))),
+                                         _commutative(p, bar))
+        elif p.is_Rational:
+            if p is not _ZERO:
+                return sp.Mul._from_args((p, bar), _commutative(bar))
+        elif _factor_ok(p, bar) and not p.is_number:
+            return sp.Mul._from_args(tuple(_sorted((bar, p))), _commutative(p, bar))
+    return sp.Mul(bar, p)
+
+
+def _collect_key(t: sp.Expr):
+    if t.is_Mul:
+        return t.args[1:] if t.args[0].is_Number else t.args
+    return (t,)
+
+
+def add(parts: list) -> sp.Expr:
+    """sympy.Add(*parts): sorted as is when no two parts are like terms (nothing to collect)
+    and none is a number or a sum."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return _ZERO
+    if all(t.is_Mul or t.is_Symbol or (t.is_Function or t.is_Pow and not t.base.is_Number)
+           and not t.is_number for t in parts):
+        keys = {_collect_key(t) for t in parts}
+        if len(keys) == len(parts):
+            return sp.Add._from_args(tuple(_sorted(parts)), _commutative(*parts))
+    return sp.Add(*parts)
 
 
 def local_diff(e: sp.Expr, x: sp.Symbol) -> sp.Expr:
@@ -21,32 +138,71 @@ def local_diff(e: sp.Expr, x: sp.Symbol) -> sp.Expr:
     one term per input, and only one of them depends on a given input.
     """
     if e == x:
-        return sp.Integer(1)
+        return _ONE
     if e.is_Add:
         return sp.Add(*[local_diff(t, x) for t in e.args if t.has(x)])
     if e.is_Mul:
         hits = [i for i, f in enumerate(e.args) if f.has(x)]
         if not hits:
-            return sp.Integer(0)
+            return _ZERO
         if len(hits) == 1:
             i = hits[0]
             return sp.Mul(*e.args[:i], *e.args[i + 1:]) * local_diff(e.args[i], x)
     if e.is_Atom:
-        return sp.Integer(0)
+        return _ZERO
     return sp.diff(e, x)
 
 
-def _local_partial(prog: Program, sym: sp.Symbol, dep: sp.Symbol) -> sp.Expr:
+def _term_partials(t: sp.Expr, out: dict) -> None:
+    """Append d t / d v to out[v] for every symbol v of one term of a sum."""
+    if t.is_Symbol:
+        out.setdefault(t, []).append(_ONE)
+        return
+    if t.is_Mul:
+        factors = t.args
+        if all(f.is_Symbol or f.is_Number for f in factors) and \
+                len({f for f in factors if f.is_Symbol}) == sum(f.is_Symbol for f in factors):
+            for i, f in enumerate(factors):  # a product of distinct symbols (and a number)
+                if f.is_Symbol:
+                    out.setdefault(f, []).append(sp.Mul(*factors[:i], *factors[i + 1:]))
+            return
+    for v in t.free_symbols:
+        out.setdefault(v, []).append(local_diff(t, v))
+
+
+def partials(prog: Program, sym: sp.Symbol) -> dict[sp.Symbol, sp.Expr]:
+    """{v: d def(sym) / d v} for every symbol v that sym's definition reads (zeros dropped)."""
+    cached = prog.partials.get(sym)
+    if cached is not None:
+        return cached
     d = prog.defs[sym]
-    if isinstance(d, sp.Function) and len(d.args) >= 1 and d.args[0] == dep:
+    out: dict[sp.Symbol, sp.Expr] = {}
+    if isinstance(d, sp.Function) and len(d.args) >= 1 and d.args[0].is_Symbol:
+        dep = d.args[0]
         rule = output_rule(d, sym)
         if rule is not None and all(dep not in a.free_symbols for a in d.args[1:]):
-            return rule
-    return local_diff(d, dep)
+            out[dep] = rule
+    if d.is_Add:
+        parts: dict[sp.Symbol, list] = {}
+        for t in d.args:
+            _term_partials(t, parts)
+        for v, ps in parts.items():
+            out.setdefault(v, ps[0] if len(ps) == 1 else sp.Add(*ps))
+    else:
+        for v in d.free_symbols:
+            if v not in out:
+                out[v] = local_diff(d, v)
+    out = {v: p for v, p in out.items() if p != 0}
+    prog.partials[sym] = out
+    return out
 
 
 def _seed(expr: sp.Expr, prog: Program, wrt: set) -> dict[sp.Symbol, list[sp.Expr]]:
     adj: dict[sp.Symbol, list[sp.Expr]] = {}
+    if expr.is_Symbol:
+        if expr in prog.defs or expr in wrt:
+            adj[expr] = [_ONE]
+        return adj
     for s in expr.free_symbols:
         if s in prog.defs or s in wrt:
             adj.setdefault(s, []).append(local_diff(expr, s))
@@ -57,24 +213,22 @@ def gradient(prog: Program, expr: sp.Expr, wrt: list[sp.Symbol], tag: str = "g")
     """d expr / d w for each w in `wrt` (leaves or program symbols), as program terms."""
     expr = sp.sympify(expr)
     targets = set(wrt)
-    leaf_targets = [w for w in wrt if w not in prog.defs]
+    leaf_targets = {w for w in wrt if w not in prog.defs}
     adj = _seed(expr, prog, targets)
+    defs = prog.defs
     for sym in reversed(prog.closure([expr])):
         parts = adj.pop(sym, None)
         if not parts:
             continue
-        bar = prog.assign(sp.Add(*parts), f"{tag}:{sym.name}")
+        bar = prog.assign(add(parts), f"{tag}:{sym.name}")
         if sym in targets:
             adj[sym] = [bar]  # keep the finished adjoint of a target that is itself a symbol
         if bar == 0:
             continue
-        for dep in prog.deps(sym):
-            adj.setdefault(dep, []).append(bar * _local_partial(prog, sym, dep))
-        free = prog.defs[sym].free_symbols if leaf_targets else ()
-        for leaf in leaf_targets:
-            if leaf in free:
-                adj.setdefault(leaf, []).append(bar * local_diff(prog.defs[sym], leaf))
-    return [prog.assign(sp.Add(*adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
+        for v, p in partials(prog, sym).items():
+            if v in defs or v in leaf_targets:
+                adj.setdefault(v, []).append(mul(bar, p))
+    return [prog.assign(add(adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
 
 
 def jacobian(prog: Program, outs: list[sp.Expr], wrt: list[sp.Symbol], tag: str = "J") -> list:
