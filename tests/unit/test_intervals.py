@@ -463,3 +463,18 @@ def test_one_minus_tanh_squared_is_bounded_as_a_bell():
     plain = tape.run(box)
     mid = [1.0] + [0.125 if d[0] == x else 0.0 for d in ev.dims]
     assert (fU - fL) @ mid < (plain.forms.U[o] - plain.forms.L[o]) @ mid - 0.05
+
+
+def test_huge_values_keep_their_intervals_without_float_overflow():
+    """Rationals beyond the float range: float forms step aside, the exact intervals stay."""
+    x = sp.Symbol("x", real=True)
+    p = Program()
+    big = sp.Integer(10) ** 400
+    y = p.assign(big * x + sp.tanh(x), "y")
+    z = p.assign(y * y, "z")
+    tape = Tape(p, [y, z])
+    ev = tape.run({x: (F(1), F(2))})
+    lo, hi = ev.values[tape.outputs[0]]
+    assert lo <= 10**400 + F(7616, 10**4) and hi >= 2 * 10**400 + F(964, 1000)  # tanh 1, tanh 2
+    zlo, zhi = ev.values[tape.outputs[1]]
+    assert zlo <= (10**400 + F(7616, 10**4)) ** 2 and zhi >= (2 * 10**400 + F(964, 1000)) ** 2

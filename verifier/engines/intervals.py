@@ -433,6 +433,12 @@ class Tape:
         return {sym: (hi if (ci > 0) == upper else lo) for (sym, lo, hi), ci in zip(ev.dims, c)}
 
     def _linear(self, forms: FloatForms, ev: Evaluation, kind, out, args, at=None) -> None:
+        try:
+            self._store(forms, ev, out, *self._relax(forms, ev, kind, out, args, at))
+        except (ArithmeticError, ValueError):  # overflow in floats: the slot keeps its interval
+            forms.set_const(out, ev.values[out])
+
+    def _relax(self, forms: FloatForms, ev: Evaluation, kind, out, args, at):
         v = ev.values
         lo_f = up_f = None
         if kind == "affine":
@@ -453,6 +459,11 @@ class Tape:
             lo_f, up_f = _square_forms(forms, v[args[0]], args[0])
         elif kind == "abs":
             lo_f, up_f = _abs_forms(forms, v[args], args)
+        return lo_f, up_f
+
+    @staticmethod
+    def _store(forms: FloatForms, ev: Evaluation, out: int, lo_f, up_f) -> None:
+        v = ev.values
         lo, hi = v[out]
         if lo_f is not None:
             forms.L[out], forms.has_l[out] = lo_f, True

@@ -19,12 +19,22 @@ import numpy as np
 
 U = 2.0**-53  # unit roundoff of float64
 TINY = 2.0**-960  # absolute slack for underflow in any one combination
+_MAX = 1.7976931348623157e308
 SMALLEST = 2.0**-900  # exact coefficients below this in magnitude are not converted
+
+
+def _float(q) -> float:
+    try:
+        return float(q)
+    except OverflowError:  # a rational beyond the float range
+        return math.inf if q > 0 else -math.inf
 
 
 def down(q) -> float:
     """The largest float <= q (q a Fraction, int or float; infinities pass through)."""
-    x = float(q)
+    x = _float(q)
+    if x == math.inf and q != math.inf:
+        return _MAX
     if math.isinf(x) or Fraction(x) <= q:
         return x
     return math.nextafter(x, -math.inf)
@@ -32,7 +42,9 @@ def down(q) -> float:
 
 def up(q) -> float:
     """The smallest float >= q."""
-    x = float(q)
+    x = _float(q)
+    if x == -math.inf and q != -math.inf:
+        return -_MAX
     if math.isinf(x) or Fraction(x) >= q:
         return x
     return math.nextafter(x, math.inf)
