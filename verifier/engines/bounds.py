@@ -38,7 +38,9 @@ Z3_EVERY = 8  # z3 on one box in this many (plus one more per box it closes): sp
 Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one box in 64
 NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
-SEARCH_EVERY = 25  # boxes between local searches in the current worst box
+SEARCH_EVERY = 25  # boxes before the first local search in the current worst box; the gaps
+# then grow by half each time, so long proofs spend little on searching (most violations are
+# found early, and the root search already ran)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class _Decider:
         self.notes: list[str] = []
         self.best: tuple[float, dict | None] = (float("inf"), None)
         self.z3_calls = self.z3_unsat = self.processed = 0
+        self.next_search = SEARCH_EVERY
         self.no_smt = False
         self._searcher: Searcher | None | bool = None  # compiled on first use; False: cannot
 
@@ -340,7 +343,8 @@ class _Decider:
             return v
         if v:
             return []
-        if count % SEARCH_EVERY == 0:  # now and then, look for a violation in the worst box
+        if count >= self.next_search:  # now and then, look for a violation in the worst box
+            self.next_search += max(SEARCH_EVERY, self.next_search // 2)
             v = self._search(box.bounds, budget=min(0.2, self.remaining()), samples=300,
                              seed=count)
             if v is not None:
