@@ -53,7 +53,8 @@ from .crown import (
 BATCH = 128  # boxes per bound computation (small enough to check the clock often)
 Z3_MAX_UNSTABLE = 6  # boxes with at most this many unstable ReLUs may go to z3
 Z3_LEAF_TIMEOUT = 2.0
-STRONG_BRANCHING = True
+Z3_SHARE = 0.15  # at most this share of the time limit goes to z3 leaves (they often time out)
+STRONG_BRANCHING = False  # lookahead on 3 dims: with the interval smear it does not pay
 FULL_LOOKAHEAD = True
 MIN_WIDTH = 1e-12
 SMEAR = "interval"  # split score: |d row / dx_i| over the box (interval) or |CROWN coef|
@@ -158,6 +159,7 @@ class Engine:
         self.prop = prop
         self.fnet = FloatNet(net)
         self.deadline = time.perf_counter() + timeout
+        self.budget = timeout
         self.rng = np.random.default_rng(seed)
         self.use_z3 = use_z3
         self.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
@@ -350,9 +352,10 @@ class Engine:
             to_split = np.ones(len(lo), dtype=bool)
             if self.use_z3 and self.fnet.piecewise_linear:
                 for i in np.nonzero(unstable <= Z3_MAX_UNSTABLE)[0][:4]:
-                    if self.time_left() < 0.5:
+                    if self.time_left() < 0.5 or self.stats.get("z3_seconds", 0.0) > \
+                            Z3_SHARE * self.budget:
                         break
-                    res = self.z3_leaf(s, lo[i], hi[i])
+                    res = self.z3_leaf(s, lo[i], hi[i], bounds.take(np.array([i])))
                     if res == "unsat":
                         to_split[i] = False
                     elif isinstance(res, tuple):
@@ -482,14 +485,20 @@ class Engine:
         return self._ascend(s, x, s.lo_in, s.hi_in, end, iters=40)
 
     # ---- z3 leaves
-    def z3_leaf(self, s: _Spec, lo, hi):
+    def z3_leaf(self, s: _Spec, lo, hi, bounds: Bounds | None = None):
+        """z3 on one box; `bounds`: certified intervals of the box (its tightened ones, so
+        the query has only the neurons the count said were unstable), else a forward pass."""
         from .z3run import run_z3
 
         self.stats["z3_leaves"] += 1
-        box = Box(lo[None], hi[None])
-        bounds = forward_bounds(self.fnet, box)
+        if bounds is None:
+            bounds = forward_bounds(self.fnet, Box(lo[None], hi[None]))
         text = leaf_query(self, s, lo, hi, bounds)
+        t0 = time.perf_counter()
         res = run_z3(text, min(Z3_LEAF_TIMEOUT, max(self.time_left() - 0.2, 0.1)))
+        self.stats["z3_seconds"] = round(self.stats.get("z3_seconds", 0.0)
+                                         + time.perf_counter() - t0, 2)
+        self.stats[f"z3_{res.answer}"] = self.stats.get(f"z3_{res.answer}", 0) + 1
         if res.answer == "unsat":
             self.smt.append((f"leaf{len(self.smt):05d}", text))
             return "unsat"
