@@ -18,6 +18,7 @@ identifier map and pre-checks are shared with the Lean emitter.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -421,11 +422,14 @@ _CASES = {"relu", "leaky_relu", "step", "leaky_step"}  # unfolded to decisions, 
 @dataclass(frozen=True, slots=True)
 class CoqPlan:
     """How the main goal of a lemma is closed after auto_derive (or at once for identities):
-    `field` (denominators > 0), `roots` (square roots named first), `ring` (inverses of
-    unknown sign as atoms), `cases` (decisions split, each case by ring or lra)."""
+    `ring` (inverses as atoms, / (a * b) split first: no cancellation, so no side goals),
+    `field` (denominators > 0), `roots` (square roots named first, then field), `cases`
+    (decisions split, each case by ring or lra)."""
 
     mode: str | None
     reason: str | None
+    substitute: tuple = ()  # (leaf, term): premises `leaf = term` to rewrite with first
+    decide: tuple = ()  # conditions (free of the variable) to split on before auto_derive
 
 
 def _inverses(e) -> list:
@@ -440,10 +444,9 @@ def _unsupported_power(e) -> str | None:
     return None
 
 
-def coq_plan(lhs, rhs, known: tuple, limit: int, kinked_ok: bool) -> CoqPlan:
+def coq_plan(lhs, rhs, known: tuple, limit: int) -> CoqPlan:
     """Which script proves lhs = rhs (both in the view of coq_view, lhs as auto_derive leaves
-    it), given the terms positive by the premises; `kinked_ok`: the claim states where the
-    kinks are avoided (the case analysis needs it)."""
+    it), given the terms positive by the premises."""
     if sp.count_ops(lhs) + sp.count_ops(rhs) > limit:
         return CoqPlan(None, f"the terms have more than {limit} operations")
     apps = applications(lhs) | applications(rhs)
@@ -454,33 +457,96 @@ def coq_plan(lhs, rhs, known: tuple, limit: int, kinked_ok: bool) -> CoqPlan:
             return CoqPlan(None, "log of a term that is positive neither by construction nor "
                                  "by a premise")
     dens = _inverses(lhs) + _inverses(rhs)
+    has_root = any(isinstance(a, snn_sqrt) for a in apps)
+    # ring, with each inverse an atom, needs no cancellation and stays small where field
+    # would multiply out a common denominator (softmax: a product of row sums)
+    if not has_root and _ring_with_inverse_atoms(lhs - rhs, dens):
+        return CoqPlan("ring", None)
     if all(provably_positive(d, known) for d in dens):
         if _vanishes(atomize(lhs - rhs)):
-            has_root = any(isinstance(a, snn_sqrt) for a in apps)
             return CoqPlan("roots" if has_root else "field", None)
-        if kinked and kinked_ok:
+        if kinked and _holds_at_points(lhs - rhs, known):
             return CoqPlan("cases", None)
         return CoqPlan(None, "not an identity of field arithmetic with activations as atoms")
-    atoms = {d: sp.Symbol(f"inv#{k}") for k, d in enumerate(dens)}
-    flat = (lhs - rhs).replace(lambda x: x.is_Pow and x.exp.is_Integer and x.exp < 0
-                               and x.base in atoms, lambda x: atoms[x.base] ** -x.exp)
-    if not any(a.is_Pow and a.exp.is_negative for a in sp.preorder_traversal(flat)) \
-            and _vanishes(atomize(flat)):
-        return CoqPlan("ring", None)
     return CoqPlan(None, "a division by a term that is positive neither by construction nor by "
-                         "a premise")
+                         "a premise, and not an identity of ring arithmetic with inverses as atoms")
+
+
+def _ring_with_inverse_atoms(d, dens) -> bool:
+    atoms = {b: sp.Symbol(f"inv#{k}") for k, b in enumerate(dict.fromkeys(dens))}
+    flat = d.replace(lambda x: x.is_Pow and x.exp.is_Integer and x.exp < 0 and x.base in atoms,
+                     lambda x: atoms[x.base] ** -x.exp)
+    return not any(a.is_Pow and a.exp.is_negative for a in sp.preorder_traversal(flat)) \
+        and _vanishes(atomize(flat))
+
+
+def _holds_at_points(d, known: tuple, tries: int = 64, wanted: int = 6) -> bool:
+    """Does the piecewise residue `d` vanish at random rational points where the premises
+    `known` (terms > 0) hold? The pre-check for case analysis, which Coq then does exactly;
+    points off the premises or on a kink (a step argument 0) are skipped."""
+    view = d.replace(snn_exp, sp.exp).replace(snn_sqrt, sp.sqrt)
+    syms = sorted(view.free_symbols | set().union(*(k.free_symbols for k in known)),
+                  key=lambda s: s.name)
+    kinks = [a.args[0] for a in applications(view) if fname(a) in _CASES]
+    kinks += [c.lhs - c.rhs for n in sp.preorder_traversal(view) if isinstance(n, sp.Piecewise)
+              for _, c in n.args if isinstance(c, sp.core.relational.Relational)]
+    rng = random.Random(len(syms))
+    seen = 0
+    for _ in range(tries):
+        point = {s: sp.Rational(rng.randint(-60, 60), rng.randint(1, 7)) for s in syms}
+        if not all(k.xreplace(point) > 0 for k in known) or \
+                any(k.xreplace(point) == 0 for k in kinks):
+            continue
+        value = view.xreplace(point)
+        if not value.is_number:
+            return False
+        if value != 0:
+            return False
+        seen += 1
+        if seen >= wanted:
+            return True
+    return False
 
 
 COQ_MAIN = {  # the main goal's script per plan mode (after `unfold Rminus, Rdiv in *`)
     "field": "field; snn_side",
     "roots": "snn_roots; field; snn_side",
-    "ring": "ring",
+    "ring": "rewrite ?Rinv_mult; ring",
     "cases": "snn_cases",
 }
 
 
+def substitutions(ctx: "Ctx", ob: Obligation, keep=()) -> tuple:
+    """Equation premises solved for a leaf with a constant coefficient (`T_0_0 + T_0_1 = 1`:
+    T_0_1 = 1 - T_0_0), in order, each over the leaves left by the earlier ones; Coq proves
+    each by lra from the premises and rewrites the goal with it (`subst`)."""
+    out, done = [], {}
+    for h in ob.hypotheses:
+        if h.op != "==":
+            continue
+        d = sp.expand((ctx.inline(h.lhs) - ctx.inline(h.rhs)).xreplace(done))
+        for s in sorted(d.free_symbols - set(keep) - set(done), key=lambda x: x.name,
+                        reverse=True):
+            c = sp.diff(d, s)
+            if c.is_Number and c != 0:
+                term = sp.expand(s - d / c)
+                done = {k: t.xreplace({s: term}) for k, t in done.items()}
+                done[s] = term
+                out.append((s, term))
+                break
+    return tuple((s, done[s]) for s, _ in out)
+
+
+def _substitute_script(ctx: "Ctx", subs) -> str:
+    return "".join(f"  assert ({ctx.sym_name(s)} = {ctx.p(t)}) by lra; subst "
+                   f"{ctx.sym_name(s)}.\n" for s, t in subs)
+
+
 def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
     """The plan for is_derive (fun v => F) v rhs: F differentiated as auto_derive does."""
+    subs = substitutions(ctx, ob, keep=[v])
+    if subs:
+        F, rhs = (e.xreplace(dict(subs)) for e in (F, rhs))
     if (bad := _unsupported_power(F) or _unsupported_power(rhs)) is not None:
         return CoqPlan(None, bad)
     for app in applications(F):
@@ -489,8 +555,14 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
                                  "auto_derive")
         if fname(app) in _KINKED and any(v in a.free_symbols for a in app.args[1:]):
             return CoqPlan(None, f"{fname(app)} with a slope that depends on {v}")
-    if any(isinstance(n, sp.Piecewise) and v in n.free_symbols for n in sp.preorder_traversal(F)):
-        return CoqPlan(None, "auto_derive has no rule for a piecewise definition")
+    decide = []  # decisions of piecewise definitions whose values depend on v
+    for n in sp.preorder_traversal(F):
+        if isinstance(n, sp.Piecewise) and v in n.free_symbols:
+            conds = [c for _, c in n.args if c != sp.true]
+            if any(v in c.free_symbols for c in conds):
+                return CoqPlan(None, f"auto_derive has no rule for a piecewise definition whose "
+                                     f"decisions depend on {v}")
+            decide += [c for c in conds if c not in decide]
     known = facts(ctx, ob)
     for app in applications(F):  # auto_derive's side goals: sqrt and ln of positive terms
         if fname(app) == "log" and not provably_positive(coq_view(app.args[0]), known):
@@ -500,8 +572,8 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
     for n in sp.preorder_traversal(Fv):
         if isinstance(n, snn_sqrt) and not provably_positive(n.args[0], known):
             return CoqPlan(None, "a square root of a term that is not positive by a premise")
-    kinked_ok = bool(ob.hypotheses)
-    return coq_plan(sp.diff(Fv, v), coq_view(rhs), known, 8 * PROOF_OPS, kinked_ok)
+    plan = coq_plan(sp.diff(Fv, v), coq_view(rhs), known, 8 * PROOF_OPS)
+    return dataclasses.replace(plan, substitute=subs, decide=tuple(decide))
 
 
 def is_derivative(a: Atom) -> bool:
@@ -622,7 +694,10 @@ def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, prove: boo
     elif prove:
         cp = coq_derivative_plan(ctx, ob, F, v, rhs)
         if cp.mode is not None:
-            proof = (f"  intros.\n  auto_derive; [snn_side | unfold Rminus, Rdiv in *; "
+            split_on = "".join(f"destruct ({ctx.printer.condition(c)}); "
+                               for c in cp.decide)
+            proof = (f"  intros.\n{_substitute_script(ctx, cp.substitute)}"
+                     f"  {split_on}auto_derive; [snn_side | unfold Rminus, Rdiv in *; "
                      f"cbn [pow] in *; {COQ_MAIN[cp.mode]}].")
         else:
             why.append(f"Admitted: no proof script because {plan.reason}; and for the Coq "
@@ -667,7 +742,7 @@ def identity_plan(ctx: Ctx, ob: Obligation, a: Atom) -> CoqPlan:
     for n in (*sp.preorder_traversal(lhs), *sp.preorder_traversal(rhs)):
         if isinstance(n, snn_sqrt) and not provably_positive(n.args[0], known):
             return CoqPlan(None, "a square root of a term that is not positive by a premise")
-    return coq_plan(lhs, rhs, known, PROOF_OPS, bool(ob.hypotheses))
+    return coq_plan(lhs, rhs, known, PROOF_OPS)
 
 
 def bound_lemma(ctx: Ctx, name: str, ob: Obligation, prove: bool, coqc) -> str:
