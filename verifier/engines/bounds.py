@@ -25,6 +25,7 @@ from ..layers.activations import SMOOTH_FUNCTIONS
 from ..obligations import Obligation
 from ..symbolic.program import Program
 from .intervals import INF, Evaluation, Tape, bounds_of
+from .linforms import sub_box
 from .replay import replay, show_value
 from .search import Searcher
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
@@ -278,12 +279,35 @@ class _Decider:
             if at:
                 box.ev = self.tape.run(bounds, parent=box.ev, at=at)
             return box
+        quick = self._by_parent_forms(parent, bounds, atoms, depth)
+        if quick is not None:
+            return quick
         at = parent.hints
         if at is not None:
             at = self.tape.point_values({s: min(max(x, float(bounds[s][0])), float(bounds[s][1]))
                                          for s, x in at.items()})
         box = _Box(bounds, atoms, self.tape.run(bounds, parent=parent.ev, at=at), depth)
         return box
+
+    def _by_parent_forms(self, parent: _Box, bounds: dict, atoms: tuple, depth: int):
+        """The child box, closed without a run of the tape, when the parent's affine bounds
+        (valid on the parent box, so on the child) prove every atom over the child box."""
+        forms = parent.ev.forms
+        if forms is None or not atoms:
+            return None
+        sub = sub_box([bounds[s] for s, _, _ in parent.ev.dims])
+        values = list(parent.ev.values)
+        for k in atoms:
+            o = self.tape.outputs[k]
+            lo, hi = values[o]
+            if forms.has_l[o]:
+                lo = max(lo, forms.low(forms.L[o], sub))
+            if forms.has_u[o]:
+                hi = min(hi, forms.high(forms.U[o], sub))
+            if not _proves(self.ob.goal[k].op, (lo, hi)):
+                return None
+            values[o] = (lo, hi)
+        return _Box(bounds, atoms, Evaluation(values, parent.ev.lines), depth)
 
     def _hints(self, box: _Box, bounds: dict) -> dict | None:
         """Envelope points for `run(at=...)` from the box's own bound (and remember the

@@ -158,19 +158,30 @@ class FloatForms:
 
     # ---- reading forms -------------------------------------------------------------------------
 
-    def low(self, f: np.ndarray) -> Fraction:
-        """A rational <= the minimum of the form over the box."""
+    def low(self, f: np.ndarray, box: tuple | None = None) -> Fraction:
+        """A rational <= the minimum of the form over the box (or over a sub-box `box`, a pair
+        of float arrays rounded outward, as from `sub_box`)."""
+        lo, hi = box if box is not None else (self.lo, self.hi)
+        mag = np.maximum(np.abs(lo), np.abs(hi))
         c = f[1:]
-        v = f[0] + float(np.dot(c, np.where(c > 0, self.lo, self.hi)))
-        e = gamma(self.n + 1) * (abs(f[0]) + float(np.dot(np.abs(c), self.mag))) + TINY
+        v = f[0] + float(np.dot(c, np.where(c > 0, lo, hi)))
+        e = gamma(self.n + 1) * (abs(f[0]) + float(np.dot(np.abs(c), mag))) + TINY
         return Fraction(math.nextafter(v - e, -math.inf))
 
-    def high(self, f: np.ndarray) -> Fraction:
-        """A rational >= the maximum of the form over the box."""
+    def high(self, f: np.ndarray, box: tuple | None = None) -> Fraction:
+        """A rational >= the maximum of the form over the box (or over a sub-box)."""
+        lo, hi = box if box is not None else (self.lo, self.hi)
+        mag = np.maximum(np.abs(lo), np.abs(hi))
         c = f[1:]
-        v = f[0] + float(np.dot(c, np.where(c > 0, self.hi, self.lo)))
-        e = gamma(self.n + 1) * (abs(f[0]) + float(np.dot(np.abs(c), self.mag))) + TINY
+        v = f[0] + float(np.dot(c, np.where(c > 0, hi, lo)))
+        e = gamma(self.n + 1) * (abs(f[0]) + float(np.dot(np.abs(c), mag))) + TINY
         return Fraction(math.nextafter(v + e, math.inf))
+
+
+def sub_box(box: list) -> tuple:
+    """Float arrays (lo, hi) rounded outward for a list of rational (lo, hi) pairs."""
+    return (np.array([down(a) for a, _ in box], dtype=float),
+            np.array([up(b) for _, b in box], dtype=float))
 
 
 def mul_planes(xl: float, xu: float, yl: float, yu: float):
