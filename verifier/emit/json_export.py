@@ -161,6 +161,10 @@ def lex_terms(expr: sp.Add) -> list:
     (sympy's `as_terms` with its numeric evaluations memoised)."""
     gens, rows = set(), []
     for term in expr.args:
+        if type(term) is sp.Symbol:
+            rows.append((term, 1.0 + 0j, {term: 1}))
+            gens.add(term)
+            continue
         if term.is_Mul:
             args = term.args
             coeff, factors = (args[0], args[1:]) if args[0].is_Number else (sp.S.One, args)
@@ -198,8 +202,20 @@ def lex_terms(expr: sp.Add) -> list:
     return [rows[key[-1]][0] for key in keyed]
 
 
+def _plain_symbols(factors) -> bool:
+    """Symbols with one set of assumptions: their sort keys order them by name, the order
+    a canonical product already keeps them in."""
+    a0 = factors[0]._assumptions0 if factors and type(factors[0]) is sp.Symbol else None
+    return a0 is not None and all(type(f) is sp.Symbol and f._assumptions0 == a0
+                                  for f in factors)
+
+
 def ordered_factors(factors) -> list:
-    """`Mul.as_ordered_factors()`: commutative factors by sympy's sort key."""
+    """`Mul.as_ordered_factors()`: commutative factors by sympy's sort key (numbers first)."""
+    head = 1 if factors and factors[0].is_Number else 0
+    if _plain_symbols(factors[head:]) and all(
+            a.name < b.name for a, b in zip(factors[head:], factors[head + 1:])):
+        return list(factors)
     return sorted(factors, key=_default_key)
 
 
@@ -289,8 +305,13 @@ class TermStr:
         c = -c if c.p < 0 else c
         if len(rest) == 1 and rest[0].is_Add and c is sp.S.One:
             raise Unsupported(e)  # _keep_coeff would leave a bare sum
+        if _plain_symbols(rest):  # c * x * y ...: the common case
+            out = "*".join(f.name for f in rest)
+            if c.p != 1:
+                out = f"{c.p}*{out}"
+            return sign + (out if c.q == 1 else f"{out}/{c.q}")
         num, den = [], []
-        for item in ordered_factors(list(rest) + ([] if c is sp.S.One else [c])):
+        for item in ordered_factors(([] if c is sp.S.One else [c]) + list(rest)):
             if item.is_Pow and item.exp.is_Number and item.exp < 0:
                 if not item.exp.is_Rational:
                     raise Unsupported(e)

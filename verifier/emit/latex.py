@@ -158,9 +158,10 @@ class TermTex:
             expr = rest[0]
             if expr.is_Add:
                 raise jx.Unsupported(expr)  # `- (a + b)`: sympy adds parentheses
-            if not (expr.is_Pow or isinstance(expr, sp.exp)):
+            if type(expr) is sp.Symbol or not (expr.is_Pow or isinstance(expr, sp.exp)):
                 return tex + self.term(expr)
-        elif c.q == 1 and not any(f.is_Pow or isinstance(f, sp.exp) for f in rest):
+        elif c.q == 1 and not any(type(f) is not sp.Symbol and (f.is_Pow or isinstance(f, sp.exp))
+                                  for f in rest):
             # no denominator: sympy prints the factors in order
             return tex + self._convert_args(jx.ordered_factors(rest if one else (c, *rest)))
         else:
@@ -247,14 +248,17 @@ def _derivations(model: Model, tex: _Tex) -> str:
             head += "\nWith respect to $" + ", ".join(tex(w) for w in d.wrt) + "$."
         entries = jx.flatten(d.terms)
         rows = [(_entry(d.name, idx), tex(t)) for idx, t in entries]
-        closed = [(_entry(d.name, idx), jx.safe_inline(model.program, t, CLOSED_FORM_OPS))
-                  for idx, t in entries]
+        closed = []
+        for idx, t in entries:  # stop at the first entry too large to show
+            c = jx.safe_inline(model.program, t, CLOSED_FORM_OPS)
+            if c is None:
+                break
+            closed.append((_entry(d.name, idx), c))
         parts.append(head + "\n" + _align(rows))
-        if all(c is not None for _, c in closed) and any(
-                c != t for (_, c), (_, t) in zip(closed, entries)):
-            parts.append("Closed form:\n" + _align([(lab, tex(c)) for lab, c in closed]))
-        elif any(c is None for _, c in closed):
+        if len(closed) < len(entries):
             parts.append(f"Closed form omitted: it exceeds {CLOSED_FORM_OPS} operations.")
+        elif any(c != t for (_, c), (_, t) in zip(closed, entries)):
+            parts.append("Closed form:\n" + _align([(lab, tex(c)) for lab, c in closed]))
     return "\n\n".join(parts) if parts else "No derivations were requested."
 
 

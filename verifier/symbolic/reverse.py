@@ -9,6 +9,7 @@ all run over the same gradient program); activation rules are written with the f
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import lru_cache
 
 import sympy as sp
@@ -50,8 +51,21 @@ def sort_key(e: sp.Basic) -> tuple:
     return _compound_key(e)
 
 
-@lru_cache(maxsize=1 << 16)
 def _compound_key(e: sp.Basic) -> tuple:
+    if e.is_Mul:  # a product of symbols (and a coefficient): built here, not cached
+        items = []
+        for a in e.args:
+            if type(a) is sp.Symbol:
+                c = a._assumptions0
+                items.append((_SYMBOL_RANK, 1 + len(c), (a.name, *c)))
+            else:
+                items.append(_cached_key(a))
+        return (_MUL_RANK, len(items), tuple(items))
+    return _cached_key(e)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_key(e: sp.Basic) -> tuple:
     content = e._hashable_content()
     items = []
     for c in content:
@@ -64,7 +78,7 @@ def _compound_key(e: sp.Basic) -> tuple:
     return (_rank(type(e)), len(content), tuple(items))
 
 
-_SYMBOL_RANK = _rank(sp.Symbol)
+_SYMBOL_RANK, _MUL_RANK = _rank(sp.Symbol), _rank(sp.Mul)
 
 
 def _sorted(args) -> list:
@@ -88,6 +102,13 @@ def _factor_ok(f: sp.Expr, bar: sp.Symbol) -> bool:
     return (f.is_Function or f.is_Add) and not f.is_number
 
 
+def _symbols_like(factors, bar: sp.Symbol) -> bool:
+    """Whether all factors are plain symbols with bar's assumptions: then sympy's order is the
+    order of names."""
+    a0 = bar._assumptions0
+    return all(type(f) is sp.Symbol and f._assumptions0 == a0 for f in factors)
+
+
 def mul(bar: sp.Expr, p: sp.Expr) -> sp.Expr:
     """sympy.Mul(bar, p) for a symbol `bar`: inserted among p's sorted factors when no factor
     shares its base."""
@@ -95,12 +116,23 @@ def mul(bar: sp.Expr, p: sp.Expr) -> sp.Expr:
         return bar
     if bar is _ONE:
         return p
-    if bar.is_Symbol:
+    if type(bar) is sp.Symbol and bar.is_commutative:
+        if type(p) is sp.Symbol and p._assumptions0 == bar._assumptions0:
+            if p.name == bar.name:
+                return sp.Mul(bar, p)
+            return sp.Mul._from_args((bar, p) if bar.name < p.name else (p, bar), True)
         if p.is_Mul:
             args = p.args
             head = 1 if args[0].is_Number else 0
-            if all(_factor_ok(f, bar) for f in args[head:]):
-                return sp.Mul._from_args((*args[:head], *_sorted((*args[head:], bar))),
+            rest = args[head:]
+            if _symbols_like(rest, bar):
+                names = [f.name for f in rest]
+                k = bisect_left(names, bar.name)
+                if k == len(names) or names[k] != bar.name:
+                    k += head
+                    return sp.Mul._from_args((*args[:k], bar, *args[k:]), True)
+            elif all(_factor_ok(f, bar) for f in rest):
+                return sp.Mul._from_args((*args[:head], *_sorted((*rest, bar))),
                                          _commutative(p, bar))
         elif p.is_Rational:
             if p is not _ZERO:
