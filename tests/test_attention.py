@@ -154,6 +154,28 @@ def test_transformer_matches_pytorch(tmp_path, case):
                   hess.reshape(T * d, T * d).numpy())
 
 
+def test_bundled_transformer_spec_matches_pytorch():
+    """specs/transformer.snn at its own sizes: the 2-layer encoder's output, Jacobian and full
+    32 x 32 input Hessian with symbolic weights, against torch.autograd."""
+    from pathlib import Path
+
+    spec = elaborate(str(Path(__file__).resolve().parents[1] / "specs" / "transformer.snn"))
+    model = build_model(spec)
+    point, arrays = random_point(spec, seed=23)
+    cfg = {"T": 4, "d": 8, "heads": 4, "ff": 16, "layers": 2}
+    ref = TorchTransformer(cfg, arrays, net="t2")
+    Z = tensor(arrays["Z"], grad=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        out = ref(Z)
+        close(values(model, derivation(model, "output_2").terms, point), out.detach().numpy())
+        jac = torch.autograd.functional.jacobian(ref, Z).reshape(1, 32)
+        close(values(model, derivation(model, "jacobian_2").terms, point), jac.numpy())
+        hess = torch.autograd.functional.hessian(lambda z: ref(z)[0], Z).reshape(32, 32)
+    ours = values(model, derivation(model, "hessian_2").terms, point)
+    assert ours.shape == (32, 32)
+    close(ours, hess.numpy())
+
+
 def test_transformer_parameter_names_follow_pytorch(tmp_path):
     spec = elaborate(write(tmp_path, transformer_spec({"T": 3, "d": 4, "heads": 2, "layers": 2})))
     layer = nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 16, batch_first=True), 2,

@@ -389,8 +389,9 @@ def test_bundled_spec_loads_and_exports(name):
     model = load(str(SPECS / f"{name}.snn"))
     shapes = {d.name: d.shape for d in model.derivations}
     if name == "lstm":
-        assert shapes == {"output": (1,), "jacobian": (1, 10), "dW_ih0": (16, 2),
-                          "g_output": (3,), "g_jacobian": (3, 8), "hessian": (8, 8)}
+        assert shapes == {"output": (1,), "jacobian": (1, 10), "hessian": (10, 10),
+                          "dW_ih0": (16, 2), "g_output": (3,), "g_jacobian": (3, 8),
+                          "g_hessian": (8, 8)}
     else:
         assert shapes == {"output": (1,), "jacobian": (1, 8), "hessian": (8, 8),
                           "dW_hh1": (9, 3), "g_output": (1,), "g_jacobian": (1, 10),
@@ -413,17 +414,18 @@ def test_bundled_lstm_spec_matches_pytorch():
     values = random_point(spec, np.random.default_rng(12))
     got = ours(spec, model, values)
     f_values = {k: v for k, v in values.items() if k.startswith("f.") or k == "x"}
-    want = oracle("lstm", {"hidden": 4, "layers": 2}, f_values, torch_module)
+    want = oracle("lstm", {"hidden": 4, "layers": 2}, f_values, torch_module, hessian=True)
     assert_close(got["output"], want["out"])
     assert_close(got["jacobian"], want["jac"])
+    assert_close(got["hessian"], want["hess"])  # the full 10 x 10 Hessian of the 2-layer stack
     assert_close(got["dW_ih0"], want["grad"])
     g_values = {k.replace("g.", "f.", 1) if k.startswith("g.") else "x": v
                 for k, v in values.items() if k.startswith("g.") or k == "s"}
     want = oracle("lstm", {"hidden": 3, "step": 3, "output": "vector"}, g_values, torch_module,
-                  hessian=True, entry=1)
+                  hessian=True, entry=0)
     assert_close(got["g_output"], want["out"])
     assert_close(got["g_jacobian"], want["jac"])
-    assert_close(got["hessian"], want["hess"])
+    assert_close(got["g_hessian"], want["hess"])
 
 
 def test_bundled_gru_spec_matches_pytorch():
