@@ -12,18 +12,12 @@ approach inlines the whole network into one sympy expression and calls sympy.dif
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import platform
 import sys
-import tempfile
-import time
 
-import sympy as sp
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from verifier import run  # noqa: E402
+from derivecommon import load, machine_line, naive, op_counts  # noqa: E402
 
 CASES = [(3, (4, 3)), (3, (8, 8)), (4, (16, 16)), (3, (8, 8, 8, 8)), (4, (32, 32))]
 
@@ -35,47 +29,8 @@ def spec_text(n_in: int, hidden: tuple[int, ...]) -> str:
 
 
 def ours(n_in, hidden):
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "net.snn")
-        with open(path, "w") as fh:
-            fh.write(spec_text(n_in, hidden))
-        t0 = time.perf_counter()
-        model = run.load(path)
-        seconds = time.perf_counter() - t0
-    prog = model.program
-    out, jac, hess = model.derivations
-    flat = lambda t: [e for row in t for e in (row if isinstance(row, tuple) else (row,))]  # noqa
-    fwd = prog.count_ops(flat(out.terms))
-    grad = prog.count_ops(flat(jac.terms))
-    hes = prog.count_ops(flat(hess.terms))
-    return seconds, fwd, grad, hes
-
-
-def _naive(n_in, hidden, q):
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "net.snn")
-        with open(path, "w") as fh:
-            fh.write(spec_text(n_in, hidden).split("derive")[0] + "derive output f(x)\n")
-        model = run.load(path)
-    t0 = time.perf_counter()
-    expr = model.program.inline(model.derivations[0].terms[0], limit=None)
-    xs = [v.symbol for v in model.inputs]
-    grads = [sp.diff(expr, x) for x in xs]
-    hess = [[sp.diff(g, y) for y in xs] for g in grads]
-    q.put((time.perf_counter() - t0, sp.count_ops(expr), sum(sp.count_ops(g) for g in grads),
-           sum(sp.count_ops(h) for row in hess for h in row)))
-
-
-def naive(n_in, hidden, limit):
-    q = mp.Queue()
-    p = mp.Process(target=_naive, args=(n_in, hidden, q))
-    p.start()
-    p.join(limit)
-    if p.is_alive():
-        p.kill()
-        p.join()
-        return None
-    return q.get()
+    model, seconds, _ = load(spec_text(n_in, hidden))
+    return (seconds, *op_counts(model))
 
 
 def main() -> None:
@@ -84,8 +39,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows = [
-        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-        f", sympy {sp.__version__}; naive time limit {args.limit:.0f} s per case.",
+        machine_line(args.limit),
         "",
         "| network | ours: out+J+H (s) | forward ops | gradient ops (x fwd) | Hessian ops (x fwd)"
         " | naive inline+diff (s) | naive ops out/J/H | time ratio naive/ours |",
@@ -94,7 +48,7 @@ def main() -> None:
     for n_in, hidden in CASES:
         name = "-".join(map(str, (n_in, *hidden, 1))) + " tanh"
         secs, fwd, grad, hes = ours(n_in, hidden)
-        nv = naive(n_in, hidden, args.limit)
+        nv = naive(spec_text(n_in, hidden).split("derive")[0] + "derive output f(x)\n", args.limit)
         if nv is None:
             nv_s, nv_ops, ratio = f"> {args.limit:.0f} (timeout)", "-", f"> {args.limit / secs:.0f}"
         else:

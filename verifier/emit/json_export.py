@@ -156,9 +156,50 @@ def _complex(e) -> complex:
     return out
 
 
+_LAST = "\U0010ffff"  # sorts after every name
+
+
+def _linear_keys(terms) -> list | None:
+    """Sort keys equivalent to sympy's lex order when every term is a rational multiple of a
+    product of distinct symbols with one set of assumptions (or a number): the order compares
+    exponent vectors over the symbols sorted by name, i.e. the first symbol by name that one
+    term has and the other lacks puts that term first; numbers go last."""
+    a0 = None
+    keys = []
+    for term in terms:
+        if type(term) is sp.Symbol:
+            factors = (term,)
+        elif term.is_Mul:
+            args = term.args
+            if args[0].is_Number:
+                if not args[0].is_Rational:
+                    return None
+                factors = args[1:]
+            else:
+                factors = args
+        elif term.is_Rational:
+            keys.append((_LAST,))
+            continue
+        else:
+            return None
+        for f in factors:
+            if type(f) is not sp.Symbol:
+                return None
+            if a0 is None:
+                a0 = f._assumptions0
+            elif f._assumptions0 != a0:
+                return None
+        keys.append((*(f.name for f in factors), _LAST))
+    return keys
+
+
 def lex_terms(expr: sp.Add) -> list:
     """`expr.as_ordered_terms(order="lex")` for a sum of products with rational coefficients
     (sympy's `as_terms` with its numeric evaluations memoised)."""
+    args = expr.args
+    keys = _linear_keys(args)
+    if keys is not None:
+        return [args[k] for _, k in sorted(zip(keys, range(len(args))))]
     gens, rows = set(), []
     for term in expr.args:
         if type(term) is sp.Symbol:

@@ -160,6 +160,13 @@ class TermTex:
                 raise jx.Unsupported(expr)  # `- (a + b)`: sympy adds parentheses
             if type(expr) is sp.Symbol or not (expr.is_Pow or isinstance(expr, sp.exp)):
                 return tex + self.term(expr)
+        elif c.q == 1 and all(type(f) is sp.Symbol for f in rest) and \
+                jx.ordered_factors(rest) == list(rest):
+            # a product of symbols: names never start with a digit, so no \cdot between them
+            texes = [self.term(f) for f in rest]
+            if any(t[:1].isdigit() or t.startswith(r"\frac") for t in texes):
+                raise jx.Unsupported(rest)
+            return tex + self.sep.join(texes if one else [self.term(c), *texes])
         elif c.q == 1 and not any(type(f) is not sp.Symbol and (f.is_Pow or isinstance(f, sp.exp))
                                   for f in rest):
             # no denominator: sympy prints the factors in order
