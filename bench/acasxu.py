@@ -1,7 +1,7 @@
 """ACAS Xu (VNN-COMP 2021): run instances from acasxu_instances.csv against the ground truth.
 
     python bench/acasxu.py [--max-time S] [--only 1_1/prop_1,...] [--first N] [--props 1,3]
-                           [--bench DIR] [--no-z3]
+                           [--bench DIR] [--no-z3] [--workers N]
 
 One row per instance (network, property, expected, answer, seconds), in csv order, then the
 totals: correct, wrong, unknown/timeout, total time. A witness of every `sat` answer is
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--props", default=None, help="comma list of property numbers")
     ap.add_argument("--first", type=int, default=None, help="only the first N instances")
     ap.add_argument("--no-z3", action="store_true")
+    ap.add_argument("--workers", type=int, default=2, help="processes per instance")
     args = ap.parse_args(argv)
 
     from verifier.engines.relu_bab import decide
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         net = load_onnx(os.path.join(args.bench, onnx))
         prop = read_vnnlib(os.path.join(args.bench, vnnlib))
         res = decide(net, prop, max(limit - (time.perf_counter() - start), 0.01),
-                     use_z3=not args.no_z3)
+                     use_z3=not args.no_z3, workers=args.workers)
         secs = time.perf_counter() - start
         total += secs
         exp = truth.get((onnx, vnnlib), "?")

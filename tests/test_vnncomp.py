@@ -201,6 +201,44 @@ def test_random_relu_answers_agree_with_z3_and_replay():
     assert seen == {"sat", "unsat"}
 
 
+def test_two_workers_agree_and_keep_every_leaf(monkeypatch):
+    """Branch and bound on two forked workers: the same answers as on one, every witness
+    replays, and the leaves z3 closed in the workers come back (uniquely named) as `.smt2`
+    texts that z3 answers `unsat` again."""
+    import verifier.engines.relu_bab as rb
+    from verifier.engines.z3run import run_z3
+
+    monkeypatch.setattr(rb, "Z3_MAX_UNSTABLE", 100)  # every open box may go to z3
+    monkeypatch.setattr(rb, "ALPHA_ITERS", 0)
+    rng = np.random.default_rng(23)
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 101), np.linspace(-1, 1, 101)), -1)
+    seen, leaves = set(), 0
+    for trial in range(6):
+        net = _random_net(rng, [2, 8, 8, 1])
+        top = float(np.max(net.evaluate_float(grid.reshape(-1, 2))))
+        thr = top + (0.003 if trial % 3 else -0.01)  # mostly unsat cases near the max
+        text = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
+                "(assert (or (and (>= X_0 -1) (<= X_0 0) (>= X_1 -1) (<= X_1 1))"
+                " (and (>= X_0 0) (<= X_0 1) (>= X_1 -1) (<= X_1 1))))"
+                f"(assert (>= Y_0 {thr!r}))")
+        prop = parse_vnnlib(text)
+        res = decide(net, prop, 10, workers=2)
+        one = decide(net, prop, 10, workers=1)
+        seen.add(res.answer)
+        assert res.answer == one.answer and res.answer in ("sat", "unsat"), trial
+        if thr <= top:
+            assert res.answer == "sat"
+        if res.answer == "sat":
+            assert net.evaluate_exact(res.witness_x)[0] >= Fraction(thr)
+        else:
+            assert len(res.smt) == res.stats.get("z3_unsat", 0)
+            assert len({name for name, _ in res.smt}) == len(res.smt)
+            for _, smt in res.smt:
+                assert run_z3(smt, 60).answer == "unsat"
+            leaves += len(res.smt)
+    assert seen == {"sat", "unsat"} and leaves > 0
+
+
 def test_size_mismatch_is_a_spec_error():
     net = load_onnx(os.path.join(TEST, "test_tiny.onnx"))
     prop = read_vnnlib(os.path.join(TEST, "test_prop.vnnlib"))

@@ -34,7 +34,7 @@ def _num(v) -> str:
 
 
 def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = True,
-          seed: int = 0):
+          seed: int = 0, workers: int = 1):
     """Load both files and decide; returns (Result, seconds). Raises SpecError on bad input."""
     from .engines.relu_bab import decide
     from .onnx_import import load_onnx
@@ -44,7 +44,7 @@ def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool 
     net = load_onnx(onnx_path)
     prop = read_vnnlib(vnnlib_path)
     left = max(timeout - (time.perf_counter() - start), 0.01)
-    result = decide(net, prop, left, use_z3=use_z3, seed=seed)
+    result = decide(net, prop, left, use_z3=use_z3, seed=seed, workers=workers)
     return result, time.perf_counter() - start
 
 
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the z3 leaf queries (.smt2) and a summary.json")
     p.add_argument("--json", action="store_true", help="print a JSON report instead")
     p.add_argument("--no-z3", action="store_true", help="never call z3 on leaves")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                   help="processes for branch and bound (default: 2, or 1 on one core)")
     return p
 
 
@@ -91,11 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.timeout < float("inf"):
         print("error: --timeout must be positive", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
     return run_guarded(lambda: _run(args), inputs="files")
 
 
 def _run(args) -> int:
-    result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3)
+    result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
+                            workers=args.workers)
     text = answer_text(result)
     if args.answer:
         _write(args.answer, text)

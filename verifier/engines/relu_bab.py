@@ -57,6 +57,7 @@ Z3_SHARE = 0.15  # at most this share of the time limit goes to z3 leaves (they 
 STRONG_BRANCHING = False  # lookahead on 3 dims: with the interval smear it does not pay
 FULL_LOOKAHEAD = True
 MIN_WIDTH = 1e-12
+PIECES_PER_WORKER = 4  # with several workers, the boxes are cut into this many pieces each
 SMEAR = "interval"  # split score: |d row / dx_i| over the box (interval) or |CROWN coef|
 ALPHA_ITERS = 6  # α-CROWN steps per layer on boxes that plain CROWN leaves open (0: off)  # relative width below which a box is not split further
 
@@ -149,7 +150,7 @@ class _Spec:
 
 class Engine:
     def __init__(self, net: OnnxNet, prop: Property, timeout: float, seed: int = 0,
-                 use_z3: bool = True):
+                 use_z3: bool = True, workers: int = 1):
         if prop.n_inputs != net.n_in or prop.n_outputs != net.n_out:
             from ..diagnostics import SpecError
 
@@ -160,6 +161,7 @@ class Engine:
         self.fnet = FloatNet(net)
         self.deadline = time.perf_counter() + timeout
         self.budget = timeout
+        self.workers = max(1, workers)
         self.rng = np.random.default_rng(seed)
         self.use_z3 = use_z3
         self.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
@@ -189,12 +191,21 @@ class Engine:
                 if hit:
                     return self._sat(hit)
             incomplete = []
-            for k, s in enumerate(specs):
-                res = self.bab(s)
-                if isinstance(res, tuple):
-                    return self._sat(res)
-                if res is not True:
-                    incomplete.append(f"disjunct {k}: {res}")
+            if self.workers > 1 and any(s.rows for s in specs):
+                outcomes = self._bab_parallel(specs)
+            else:
+                outcomes = ((k, self.bab(s)) for k, s in enumerate(specs))
+            try:
+                for k, res in outcomes:
+                    if isinstance(res, tuple):
+                        return self._sat(res)
+                    if res == "timeout":
+                        raise _Timeout
+                    if res is not True:
+                        incomplete.append(f"disjunct {k}: {res}")
+            finally:
+                if hasattr(outcomes, "close"):
+                    outcomes.close()  # stops the workers
             if incomplete:
                 return Result("unknown", reason="; ".join(incomplete), stats=self.stats,
                               smt=self.smt)
@@ -304,14 +315,80 @@ class Engine:
             g = g @ la.W
         return g + gx, r.min(axis=1)
 
+    # ---- two cores
+    def _bab_parallel(self, specs):
+        """Branch and bound of the disjuncts' boxes cut into pieces, on `workers` forked
+        processes; yields (disjunct, outcome) with every witness replayed here again.
+        Every piece must close for `unsat`; a piece that timed out yields "timeout"."""
+        import multiprocessing as mp
+
+        global _FORKED
+        pieces = [(k, s.lo, s.hi) for k, s in enumerate(specs)]
+        done = [(k, self.bab(specs[k])) for k, s in enumerate(specs) if not s.rows]
+        pieces = [p for p in pieces if specs[p[0]].rows]
+        while pieces and len(pieces) < PIECES_PER_WORKER * self.workers:
+            self.check_time()
+            vols = [np.prod((h - l) / np.maximum(specs[k].hi - specs[k].lo, 1e-300))
+                    for k, l, h in pieces]
+            k, lo, hi = pieces.pop(int(np.argmax(vols)))
+            d = self._root_split(specs[k], lo, hi)
+            if d is None:  # closed by one bound computation
+                continue
+            mid = 0.5 * (lo[d] + hi[d])
+            hi1, lo2 = hi.copy(), lo.copy()
+            hi1[d] = lo2[d] = mid
+            pieces += [(k, lo, hi1), (k, lo2, hi)]
+        yield from done
+        _FORKED = (self, specs)
+        pool = mp.get_context("fork").Pool(self.workers)
+        try:
+            it = pool.imap_unordered(_piece_worker, pieces)
+            for _ in pieces:
+                try:
+                    k, res, stats, smt = it.next(timeout=max(self.time_left(), 0) + 1.0)
+                except mp.TimeoutError:
+                    raise _Timeout from None
+                for key, v in stats.items():
+                    self.stats[key] = self.stats.get(key, 0) + v
+                for _name, text in smt:
+                    self.smt.append((f"leaf{len(self.smt):05d}", text))
+                if isinstance(res, tuple):  # replayed in the worker; again here
+                    x, _ = res
+                    y = self.net.evaluate_exact(x)
+                    if all(c.holds(x, y) for c in specs[k].d.constraints):
+                        yield k, (x, y)
+                        return
+                    res = "a worker's witness did not replay"
+                yield k, res
+        finally:
+            pool.terminate()
+            pool.join()
+            _FORKED = None
+
+    def _root_split(self, s: _Spec, lo, hi):
+        """The dimension branch and bound would split the box along, None if it closes."""
+        lo1, hi1, ub, G, bounds = self._bound(s, lo[None], hi[None])
+        if not len(lo1):
+            return None
+        row = np.argmin(ub, axis=1)
+        if SMEAR == "interval" and self.fnet.piecewise_linear:
+            g = gradient_magnitude(self.fnet, bounds, s.spec.W[row], s.Db[row])
+        else:
+            g = np.abs(G[np.arange(1), row])
+        score = g[0] * (hi - lo)
+        if not np.any(score > 0):
+            score = (hi - lo) / np.maximum(s.hi - s.lo, 1e-300)
+        return int(np.argmax(score))
+
     # ---- branch and bound
-    def bab(self, s: _Spec):
-        """True (all closed), a witness (x, y), or a reason string."""
+    def bab(self, s: _Spec, lo=None, hi=None):
+        """True (all closed), a witness (x, y), or a reason string; `lo`, `hi`: a part of
+        the disjunct's box to cover instead of all of it."""
         if not s.rows:  # the input constraints alone: the box is the region
             hit = self.replay(s, 0.5 * (s.lo_in + s.hi_in))
             return hit if hit else "input constraints only, no point found"
-        stack_lo = [s.lo[None]]
-        stack_hi = [s.hi[None]]
+        stack_lo = [(s.lo if lo is None else lo)[None]]
+        stack_hi = [(s.hi if hi is None else hi)[None]]
         nh = sum(la.W.shape[0] for la in self.fnet.hidden)
         stack_L = [np.full((1, nh), -np.inf)]  # certified pre-activation bounds (parents')
         stack_U = [np.full((1, nh), np.inf)]
@@ -510,6 +587,25 @@ class Engine:
                 if all(c.holds(x, y) for c in s.d.constraints):
                     return (x, y)
         return res.answer
+
+
+_FORKED = None  # (engine, specs) for the forked workers of `Engine._bab_parallel`
+
+
+def _piece_worker(piece):
+    """One piece's branch and bound in a forked worker: (disjunct, outcome, stats, smt)."""
+    k, lo, hi = piece
+    eng, specs = _FORKED
+    eng.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
+    eng.smt = []
+    eng.rng = np.random.default_rng(abs(hash((float(lo.sum()), float(hi.sum())))) % 2**32)
+    try:
+        with single_thread_blas():
+            res = eng.bab(specs[k], lo, hi)
+    except _Timeout:
+        res = "timeout"
+    eng.stats.pop("open_volume", None)
+    return k, res, eng.stats, eng.smt
 
 
 def gradient_magnitude(fnet: FloatNet, bounds: Bounds, rows: np.ndarray, D: np.ndarray):
