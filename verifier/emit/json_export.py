@@ -196,6 +196,45 @@ def _linear_keys(terms) -> list | None:
 def lex_terms(expr: sp.Add) -> list:
     """`expr.as_ordered_terms(order="lex")` for a sum of products with rational coefficients
     (sympy's `as_terms` with its numeric evaluations memoised)."""
+    out = _ORDERED.get(expr)  # JSON and LaTeX print the same sums
+    if out is None:
+        if len(_ORDERED) > 1 << 17:
+            _ORDERED.clear()
+        out = _ORDERED[expr] = _lex_terms(expr)
+    return out
+
+
+_ORDERED: dict = {}
+
+
+def linear_terms(expr: sp.Add):
+    """[(rational coefficient, symbols)] in sympy's print order when every term of the sum is
+    a rational multiple of a product of plain symbols with one set of assumptions (a number
+    has no symbols); None otherwise."""
+    out = []
+    for term in lex_terms(expr):
+        if type(term) is sp.Symbol:
+            out.append((sp.S.One, (term,)))
+        elif term.is_Rational:
+            out.append((term, ()))
+        elif term.is_Mul:
+            args = term.args
+            if args[0].is_Number:
+                if not args[0].is_Rational:
+                    return None
+                c, rest = args[0], args[1:]
+            else:
+                c, rest = sp.S.One, args
+            if not _plain_symbols(rest):
+                return None
+            out.append((c, rest))
+        else:
+            return None
+    a0 = {rest[0]._assumptions0 for _, rest in out if rest}
+    return out if len(a0) <= 1 else None
+
+
+def _lex_terms(expr: sp.Add) -> list:
     args = expr.args
     keys = _linear_keys(args)
     if keys is not None:
@@ -322,6 +361,24 @@ class TermStr:
         return out
 
     def add(self, e) -> str:  # StrPrinter._print_Add
+        linear = linear_terms(e)
+        if linear is not None:  # no term needs parentheses: print the pieces directly
+            out = []
+            for c, rest in linear:
+                if not rest:
+                    t = self.other(c)
+                    sign, t = ("-", t[1:]) if t.startswith("-") else ("+", t)
+                else:
+                    sign = "-" if c.p < 0 else "+"
+                    p = -c.p if c.p < 0 else c.p
+                    t = "*".join(f.name for f in rest)
+                    if p != 1:
+                        t = f"{p}*{t}"
+                    if c.q != 1:
+                        t = f"{t}/{c.q}"
+                out += [sign, t]
+            sign = out.pop(0)
+            return ("" if sign == "+" else sign) + " ".join(out)
         level = prec(e)
         out = []
         for term in lex_terms(e):

@@ -125,6 +125,26 @@ class TermTex:
         return self._memo(("minus", e), e.could_extract_minus_sign)
 
     def add(self, e) -> str:  # LatexPrinter._print_Add
+        linear = jx.linear_terms(e)
+        if linear is not None and all(c.q == 1 for c, rest in linear if rest):
+            tex = ""
+            for i, (c, rest) in enumerate(linear):
+                neg = i > 0 and c.p < 0
+                if i > 0:
+                    tex += " - " if neg else " + "
+                if not rest:
+                    tex += self.term(-c if neg else c)
+                    continue
+                p = c.p
+                if p < 0 and not neg:
+                    tex += "- "
+                texes = [self.term(f) for f in rest]
+                if any(t[:1].isdigit() or t.startswith(r"\frac") for t in texes):
+                    raise jx.Unsupported(e)
+                if abs(p) != 1:
+                    texes.insert(0, self.term(sp.Integer(abs(p))))
+                tex += self.sep.join(texes)
+            return tex
         tex = ""
         for i, term in enumerate(jx.lex_terms(e)):
             neg = i > 0 and self._minus(term)
