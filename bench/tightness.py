@@ -178,9 +178,13 @@ def main() -> None:
     text = table(rows, args)
     print(text)
     print(f"total {time.perf_counter() - start:.0f} s on {platform.processor() or platform.machine()}")
-    if args.out:  # the table only: the description around it in bench/tightness.md is prose
+    if args.out:  # replaces the table, keeps the prose above it
+        prose = ""
+        if os.path.exists(args.out):
+            with open(args.out) as fh:
+                prose = fh.read().split("| net |", 1)[0]
         with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+            fh.write(prose + text + "\n")
 
 
 if __name__ == "__main__":
