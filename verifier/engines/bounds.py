@@ -8,7 +8,10 @@ With smooth functions each application is an opaque atom constrained by its inte
 certified linear envelopes (`intervals.Tape.enclosures`), so `unsat` proves and `sat` only
 suggests where to look. What neither settles goes to branch and bound over the input box,
 best-first by the interval bound, every leaf closed by intervals or by z3; running out of time
-is `unknown`, with the tightest certified bound and the worst point seen.
+is `unknown`, with the tightest certified bound and the worst point seen. Each box's
+envelopes are tangent where its worst affine bound is attained (children inherit that point),
+and are intersected with the parent's enclosures; `certified_bound` runs the same branch and
+bound only to report the tightest bound it reaches in a time limit (for benchmarks).
 """
 
 from __future__ import annotations
