@@ -186,3 +186,40 @@ def test_jacobian_pairing_with_matrix_wrt_and_scalar_output():
     entries = list(json_export.jacobian_entries(jac, out))
     assert entries[4] == (w[4], (), (1, 1))
     assert [e[0] for e in entries] == w
+
+
+# ---------------------------------------------------------------- fast printers = sympy's text
+
+SMALL_TRANSFORMER = """input X : real[2, 2]
+network t(in=[2, 2]) { transformer(heads=1, ff=3, ff_act=tanh, positional=true) }
+derive output t(X)
+derive jacobian t(X) wrt X
+derive hessian t(X)[0] wrt X
+"""
+
+
+@pytest.mark.parametrize("spec", ["mlp.snn", "gru.snn", "gcn.snn", "transformer"])
+def test_fast_printers_give_sympys_text(spec, tmp_path):
+    """Every program definition (forward, adjoint, second-order) prints exactly as
+    sympy.sstr / sympy.latex with order="lex" print it."""
+    from pathlib import Path
+
+    from verifier import run
+
+    if spec == "transformer":
+        path = tmp_path / "t.snn"
+        path.write_text(SMALL_TRANSFORMER)
+    else:
+        path = Path(__file__).resolve().parents[2] / "specs" / spec
+    model = run.load(str(path))
+    prog = model.program
+    syms = set(prog.order)
+    for s in prog.order:
+        syms |= prog.def_leaves(s)
+    names = latex.symbol_names(syms)
+    fast_str, fast_tex = json_export.TermStr(), latex.TermTex(names)
+    assert len(prog.order) > 100
+    for s in prog.order:
+        e = prog.defs[s]
+        assert fast_str(e) == sp.sstr(e, order="lex"), e
+        assert fast_tex(e) == sp.latex(e, symbol_names=names, order="lex"), e
