@@ -8,7 +8,10 @@ must compile. Wrong variants are refuted, so they get no lemma; told (falsely) t
 variant was proved, the emitter still writes no proof script for it: its pre-checks reject
 every one.
 
-coqc runs once per layer file, two files at a time.
+coqc runs once per layer file, two files at a time. The softmax files are compiled only when
+SNN_COQ_SLOW=1 (or CI=true): auto_derive alone needs about 15 s for one entry of a softmax
+layer's DW at N=4, D=2, K=3 (the loss is a sum over the batch of logs of sums of exps), and
+the file has over 200 such lemmas; their Qed proofs are still checked by the parse below.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from test_batch_backprop import FILES, _base, _check, _claim, _path
 from verifier import run
 from verifier.emit import coq
 from verifier.engines.verdict import PROVED, Verdict
+
+SLOW = frozenset({"softmax.snn", "colwise/softmax.snn"})
+
+
+def _compile_slow() -> bool:
+    return os.environ.get("SNN_COQ_SLOW") == "1" or os.environ.get("CI") == "true"
+
 
 # Claims whose lemmas stay Admitted: srelu as a builtin is a piecewise definition, and
 # auto_derive has no rule for a decision that depends on the variable of differentiation (the
@@ -74,17 +84,18 @@ def emitted(tmp_path_factory):
         return subprocess.run([coqc, vname], cwd=folder, capture_output=True, text=True,
                               check=False)
 
-    results = [None] * len(FILES)
-    if coqc is not None:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(compile_one, files.values()))
-    return {name: (files[name][0], files[name][1], res) for name, res in zip(FILES, results)}
+    todo = [n for n in FILES if coqc is not None and (n not in SLOW or _compile_slow())]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(todo, pool.map(compile_one, [files[n] for n in todo])))
+    return {name: (files[name][0], files[name][1], results.get(name)) for name in FILES}
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_every_emitted_file_compiles(emitted, name):
     if _coqc() is None:
         pytest.skip("coqc not installed")
+    if name in SLOW and not _compile_slow():
+        pytest.skip("slow to compile (about 15 s per lemma): set SNN_COQ_SLOW=1")
     _, _, res = emitted[name]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 

@@ -550,6 +550,8 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
     if (bad := _unsupported_power(F) or _unsupported_power(rhs)) is not None:
         return CoqPlan(None, bad)
     for app in applications(F):
+        if isinstance(app, sp.Piecewise):
+            continue  # below
         if v in app.free_symbols and fname(app) not in _AUTO_DERIVE | _KINKED | {"log"}:
             return CoqPlan(None, f"{fname(app)} has no derivative rule registered with "
                                  "auto_derive")
@@ -697,8 +699,9 @@ def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, prove: boo
             split_on = "".join(f"destruct ({ctx.printer.condition(c)}); "
                                for c in cp.decide)
             proof = (f"  intros.\n{_substitute_script(ctx, cp.substitute)}"
-                     f"  {split_on}auto_derive; [snn_side | unfold Rminus, Rdiv in *; "
-                     f"cbn [pow] in *; {COQ_MAIN[cp.mode]}].")
+                     f"  {split_on}{'(' if split_on else ''}auto_derive; [snn_side | "
+                     f"unfold Rminus, Rdiv in *; cbn [pow] in *; {COQ_MAIN[cp.mode]}]"
+                     f"{')' if split_on else ''}.")
         else:
             why.append(f"Admitted: no proof script because {plan.reason}; and for the Coq "
                        f"specific scripts, {cp.reason}")

@@ -101,23 +101,45 @@ Lemma softplus_pos (x : R) : 0 < softplus x.
 Proof. unfold softplus. rewrite <- ln_1. apply ln_increasing; generalize (exp_pos x); lra. Qed.
 
 (* Side goals of auto_derive and field: True, conjunctions, the premises of the lemma
-   (pre-activations nonzero) and positivity of exp, sigmoid, softplus, positive numbers and
-   their sums, products and powers; in the form auto_derive rebuilds terms in. *)
+   (pre-activations nonzero, terms positive by a premise: lra) and positivity of exp, sigmoid,
+   softplus, square roots, positive numbers and their sums, products and powers; in the form
+   auto_derive rebuilds terms in. *)
 Ltac snn_side := unfold Rminus, Rdiv in *; cbn [pow] in *; repeat match goal with
   | |- True => exact I
   | |- _ /\ _ => split
   | |- _ <> 0 => assumption
   | |- _ <> 0 => apply Rgt_not_eq; unfold Rgt
+  | |- 0 < _ => solve [lra]
   | |- 0 < exp _ => apply exp_pos
+  | |- 0 < sqrt _ => apply sqrt_lt_R0
   | |- 0 < sigmoid _ => apply sigmoid_pos
   | |- 0 < softplus _ => apply softplus_pos
   | |- 0 < _ + _ => apply Rplus_lt_0_compat
   | |- 0 < _ * _ => apply Rmult_lt_0_compat
   | |- 0 < / _ => apply Rinv_0_lt_compat
   | |- 0 < _ ^ _ => apply pow_lt
-  | |- 0 < _ => solve [lra]
   | |- _ => assumption
   end.
+
+(* Square roots of positive terms named as atoms t > 0, so that field can clear them. *)
+Ltac snn_roots := repeat match goal with |- context [sqrt ?a] =>
+  let t := fresh "snn_t" in
+  assert (0 < sqrt a) by (apply sqrt_lt_R0; snn_side);
+  set (t := sqrt a) in *; clearbody t end.
+
+(* Piecewise definitions: split every decision a ? b three ways (a < b, a = b, a > b), then
+   substitute the variables that the equal cases determine, and close each case by ring or lra
+   (lra: a case excluded by the premises, such as a pre-activation that is neither > 0, < 0
+   nor 0). *)
+Ltac snn_split a b := destruct (Rtotal_order a b) as [? | [? | ?]].
+Ltac snn_cases := unfold step, leaky_step, relu, leaky_relu, Rmax in *;
+  repeat match goal with
+  | |- context [Rlt_dec ?a ?b] => snn_split a b; destruct (Rlt_dec a b)
+  | |- context [Rle_dec ?a ?b] => snn_split a b; destruct (Rle_dec a b)
+  | |- context [Rgt_dec ?a ?b] => snn_split a b; destruct (Rgt_dec a b)
+  | |- context [Rge_dec ?a ?b] => snn_split a b; destruct (Rge_dec a b)
+  end;
+  try subst; solve [ring | exfalso; lra | lra | field; snn_side].
 
 (** * Derivations *)
 
