@@ -398,3 +398,41 @@ def test_module_name_is_sanitised(tmp_path):
     model.name = "my-net.v2"
     files = coq.emit(model, verdicts, coqc=None)
     assert list(files) == ["my_net_v2.v"]
+
+
+# ---------------------------------------------------------------- Coq-specific proof plans
+
+
+@pytest.mark.parametrize("lhs, rhs, known, mode", [
+    # softmax-like: ring with the inverse of a sum of exps as an atom (no cancellation)
+    (sp.exp(x) / (sp.exp(x) + sp.exp(y)), sp.exp(x) * (sp.exp(x) + sp.exp(y)) ** -1, (), "ring"),
+    # cancellation of a positive denominator needs field
+    ((x * sp.exp(y) + x) / (sp.exp(y) + 1), x, (), "field"),
+    # a denominator positive only by a premise
+    ((x * y + y) / y, x + 1, (y,), "field"),
+    ((x * y + y) / y, x + 1, (), None),
+    # a square root of a premise-positive term, named as an atom t > 0, then field
+    ((x * sp.sqrt(y) + sp.sqrt(y)) / sp.sqrt(y), x + 1, (y,), "roots"),
+    ((x * sp.sqrt(y) + sp.sqrt(y)) / sp.sqrt(y), x + 1, (), None),
+    # step: nerva's value at the kink differs from ours; both agree off the kink
+    (step(x), 1 - step(-x), (), "cases"),
+    (step(x), step(-x), (), None),
+])
+def test_coq_plan(lhs, rhs, known, mode):
+    known = tuple(sp.expand(coq.coq_view(k)) for k in known)
+    plan = coq.coq_plan(coq.coq_view(lhs), coq.coq_view(rhs), known, 1000)
+    assert plan.mode == mode, plan.reason
+
+
+def test_coq_view_keeps_exp_products_and_roots_opaque():
+    assert coq.coq_view(sp.exp(x)) ** 2 == sp.Pow(coq.snn_exp(x), 2)  # sympy: exp(2*x)
+    d = sp.diff(coq.coq_view(sp.sqrt(x)), x)
+    assert d == 1 / (2 * coq.snn_sqrt(x))
+
+
+def test_positive_by_construction_or_by_premise():
+    known = (sp.expand(x * y + 2),)
+    assert coq.provably_positive(coq.snn_exp(x) + coq.snn_exp(y), ())
+    assert coq.provably_positive(3 * (x * y + 2), known)
+    assert not coq.provably_positive(x * y + 1, known)
+    assert not coq.provably_positive(x, ())

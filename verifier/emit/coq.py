@@ -8,7 +8,17 @@ What gets a proof (`Qed`), and how:
   their pre-activations are nonzero; ln and divisions only of terms positive by construction
   (sums and products of exp, sigmoid, softplus, positive numbers), whose side goals `snn_side`
   discharges;
-- plain identities: `field`, with activation applications as opaque atoms;
+  Where that pre-check fails, Coq-specific scripts that also use the claim's premises
+  (`coq_derivative_plan`): `ring` with inverses as atoms (no cancellation, so no side goals,
+  and small where field would multiply out a product of softmax row sums); `field` with
+  denominators, ln and sqrt arguments positive by a premise (`lra`); square roots named as
+  atoms `t > 0` first (batchnorm's 1/sqrt(Sigma), stated where Sigma > 0); equation premises
+  such as `T_0_0 + T_0_1 = 1` solved for a leaf and substituted; case analysis on every
+  decision inside step, relu, leaky_relu and piecewise definitions whose decisions do not
+  depend on the variable (nerva's conventions at the kinks, stated where the argument is not
+  at the kink);
+- plain identities: `field`, with activation applications as opaque atoms, or the scripts
+  above;
 - small bounds over an input box: the `interval` tactic, kept only when coqc confirms it;
 - Jacobians of an output (derivations): `is_derive` lemmas linking the two Definitions.
 A proof is attempted only when a sympy pre-check predicts that the tactic succeeds; everything
