@@ -239,6 +239,38 @@ def test_two_workers_agree_and_keep_every_leaf(monkeypatch):
     assert seen == {"sat", "unsat"} and leaves > 0
 
 
+def test_disjuncts_sharing_a_box_are_decided_together():
+    """`(or (and Y_1 <= Y_0) (and Y_2 <= Y_0))` on one box is one branch and bound tree
+    (closed only where every case is) and answers as the cases one by one do; z3 agrees
+    with the grouped leaf query on the whole box."""
+    import verifier.engines.relu_bab as rb
+    from verifier.engines.z3run import run_z3
+
+    rng = np.random.default_rng(5)
+    head = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
+            "(declare-const Y_1 Real)(declare-const Y_2 Real)"
+            "(assert (and (>= X_0 -1) (<= X_0 1) (>= X_1 -1) (<= X_1 1)))")
+    seen = set()
+    for trial in range(5):
+        net = _random_net(rng, [2, 4, 4, 3])
+        shift = [float(v) for v in rng.uniform(0.0, 1.5, size=2)]
+        cases = [f"(and (<= (+ Y_1 {shift[0]!r}) Y_0))", f"(and (<= (+ Y_2 {shift[1]!r}) Y_0))"]
+        prop = parse_vnnlib(head + "(assert (or " + " ".join(cases) + "))")
+        assert len(rb._groups(prop)) == 1
+        res = decide(net, prop, 10, workers=1)
+        alone = [decide(net, parse_vnnlib(head + f"(assert {c})"), 10).answer for c in cases]
+        seen.add(res.answer)
+        assert res.answer == ("sat" if "sat" in alone else "unsat"), (trial, alone)
+        if res.answer == "sat":
+            y = net.evaluate_exact(res.witness_x)
+            assert any(y[k] + Fraction(shift[k - 1]) <= y[0] for k in (1, 2))
+        eng = rb.Engine(net, prop, 10)
+        s = _Spec(eng.fnet, prop.disjuncts)
+        bounds = forward_bounds(eng.fnet, Box(s.lo[None], s.hi[None]))
+        assert run_z3(rb.leaf_query(eng, s, s.lo, s.hi, bounds), 60).answer == res.answer
+    assert seen == {"sat", "unsat"}
+
+
 def test_size_mismatch_is_a_spec_error():
     net = load_onnx(os.path.join(TEST, "test_tiny.onnx"))
     prop = read_vnnlib(os.path.join(TEST, "test_prop.vnnlib"))

@@ -105,33 +105,55 @@ def _combinations(k: int) -> list[list[Fraction]]:
 
 
 class _Spec:
-    """One disjunct in the engine's terms."""
+    """Disjuncts with the same input box, in the engine's terms (usually just one).
 
-    def __init__(self, fnet: FloatNet, d: Disjunct):
-        self.d = d
-        self.rows = d.output_constraints()
+    Disjunct g is unsafe at x iff all its rows `r(x) = -(lhs)` are >= 0 (> 0 if strict); the
+    group is safe on a box iff every disjunct is, i.e. for every g some bounding row of g is
+    certified negative. Sharing one branch and bound tree saves recomputing the same boxes
+    once per output case (VNN-LIB's `(or (and Y_1 <= Y_0) (and Y_2 <= Y_0) ...)`).
+    """
+
+    def __init__(self, fnet: FloatNet, d: Disjunct | list[Disjunct]):
+        self.ds = d if isinstance(d, list) else [d]
+        self.d = self.ds[0]
         n_in, n_out = fnet.n_in, fnet.n_out
-        R = [[Fraction(0)] * n_out for _ in self.rows]
-        Dx = [[Fraction(0)] * n_in for _ in self.rows]
-        e = []
-        for r, c in enumerate(self.rows):  # r = -(lhs)
-            for j, a in c.y:
-                R[r][j] = -a
-            for i, a in c.x:
-                Dx[r][i] = -a
-            e.append(-c.const)
-        strict = [c.strict for c in self.rows]
-        self.lam = _combinations(len(self.rows))  # bounding rows: rows and averages of them
-        Rb, Db, eb, sb = [], [], [], []
-        for w in self.lam:
-            used = [k for k, t in enumerate(w) if t]
-            Rb.append([sum((w[k] * R[k][j] for k in used), Fraction(0)) for j in range(n_out)])
-            Db.append([sum((w[k] * Dx[k][i] for k in used), Fraction(0)) for i in range(n_in)])
-            eb.append(sum((w[k] * e[k] for k in used), Fraction(0)))
-            sb.append(any(strict[k] for k in used))
+        R, Dx, e, owner, Rb, Db, eb, sb, bowner = [], [], [], [], [], [], [], [], []
+        lam = []
+        for g, dj in enumerate(self.ds):
+            rows = dj.output_constraints()
+            Rg = [[Fraction(0)] * n_out for _ in rows]
+            Dg = [[Fraction(0)] * n_in for _ in rows]
+            eg = []
+            for r, c in enumerate(rows):  # r = -(lhs)
+                for j, a in c.y:
+                    Rg[r][j] = -a
+                for i, a in c.x:
+                    Dg[r][i] = -a
+                eg.append(-c.const)
+            strict = [c.strict for c in rows]
+            for w in _combinations(len(rows)):  # bounding rows: rows and averages of them
+                used = [k for k, t in enumerate(w) if t]
+                Rb.append([sum((w[k] * Rg[k][j] for k in used), Fraction(0))
+                           for j in range(n_out)])
+                Db.append([sum((w[k] * Dg[k][i] for k in used), Fraction(0))
+                           for i in range(n_in)])
+                eb.append(sum((w[k] * eg[k] for k in used), Fraction(0)))
+                sb.append(any(strict[k] for k in used))
+                bowner.append(g)
+                lam.append((len(R), w))
+            R += Rg
+            Dx += Dg
+            e += eg
+            owner += [g] * len(rows)
+        self.rows = R
+        # weights of each bounding row on all rows
+        self.lam = [[Fraction(0)] * off + w + [Fraction(0)] * (len(R) - off - len(w))
+                    for off, w in lam]
         # unsafe needs every row >= 0 (> 0 if strict), so every average too: a box where
-        # some bounding row is < 0 (<= 0 when it involves a strict row) is safe
+        # some bounding row is < 0 (<= 0 when it involves a strict row) is safe for its g
         self.strict = np.array(sb, dtype=bool)
+        self.owner = np.array(owner, dtype=np.int64)
+        self.bowner = np.array(bowner, dtype=np.int64)
         self.spec = fnet.spec_layer(Rb, eb) if self.rows else None
         Dobj = np.array(Dx, dtype=object).reshape(len(self.rows), n_in)
         self.D = np.array([[float(v) for v in row] for row in Dx]).reshape(len(self.rows), n_in)
@@ -142,10 +164,57 @@ class _Spec:
         self.Rf = np.array([[float(v) for v in row] for row in R]).reshape(len(self.rows), n_out)
         self.ef = np.array([float(v) for v in e])
         self.Dobj = Dobj
-        self.lo, self.hi, self.lo_in, self.hi_in = _float_box(d)
+        self.lo, self.hi, self.lo_in, self.hi_in = _float_box(self.d)
 
     def rows_float(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return y @ self.Rf.T + x @ self.D.T + self.ef
+
+    def _per_group(self, v, owner, fill):
+        """(B, G) minimum of v's columns per disjunct."""
+        out = np.full((v.shape[0], len(self.ds)), fill)
+        for g in range(len(self.ds)):
+            cols = owner == g
+            if cols.any():
+                out[:, g] = v[:, cols].min(axis=1)
+        return out
+
+    def margin(self, r):
+        """Float violation margin per point: >= 0 where some disjunct looks unsafe."""
+        return self._per_group(r, self.owner, -np.inf).max(axis=1)
+
+    def grad_row(self, r):
+        """The row to ascend per point: the smallest row of the least safe disjunct."""
+        g = np.argmax(self._per_group(r, self.owner, -np.inf), axis=1)
+        masked = np.where(self.owner[None, :] == g[:, None], r, np.inf)
+        return np.argmin(masked, axis=1)
+
+    def closed(self, ub):
+        """Boxes certified safe: for every disjunct, some bounding row is negative."""
+        neg = np.where(self.strict[None, :], ub <= 0, ub < 0)
+        return np.all(self._per_group(~neg, self.bowner, True) == 0, axis=1) if len(
+            self.ds) > 1 else np.any(neg, axis=1)
+
+    def worst(self, ub):
+        """Per box, the bound of the least safe disjunct (its best bounding row)."""
+        return self._per_group(ub, self.bowner, np.inf).max(axis=1)
+
+    def split_row(self, ub):
+        """Per box, the bounding row that decides the split: best row of the worst disjunct."""
+        g = np.argmax(self._per_group(ub, self.bowner, np.inf), axis=1)
+        masked = np.where(self.bowner[None, :] == g[:, None], ub, np.inf)
+        return np.argmin(masked, axis=1)
+
+    def holds(self, x, y) -> bool:
+        return any(all(c.holds(x, y) for c in dj.constraints) for dj in self.ds)
+
+
+def _groups(prop: Property) -> list[list[Disjunct]]:
+    """Disjuncts with output rows grouped by identical input boxes, in order."""
+    out: dict = {}
+    for k, d in enumerate(prop.disjuncts):
+        key = (tuple(d.lo), tuple(d.hi)) if d.output_constraints() else ("alone", k)
+        out.setdefault(key, []).append(d)
+    return list(out.values())
 
 
 class Engine:
@@ -176,7 +245,7 @@ class Engine:
 
     # ---- public
     def run(self) -> Result:
-        specs = [_Spec(self.fnet, d) for d in self.prop.disjuncts]
+        specs = [_Spec(self.fnet, g) for g in _groups(self.prop)]
         try:
             total = max(self.time_left(), 0.0)
             for s in specs:
@@ -220,26 +289,26 @@ class Engine:
 
     # ---- replay
     def replay(self, s: _Spec, xf: np.ndarray):
-        """Exact check of a float point against the whole disjunct; (x, y) or None."""
+        """Exact check of a float point against whole disjuncts; (x, y) or None."""
         self.stats["replays"] += 1
         xf = np.clip(xf, s.lo_in, s.hi_in)
         x = [Fraction(float(v)) for v in xf]
         y = self.net.evaluate_exact(x)
         if self.fnet.piecewise_linear:
-            ok = all(c.holds(x, y) for c in s.d.constraints)
+            ok = s.holds(x, y)
         else:
             import mpmath
 
             with mpmath.workdps(60):
                 xs = [mpmath.mpf(v.numerator) / v.denominator for v in x]
-                ok = all(_holds_margin(c, xs, y) for c in s.d.constraints)
+                ok = any(all(_holds_margin(c, xs, y) for c in d.constraints) for d in s.ds)
         return (x, y) if ok else None
 
     # ---- search
     def _margin(self, s: _Spec, x: np.ndarray) -> np.ndarray:
         y = self.fnet.forward(x)
         r = s.rows_float(x, y)
-        return r.min(axis=1) if r.shape[1] else np.full(len(x), np.inf)
+        return s.margin(r) if r.shape[1] else np.full(len(x), np.inf)
 
     def _try(self, s: _Spec, pts: np.ndarray, limit: int = 3):
         """Replay the best float points whose margin looks non-negative."""
@@ -296,7 +365,7 @@ class Engine:
             v = act_float(la, z)
             acts.append(v)
         r = s.rows_float(x, v)
-        k = np.argmin(r, axis=1)
+        k = s.grad_row(r)
         gy = s.Rf[k]  # (B, n_out)
         gx = s.D[k].copy()
         g = gy
@@ -313,7 +382,7 @@ class Engine:
             elif la.act == "tanh":
                 g = g * (1 - np.tanh(z) ** 2)
             g = g @ la.W
-        return g + gx, r.min(axis=1)
+        return g + gx, s.margin(r)
 
     # ---- two cores
     def _bab_parallel(self, specs):
@@ -355,7 +424,7 @@ class Engine:
                 if isinstance(res, tuple):  # replayed in the worker; again here
                     x, _ = res
                     y = self.net.evaluate_exact(x)
-                    if all(c.holds(x, y) for c in specs[k].d.constraints):
+                    if specs[k].holds(x, y):
                         yield k, (x, y)
                         return
                     res = "a worker's witness did not replay"
@@ -370,7 +439,7 @@ class Engine:
         lo1, hi1, ub, G, bounds = self._bound(s, lo[None], hi[None])
         if not len(lo1):
             return None
-        row = np.argmin(ub, axis=1)
+        row = s.split_row(ub)
         if SMEAR == "interval" and self.fnet.piecewise_linear:
             g = gradient_magnitude(self.fnet, bounds, s.spec.W[row], s.Db[row])
         else:
@@ -415,7 +484,7 @@ class Engine:
                 continue
             unstable = bounds.unstable(self.fnet)
             ctr = 0.5 * (lo + hi)
-            row = np.argmin(ub, axis=1)
+            row = s.split_row(ub)
             g = G[np.arange(len(lo)), row]
             corner = np.where(g > 0, hi, lo)  # where the row's linear bound is largest
             hit = self._try(s, np.clip(np.vstack([ctr, corner]), s.lo_in, s.hi_in), limit=2)
@@ -442,7 +511,7 @@ class Engine:
             if not len(lo):
                 continue
             BL, BU = bounds.flat()
-            row = np.argmin(ub, axis=1)
+            row = s.split_row(ub)
             if SMEAR == "interval" and self.fnet.piecewise_linear:
                 g = gradient_magnitude(self.fnet, bounds, s.spec.W[row], s.Db[row])
             else:
@@ -482,14 +551,14 @@ class Engine:
         box = Box(lo, hi)
         fwd = forward_bounds(self.fnet, box, prior)
         ub, G = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
-        keep = ~self._closed(s, ub)
+        keep = ~s.closed(ub)
         if not keep.any() or len(self.fnet.hidden) < 2:
             return lo[keep], hi[keep], ub[keep], G[keep], fwd.take(keep)
         lo, hi = lo[keep], hi[keep]
         box = Box(lo, hi)
         bounds = forward_bounds(self.fnet, box, fwd.take(keep), tighten=True)
         ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
-        keep = ~self._closed(s, ub)
+        keep = ~s.closed(ub)
         if not keep.any() or not ALPHA_ITERS or not self.fnet.piecewise_linear:
             return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
@@ -502,7 +571,7 @@ class Engine:
         better = ub2 < ub
         ub = np.where(better, ub2, ub)
         G = np.where(better[:, :, None], G2, G)
-        keep = ~self._closed(s, ub)
+        keep = ~s.closed(ub)
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
 
     def _strong_dims(self, s: _Spec, lo, hi, BL, BU, score, dim, top: int = 3):
@@ -540,7 +609,7 @@ class Engine:
             ub, _ = best_backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
         else:
             ub, _ = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
-        best_row = np.where(self._closed(s, ub), -np.inf, ub.min(axis=1))
+        best_row = np.where(s.closed(ub), -np.inf, s.worst(ub))
         worst = best_row.reshape(top, 2, B).max(axis=1)  # (top, B)
         worst = np.where(score[np.arange(B)[None, :], cands.T] > 0, worst, np.inf)
         pick = np.argmin(worst, axis=0)
@@ -548,14 +617,10 @@ class Engine:
         return np.where(np.isfinite(worst.min(axis=0)) | (worst.min(axis=0) == -np.inf),
                         out, dim)
 
-    @staticmethod
-    def _closed(s: _Spec, ub) -> np.ndarray:
-        return np.any(np.where(s.strict[None, :], ub <= 0, ub < 0), axis=1)
-
     def search_boxes(self, s: _Spec, lo, hi, ub):
         """Gradient ascent started inside the open boxes that look worst (largest bound)."""
         k = min(len(lo), 64)
-        pick = np.argsort(-ub.min(axis=1))[:k]
+        pick = np.argsort(-s.worst(ub))[:k]
         x = lo[pick] + (hi[pick] - lo[pick]) * self.rng.random((k, lo.shape[1]))
         x = np.clip(x, s.lo_in, s.hi_in)
         end = min(time.perf_counter() + 0.5, self.deadline)
@@ -584,7 +649,7 @@ class Engine:
             if all(v is not None for v in xs):
                 x = xs
                 y = self.net.evaluate_exact(x)
-                if all(c.holds(x, y) for c in s.d.constraints):
+                if s.holds(x, y):
                     return (x, y)
         return res.answer
 
@@ -706,9 +771,17 @@ def leaf_query(eng: Engine, s: _Spec, lo, hi, bounds) -> str:
                 cur.append(a)
                 zero_cur.append(False)
         prev, zero_prev = cur, zero_cur
-    for c in s.d.constraints:
-        terms = [(a, f"X_{i}") for i, a in c.x] + [(a, f"Y_{j}") for j, a in c.y]
-        lines.append(f"(assert ({'<' if c.strict else '<='} {_linear(terms, c.const)} 0.0))")
+    cases = []
+    for d in s.ds:
+        atoms = []
+        for c in d.constraints:
+            terms = [(a, f"X_{i}") for i, a in c.x] + [(a, f"Y_{j}") for j, a in c.y]
+            atoms.append(f"({'<' if c.strict else '<='} {_linear(terms, c.const)} 0.0)")
+        cases.append(atoms)
+    if len(cases) == 1:
+        lines += [f"(assert {a})" for a in cases[0]]
+    else:  # disjuncts sharing this box: any of them
+        lines.append("(assert (or " + " ".join(f"(and {' '.join(a)})" for a in cases) + "))")
     lines.append("(check-sat)")
     return "\n".join(lines) + "\n"
 
