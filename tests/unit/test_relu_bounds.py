@@ -98,7 +98,7 @@ def test_gradient_matches_finite_differences(seed):
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu"])
 def test_tightened_intermediate_bounds_contain_samples(act):
-    rng, fnet, spec, box, bounds = _setup(7, act)
+    rng, fnet, _, box, bounds = _setup(7, act)
     tight = tighten_layers(fnet, box, bounds, iters=6)
     tighter = False
     for j in range(len(fnet.hidden)):

@@ -141,7 +141,7 @@ def tighten_layers(net, box: Box, bounds: Bounds, iters: int = 8, first: int = 1
     mags = list(bounds.amag)
     hidden = net.hidden
     last = len(hidden) if last is None else last
-    B, n = box.lo.shape
+    n = box.lo.shape[1]
     for j in range(first, last):
         la = hidden[j]
         if la.act not in ("relu", "leaky_relu"):

@@ -1,20 +1,23 @@
 """Decide a VNN-LIB property on an imported network: search, bounds, branch and bound, z3.
 
-For each disjunct of the property (a box and rows `r_k(x) = -(constraint lhs)`, unsafe iff
-every `r_k >= 0`, or `> 0` for strict constraints):
+Disjuncts with the same input box are decided together (`_Spec`): disjunct g has rows
+`r_k(x) = -(constraint lhs)` and is unsafe iff every `r_k >= 0` (`> 0` for strict ones).
 
 1. counterexample search in float64 (random points, then projected sign-gradient ascent on
-   `min_k r_k`); a candidate counts only after exact replay in `Fraction`s (60-digit mpmath
-   for smooth activations) on the imported network, against every constraint, strictness
-   included;
+   the least safe disjunct's `min_k r_k`); a candidate counts only after exact replay in
+   `Fraction`s (60-digit mpmath for smooth activations) on the imported network, against
+   every constraint of a disjunct, strictness included;
 2. branch and bound on the input box, many boxes per numpy batch (`crown`): a box is closed
-   when some *bounding row* (a row, or the average of two or of all rows: unsafe points make
-   every average nonnegative too) is certified `< 0` (`<= 0` when a strict row is involved)
-   on all of it. Bounds: a forward pass with the parent box's certified intervals, then
-   backward CROWN for the still-unstable neurons, then the final rows with the best of four
-   lower-slope choices. An open box is split in half along the input dimension chosen by
-   strong branching (the top three by |coefficient| x width, each child bounded cheaply);
-   its centre and the corner maximising its linear bound are tried as counterexamples;
+   when, for every disjunct, some *bounding row* (a row, or the average of two or of all
+   rows: unsafe points make every average nonnegative too) is certified `< 0` (`<= 0` when
+   a strict row is involved) on all of it. Bounds: a forward pass with the parent box's
+   certified intervals, then backward CROWN for the still-unstable neurons and the best of
+   four lower-slope choices for the rows, then, on boxes still open, α-CROWN
+   (`alpha_crown`: slopes optimised per box and row, layer by layer, then for the rows).
+   An open box is split in half along the input with the largest interval gradient x width
+   (ReluVal's smear); its centre and the corner maximising its linear bound are tried as
+   counterexamples. With `workers > 1` the boxes are cut into pieces that forked processes
+   take in turn;
 3. boxes with few unstable ReLUs left go to z3 as exact SMT-LIB (stable neurons fixed to
    their certified phase, unstable ones as `ite`): z3's `unsat` closes the box and its text
    is kept; `sat` gives a point that is replayed like any other candidate.
@@ -393,7 +396,7 @@ class Engine:
 
         global _FORKED
         pieces = [(k, s.lo, s.hi) for k, s in enumerate(specs)]
-        done = [(k, self.bab(specs[k])) for k, s in enumerate(specs) if not s.rows]
+        done = [(k, self.bab(s)) for k, s in enumerate(specs) if not s.rows]
         pieces = [p for p in pieces if specs[p[0]].rows]
         while pieces and len(pieces) < PIECES_PER_WORKER * self.workers:
             self.check_time()
@@ -436,7 +439,7 @@ class Engine:
 
     def _root_split(self, s: _Spec, lo, hi):
         """The dimension branch and bound would split the box along, None if it closes."""
-        lo1, hi1, ub, G, bounds = self._bound(s, lo[None], hi[None])
+        lo1, _, ub, G, bounds = self._bound(s, lo[None], hi[None])
         if not len(lo1):
             return None
         row = s.split_row(ub)
