@@ -1,13 +1,14 @@
 """`verify-vnn`: answer a VNN-LIB property on an ONNX network, VNN-COMP style.
 
     python -m verifier.vnn --onnx NET.onnx --vnnlib PROP.vnnlib [--timeout S]
-                           [--answer FILE] [--artifacts DIR] [--json]
+                           [--answer FILE] [--artifacts DIR] [--json] [--workers N]
 
 Prints `unsat` (the property holds: the unsafe region of the VNN-LIB file is empty), `sat`
 followed by a witness `((X_0 v) ... (Y_0 v))` that was replayed exactly on the network, or
 `unknown` / `timeout` with the reason. `--answer FILE` writes the same in VNN-COMP's result
 file format. `--artifacts DIR` keeps every SMT-LIB leaf that z3 answered `unsat` and a
-`summary.json`. Exit status: 0 unsat, 1 sat, 3 unknown or timeout, 2 bad input, 4 our bug.
+`summary.json`. `--workers N` runs branch and bound on N forked processes (default 2).
+Exit status: 0 unsat, 1 sat, 3 unknown or timeout, 2 bad input, 4 our bug.
 """
 
 from __future__ import annotations
