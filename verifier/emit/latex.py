@@ -191,6 +191,18 @@ class TermTex:
                                   for f in rest):
             # no denominator: sympy prints the factors in order
             return tex + self._convert_args(jx.ordered_factors(rest if one else (c, *rest)))
+        elif all(type(f) is sp.Symbol or f.is_Pow and f.exp.is_Rational and f.exp.p > 0
+                 for f in rest):
+            # no factor goes below the line: sympy's fraction() leaves the numerator p * rest
+            # and the denominator q
+            numer = (rest if c.p == 1 else (sp.Integer(c.p), *rest))
+            snumer = self._convert_args(jx.ordered_factors(numer)) if len(numer) > 1 \
+                else self.term(numer[0])
+            if c.q == 1:
+                return tex + snumer
+            if not self.plain_fracs:
+                raise jx.Unsupported(rest)
+            return tex + r"\frac{%s}{%s}" % (snumer, self.term(sp.Integer(c.q)))
         else:
             expr = sp.Mul._from_args(rest if one else (c, *rest))
         numer, denom = fraction(expr, exact=True)
