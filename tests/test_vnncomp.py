@@ -286,6 +286,12 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert "p.vnnlib:2:10: error: unsupported operator `foo`" in capsys.readouterr().err
 
 
+def test_cli_workers_must_be_positive(capsys):
+    code = vnn.main(["--onnx", "n.onnx", "--vnnlib", "p.vnnlib", "--workers", "0"])
+    assert code == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("threshold, expected", [("0.7311", "unsat"), ("0.7305", "sat")])
 def test_sigmoid_network(threshold, expected):
     """y = sigmoid(x) on [-1, 1]^4: sigmoid(1) = 0.731058..., so Y_0 >= 0.7311 is
