@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from derivecommon import load, machine_line, naive, op_counts  # noqa: E402
+from derivecommon import load, machine_line, naive, op_counts
 
 CASES = [(3, (4, 3)), (3, (8, 8)), (4, (16, 16)), (3, (8, 8, 8, 8)), (4, (32, 32))]
 

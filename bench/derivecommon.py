@@ -16,7 +16,7 @@ import sympy as sp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from verifier import run  # noqa: E402
+from verifier import run
 
 
 def load(text: str):

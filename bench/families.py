@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from derivecommon import emit_seconds, load, machine_line, naive, op_counts  # noqa: E402
+from derivecommon import emit_seconds, load, machine_line, naive, op_counts
 
 PATH4 = "[[0, 1, 0, 0], [1, 0, 1, 1], [0, 1, 0, 1], [0, 1, 1, 0]]"
 
@@ -35,8 +35,8 @@ CASES = [
     ("gcn 4 nodes, 2 features, 1 layer, hidden 3, tanh", "x : real[4, 2]",
      f"f(in=[4, 2]) {{ gcn(hidden=3, layers=1, act=tanh, adjacency={PATH4}) }}"),
     ("gcn 2 layers, node 2, no normalisation, no self-loops", "x : real[4, 2]",
-     f"f(in=[4, 2]) {{ gcn(hidden=3, layers=2, node=2, normalize=false, self_loops=false, "
-     f"adjacency={PATH4}) }}"),
+     (f"f(in=[4, 2]) {{ gcn(hidden=3, layers=2, node=2, normalize=false, self_loops=false, "
+      f"adjacency={PATH4}) }}")),
     ("transformer seq 3, width 4, 2 heads", "x : real[3, 4]", "f(in=[3, 4]) { transformer(heads=2) }"),
     ("transformer seq 4, width 8, 4 heads, ff 16, 2 layers", "x : real[4, 8]",
      "f(in=[4, 8]) { transformer(heads=4, ff=16, layers=2) }"),

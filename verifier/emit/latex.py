@@ -158,7 +158,7 @@ class TermTex:
                 t = self.term(-term if neg else term)
                 brackets = type(term) is not sp.Symbol and self.sympy._needs_add_brackets(
                     -term if neg else term)
-            tex += r"\left(%s\right)" % t if brackets else t
+            tex += rf"\left({t}\right)" if brackets else t
         return tex
 
     def _brackets(self, f) -> bool:
@@ -202,7 +202,7 @@ class TermTex:
                 return tex + snumer
             if not self.plain_fracs:
                 raise jx.Unsupported(rest)
-            return tex + r"\frac{%s}{%s}" % (snumer, self.term(sp.Integer(c.q)))
+            return tex + rf"\frac{{{snumer}}}{{{self.term(sp.Integer(c.q))}}}"
         else:
             expr = sp.Mul._from_args(rest if one else (c, *rest))
         numer, denom = fraction(expr, exact=True)
@@ -210,7 +210,7 @@ class TermTex:
             return tex + self._convert(expr)
         if not self.plain_fracs:
             raise jx.Unsupported(expr)
-        return tex + r"\frac{%s}{%s}" % (self._convert(numer), self._convert(denom))
+        return tex + rf"\frac{{{self._convert(numer)}}}{{{self._convert(denom)}}}"
 
     def _convert(self, expr) -> str:
         if not expr.is_Mul:
@@ -224,10 +224,13 @@ class TermTex:
             if type(term) is not sp.Symbol:
                 if hasattr(term, "_scale_factor") or hasattr(term, "is_physical_constant"):
                     raise jx.Unsupported(term)  # units go last in sympy's layout
-                first, final = i == 0, i == len(args) - 1
-                if self._memo(("mulbr", term, first, final), lambda: self.sympy._needs_mul_brackets(
-                        term, first=first, last=final)):
-                    t = r"\left(%s\right)" % t
+                key = ("mulbr", term, i == 0, i == len(args) - 1)
+                brackets = self.memo.get(key)
+                if brackets is None:
+                    brackets = self.memo[key] = self.sympy._needs_mul_brackets(
+                        term, first=key[2], last=key[3])
+                if brackets:
+                    t = rf"\left({t}\right)"
             if _between_two_numbers_p[0].search(last) and _between_two_numbers_p[1].match(t):
                 out += self.numsep
             elif out:

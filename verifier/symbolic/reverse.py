@@ -10,7 +10,7 @@ all run over the same gradient program); activation rules are written with the f
 from __future__ import annotations
 
 from bisect import bisect_left
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import sympy as sp
 from sympy.core.basic import _args_sortkey, ordering_of_classes
@@ -32,7 +32,7 @@ _ONE, _ZERO = sp.Integer(1), sp.Integer(0)
 _UNKNOWN = len(ordering_of_classes) + 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rank(cls: type) -> tuple:
     """The class part of `Basic.compare`: position in sympy's class order, then the name."""
     name = cls.__name__
