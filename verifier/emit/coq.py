@@ -150,6 +150,8 @@ class CoqPrinter(StrPrinter):
     def _print_Symbol(self, s):
         return self.name_of(s)
 
+    _print_Dummy = _print_Symbol
+
     def _print_Integer(self, n):
         return str(n.p) if n.p >= 0 else f"({n.p})"
 
@@ -439,7 +441,9 @@ class CoqPlan:
     mode: str | None
     reason: str | None
     substitute: tuple = ()  # (leaf, term): premises `leaf = term` to rewrite with first
-    decide: tuple = ()  # conditions (free of the variable) to split on before auto_derive
+    decide: tuple = ()  # conditions to split on before auto_derive
+    near: tuple = ()  # terms the variable is apart from (its decisions are fixed nearby)
+    frozen: object = None  # the function with those decisions fixed, in SNN_Y
 
 
 def _inverses(e) -> list:
@@ -567,14 +571,22 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
                                  "auto_derive")
         if fname(app) in _KINKED and any(v in a.free_symbols for a in app.args[1:]):
             return CoqPlan(None, f"{fname(app)} with a slope that depends on {v}")
-    decide = []  # decisions of piecewise definitions whose values depend on v
+    decide, near = [], []  # decisions to split on; points v is apart from (premises v <> c)
     for n in sp.preorder_traversal(F):
         if isinstance(n, sp.Piecewise) and v in n.free_symbols:
-            conds = [c for _, c in n.args if c != sp.true]
-            if any(v in c.free_symbols for c in conds):
-                return CoqPlan(None, f"auto_derive has no rule for a piecewise definition whose "
-                                     f"decisions depend on {v}")
-            decide += [c for c in conds if c not in decide]
+            for c in (c for _, c in n.args if c != sp.true):
+                if v in c.free_symbols:
+                    if sum(isinstance(m, sp.Piecewise) for m in sp.preorder_traversal(F)) > 1:
+                        return CoqPlan(None, f"piecewise decisions on {v} next to other "
+                                             "piecewise terms (the case analysis is too large "
+                                             "for coqc here)")
+                    k = _apart(ctx, ob, c, v)
+                    if k is None:
+                        return CoqPlan(None, f"a piecewise decision {c} on {v} that is not a "
+                                             f"comparison of {v} with a term a premise keeps "
+                                             f"it apart from")
+                    near += [k] if k not in near else []
+                decide += [c] if c not in decide else []
     known = facts(ctx, ob)
     for app in applications(F):  # auto_derive's side goals: sqrt and ln of positive terms
         if fname(app) == "log" and not provably_positive(coq_view(app.args[0]), known):
@@ -585,7 +597,58 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
         if isinstance(n, snn_sqrt) and not provably_positive(n.args[0], known):
             return CoqPlan(None, "a square root of a term that is not positive by a premise")
     plan = coq_plan(sp.diff(Fv, v), coq_view(rhs), known, 8 * PROOF_OPS)
-    return dataclasses.replace(plan, substitute=subs, decide=tuple(decide))
+    frozen = None
+    if near:  # F with v's decisions fixed at the point: equal to F near it
+        frozen = F.xreplace({v: SNN_Y}).replace(
+            lambda x: isinstance(x, sp.Piecewise) and SNN_Y in x.free_symbols,
+            lambda x: sp.Piecewise(*((e, c.xreplace({SNN_Y: v})) for e, c in x.args),
+                                   evaluate=False))
+    return dataclasses.replace(plan, substitute=subs, decide=tuple(decide), near=tuple(near),
+                               frozen=frozen)
+
+
+SNN_Y, SNN_T = sp.Dummy("snn_y"), sp.Dummy("snn_t")  # bound names in proof scripts
+
+
+def _apart(ctx: "Ctx", ob: Obligation, c, v):
+    """For a decision `v ? k` (or `k ? v`) with a premise `v <> k`: k, else None."""
+    if not isinstance(c, sp.core.relational.Relational) or {c.lhs, c.rhs} & {v} == set():
+        return None
+    k = c.rhs if c.lhs == v else c.lhs
+    if v in k.free_symbols:
+        return None
+    for h in ob.hypotheses:
+        if h.op == "!=" and {ctx.inline(h.lhs), ctx.inline(h.rhs)} == {v, k}:
+            return k
+    return None
+
+
+def _derivative_script(ctx: "Ctx", cp: CoqPlan, v) -> str:
+    """intros, substitutions, then auto_derive on each case of the decisions (near a point
+    apart from v's decisions, on F with those decisions frozen: is_derive_ext_loc)."""
+    vn = ctx.sym_name(v)
+    out = [f"  intros.\n{_substitute_script(ctx, cp.substitute)}".rstrip("\n")]
+    if cp.mode == "cases":
+        out.append(f"  snn_keep {vn}.")
+    if cp.near:
+        out.append(f"  apply is_derive_ext_loc with (f := fun snn_y : R => {ctx.p(cp.frozen)}).")
+        nears = [f"(snn_near {vn} {ctx.printer.wrap(k, ATOM)} ltac:(first [assumption | apply "
+                 f"not_eq_sym; assumption]))" for k in cp.near]
+        both = nears[-1]
+        for n in reversed(nears[:-1]):
+            both = f"(filter_and _ _ {n} {both})"
+        at_t = [c.xreplace({v: SNN_T}) for c in cp.decide if v in c.free_symbols]
+        tests = "".join(f"destruct ({ctx.printer.condition(c)}); "
+                        for c in [*cp.decide, *at_t])
+        out.append(f"  {{ generalize {both}.\n    apply filter_imp; intros snn_t ?; cbv beta;\n"
+                   f"    match goal with |- ?a = ?b => change (@eq R a b) end.\n"
+                   f"    {tests}solve [exfalso; lra | reflexivity | ring]. }}")
+    split_on = "".join(f"destruct ({ctx.printer.condition(c)}); " for c in cp.decide)
+    main = f"snn_cases_at {vn}" if cp.near and cp.mode == "cases" else COQ_MAIN[cp.mode]
+    body = f"auto_derive; [snn_side | unfold Rminus, Rdiv in *; cbn [pow] in *; {main}]"
+    out.append(f"  {split_on}({body})." if split_on else f"  {body}.")
+    return "\n".join(out)
+
 
 
 def is_derivative(a: Atom) -> bool:
@@ -626,6 +689,8 @@ class Ctx:
         self.interval_attempts = 0
 
     def sym_name(self, sym: sp.Symbol) -> str:
+        if sym in (SNN_Y, SNN_T):
+            return sym.name  # user names never start with snn_ (NameMap)
         return self.names.name(("sym" if sym in self.prog.defs else "leaf", sym.name), sym.name)
 
     def p(self, e) -> str:
@@ -706,12 +771,7 @@ def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, prove: boo
     elif prove:
         cp = coq_derivative_plan(ctx, ob, F, v, rhs)
         if cp.mode is not None:
-            split_on = "".join(f"destruct ({ctx.printer.condition(c)}); "
-                               for c in cp.decide)
-            proof = (f"  intros.\n{_substitute_script(ctx, cp.substitute)}"
-                     f"  {split_on}{'(' if split_on else ''}auto_derive; [snn_side | "
-                     f"unfold Rminus, Rdiv in *; cbn [pow] in *; {COQ_MAIN[cp.mode]}]"
-                     f"{')' if split_on else ''}.")
+            proof = _derivative_script(ctx, cp, v)
         else:
             why.append(f"Admitted: no proof script because {plan.reason}; and for the Coq "
                        f"specific scripts, {cp.reason}")

@@ -141,6 +141,32 @@ Ltac snn_cases := unfold step, leaky_step, relu, leaky_relu, Rmax in *;
   end;
   try subst; solve [ring | exfalso; lra | lra | field; snn_side].
 
+(* Forget the premises a <> b that do not mention x (lra would split on each of them). *)
+Ltac snn_keep x := repeat match goal with
+  | H : ?a <> ?b |- _ => lazymatch constr:((a, b)) with context [x] => fail | _ => clear H end
+  end.
+
+(* The same, splitting only the decisions that mention x (the others stay atoms for ring). *)
+Ltac snn_cases_at x := unfold step, leaky_step, relu, leaky_relu, Rmax in *;
+  repeat match goal with
+  | |- context [Rlt_dec ?a ?b] => match constr:((a, b)) with context [x] =>
+      snn_split a b; destruct (Rlt_dec a b) end
+  | |- context [Rle_dec ?a ?b] => match constr:((a, b)) with context [x] =>
+      snn_split a b; destruct (Rle_dec a b) end
+  end;
+  solve [ring | exfalso; lra | lra].
+
+(* A point x <> c has a neighbourhood on c's side: decisions on t ? c there are those on
+   x ? c (for piecewise definitions whose decisions depend on the variable). *)
+Lemma snn_near (x c : R) : x <> c -> locally x (fun t => (x < c /\ t < c) \/ (c < x /\ c < t)).
+Proof.
+  intros H. destruct (Rdichotomy _ _ H) as [h | h].
+  - assert (Hd : 0 < c - x) by lra. exists (mkposreal _ Hd). intros t Ht.
+    apply Rabs_lt_between' in Ht. simpl in Ht. left; lra.
+  - assert (Hd : 0 < x - c) by lra. exists (mkposreal _ Hd). intros t Ht.
+    apply Rabs_lt_between' in Ht. simpl in Ht. right; lra.
+Qed.
+
 (** * Derivations *)
 
 (* none *)
