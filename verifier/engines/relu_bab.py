@@ -53,10 +53,10 @@ from .crown import (
     single_thread_blas,
 )
 
-BATCH = 128  # boxes per bound computation (small enough to check the clock often)
+BATCH = 512  # boxes per bound computation (numpy pays per call; still checks the clock often)
 Z3_MAX_UNSTABLE = 6  # boxes with at most this many unstable ReLUs may go to z3
 Z3_LEAF_TIMEOUT = 2.0
-Z3_SHARE = 0.15  # at most this share of the time limit goes to z3 leaves (they often time out)
+Z3_SHARE = 0.05  # at most this share of the time limit goes to z3 leaves (they often time out)
 STRONG_BRANCHING = False  # lookahead on 3 dims: with the interval smear it does not pay
 FULL_LOOKAHEAD = True
 MIN_WIDTH = 1e-12
