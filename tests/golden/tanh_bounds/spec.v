@@ -174,7 +174,7 @@ Qed.
 (** * Obligations *)
 
 (* obligation upper (bound): claim upper: t(x)[0] <= 1.5 *)
-(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-84783431049711/35184372088832, -12975799745729/35184372088832]) *)
+(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-5426139587181521/2251799813685248, -1660902367453271/4503599627370496]) *)
 (* checked by the interval tactic (bisection) *)
 Lemma upper :
   forall x_0 : R,
@@ -187,7 +187,7 @@ Proof.
 Qed.
 
 (* obligation lower (bound): claim lower: t(x)[0] >= -1.5 *)
-(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [20769685216785/35184372088832, 92577316520767/35184372088832]) *)
+(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [1329259853874223/2251799813685248, 11849896514658217/4503599627370496]) *)
 (* checked by the interval tactic (bisection) *)
 Lemma lower :
   forall x_0 : R,
