@@ -3,6 +3,7 @@ gradient derivation per symbolic parameter, pick a random rational point, evalua
 
 from __future__ import annotations
 
+import itertools
 import random
 from fractions import Fraction
 
@@ -12,6 +13,7 @@ import sympy as sp
 from verifier.elaborate import elaborate
 from verifier.engines.replay import evaluate
 from verifier.obligations import build_model
+from verifier.onnx_import import Act, Affine, OnnxNet, fractions
 
 
 def write(tmp_path, text: str, name: str = "spec") -> str:
@@ -61,3 +63,16 @@ def values(model, terms, point) -> np.ndarray:
 
 def derivation(model, name: str):
     return next(d for d in model.derivations if d.name == name)
+
+
+def random_relu_net(rng, sizes, act="relu") -> OnnxNet:
+    """An imported-network object with random weights (exact fractions of float draws):
+    affine layers of the given sizes with `act` between them (leaky_relu slope 1/8)."""
+    layers = []
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(Affine(W=fractions(rng.normal(size=(b, a)) / np.sqrt(a)),
+                             b=fractions(rng.normal(size=b) * 0.1)))
+        if k < len(sizes) - 2:
+            layers.append(Act(act, Fraction(1, 8) if act == "leaky_relu" else None))
+    return OnnxNet(path="random", in_shape=(sizes[0],), out_shape=(sizes[-1],),
+                   input_name="x", output_name="y", layers=layers)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import itertools
 import os
 import re
 from fractions import Fraction
@@ -31,6 +30,8 @@ def require(name: str):
 require("onnx")
 ort = require("onnxruntime")
 
+from spec_oracle import random_relu_net
+
 from verifier import vnn
 from verifier.engines.crown import (
     Box,
@@ -41,7 +42,7 @@ from verifier.engines.crown import (
     single_thread_blas,
 )
 from verifier.engines.relu_bab import _Spec, decide
-from verifier.onnx_import import Act, Affine, OnnxNet, fractions, load_onnx
+from verifier.onnx_import import load_onnx
 from verifier.vnnlib import parse_vnnlib, read_vnnlib
 
 HERE = os.path.dirname(__file__)
@@ -120,22 +121,11 @@ def test_strict_inequality_stays_strict(tmp_path):
     assert weak.witness_y == [Fraction(1)]
 
 
-def _random_net(rng, sizes, act="relu"):
-    layers = []
-    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(Affine(W=fractions(rng.normal(size=(b, a)) / np.sqrt(a)),
-                             b=fractions(rng.normal(size=b) * 0.1)))
-        if k < len(sizes) - 2:
-            layers.append(Act(act, Fraction(1, 8) if act == "leaky_relu" else None))
-    return OnnxNet(path="random", in_shape=(sizes[0],), out_shape=(sizes[-1],),
-                   input_name="x", output_name="y", layers=layers)
-
-
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "tanh", "sigmoid"])
 def test_bounds_contain_every_sample(act):
     """Soundness check of the float bounds: no sampled value exceeds a certified bound."""
     rng = np.random.default_rng(7)
-    net = _random_net(rng, [3, 20, 20, 20, 2], act)
+    net = random_relu_net(rng, [3, 20, 20, 20, 2], act)
     fnet = FloatNet(net)
     text = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const X_2 Real)"
             "(declare-const Y_0 Real)(declare-const Y_1 Real)"
@@ -181,7 +171,7 @@ def test_random_relu_answers_agree_with_z3_and_replay():
     rng = np.random.default_rng(11)
     seen = set()
     for trial in range(6):
-        net = _random_net(rng, [2, 4, 4, 1])
+        net = random_relu_net(rng, [2, 4, 4, 1])
         thr = float(rng.uniform(0.0, 1.0))
         text = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
                 "(assert (and (>= X_0 -1) (<= X_0 1) (>= X_1 -1) (<= X_1 1)))"
@@ -214,7 +204,7 @@ def test_two_workers_agree_and_keep_every_leaf(monkeypatch):
     grid = np.stack(np.meshgrid(np.linspace(-1, 1, 101), np.linspace(-1, 1, 101)), -1)
     seen, leaves = set(), 0
     for trial in range(6):
-        net = _random_net(rng, [2, 8, 8, 1])
+        net = random_relu_net(rng, [2, 8, 8, 1])
         top = float(np.max(net.evaluate_float(grid.reshape(-1, 2))))
         thr = top + (0.003 if trial % 3 else -0.01)  # mostly unsat cases near the max
         text = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
@@ -252,7 +242,7 @@ def test_disjuncts_sharing_a_box_are_decided_together():
             "(assert (and (>= X_0 -1) (<= X_0 1) (>= X_1 -1) (<= X_1 1)))")
     seen = set()
     for trial in range(5):
-        net = _random_net(rng, [2, 4, 4, 3])
+        net = random_relu_net(rng, [2, 4, 4, 3])
         shift = [float(v) for v in rng.uniform(0.0, 1.5, size=2)]
         cases = [f"(and (<= (+ Y_1 {shift[0]!r}) Y_0))", f"(and (<= (+ Y_2 {shift[1]!r}) Y_0))"]
         prop = parse_vnnlib(head + "(assert (or " + " ".join(cases) + "))")

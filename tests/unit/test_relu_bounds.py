@@ -3,11 +3,9 @@ looser than plain CROWN, and the hand-written gradient agrees with finite differ
 
 from __future__ import annotations
 
-import itertools
-from fractions import Fraction
-
 import numpy as np
 import pytest
+from spec_oracle import random_relu_net
 
 from verifier.engines.alpha_crown import (
     crown_value_grad,
@@ -17,20 +15,7 @@ from verifier.engines.alpha_crown import (
 )
 from verifier.engines.crown import Box, FloatNet, backward_bound, forward_bounds
 from verifier.engines.relu_bab import _Spec
-from verifier.onnx_import import Act, Affine, OnnxNet, fractions
 from verifier.vnnlib import parse_vnnlib
-
-
-def _net(rng, sizes, act="relu"):
-    layers = []
-    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(Affine(W=fractions(rng.normal(size=(b, a)) / np.sqrt(a)),
-                             b=fractions(rng.normal(size=b) * 0.1)))
-        if k < len(sizes) - 2:
-            layers.append(Act(act, Fraction(1, 8) if act == "leaky_relu" else None))
-    return OnnxNet(path="random", in_shape=(sizes[0],), out_shape=(sizes[-1],),
-                   input_name="x", output_name="y", layers=layers)
-
 
 PROP = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const X_2 Real)"
         "(declare-const Y_0 Real)(declare-const Y_1 Real)"
@@ -40,7 +25,7 @@ PROP = ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const X_2 Real
 
 def _setup(seed, act="relu", B=32):
     rng = np.random.default_rng(seed)
-    fnet = FloatNet(_net(rng, [3, 16, 16, 16, 2], act))
+    fnet = FloatNet(random_relu_net(rng, [3, 16, 16, 16, 2], act))
     spec = _Spec(fnet, parse_vnnlib(PROP).disjuncts[0])
     centre = rng.uniform(-1, 1, size=(B, 3))
     width = 10 ** rng.uniform(-2, 0, size=(B, 1))
