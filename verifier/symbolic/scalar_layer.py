@@ -21,10 +21,10 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
 from ..layers import LAYER_RULES
-from ..layers.activations import ACTIVATIONS, output_rule
+from ..layers.activations import ACTIVATIONS
 from .matrix_codegen import Code
 from .program import Program
-from .reverse import local_diff
+from .reverse import add, local_diff, mul, partials
 
 # numpy evaluators of the registry, by sympy function class; generated code calls them by
 # these scope names
@@ -68,46 +68,6 @@ for _cls in _NP_CALLS:  # registry evaluators win over sympy's own printing
     setattr(Printer, f"_print_{_cls.__name__}", Printer._print_Function)
 
 
-def _partial(prog: Program, sym: sp.Symbol, dep: sp.Symbol) -> sp.Expr:
-    d = prog.defs[sym]
-    if isinstance(d, sp.Function) and d.args and d.args[0] == dep:
-        rule = output_rule(d, sym)
-        if rule is not None and all(dep not in a.free_symbols for a in d.args[1:]):
-            return rule
-    return local_diff(d, dep)
-
-
-def _adjoint_parts(prog: Program, sym: sp.Symbol, bar: sp.Expr, targets: set, adj: dict) -> None:
-    """Add bar * d def / d v to adj[v] for the program symbols and targets v in sym's
-    definition, in one pass over the terms of a sum (a dense pre-activation has one term per
-    input: asking each input for its partial separately is quadratic in the width)."""
-    d = prog.defs[sym]
-    if not d.is_Add:
-        for v in d.free_symbols:
-            if v in prog.defs or v in targets:
-                p = _partial(prog, sym, v)
-                if p != 0:
-                    adj.setdefault(v, []).append(bar * p)
-        return
-    for t in d.args:
-        if t.is_Symbol:
-            if t in prog.defs or t in targets:
-                adj.setdefault(t, []).append(bar)
-        elif t.is_Mul and all(f.is_Symbol or f.is_Number for f in t.args):
-            for i, f in enumerate(t.args):  # a repeated symbol would be a Pow, not a factor
-                if f.is_Symbol and (f in prog.defs or f in targets):
-                    # unevaluated: a product of distinct leaves needs no canonical form here,
-                    # and Mul's flattening is most of the cost of a wide layer's pullback
-                    adj.setdefault(f, []).append(
-                        sp.Mul(bar, *t.args[:i], *t.args[i + 1:], evaluate=False))
-        else:
-            for v in t.free_symbols:
-                if v in prog.defs or v in targets:
-                    p = local_diff(t, v)
-                    if p != 0:
-                        adj.setdefault(v, []).append(bar * p)
-
-
 def pullback_terms(prog: Program, seeds: list[tuple[sp.Expr, sp.Expr]], wrt: list[sp.Symbol],
                    tag: str) -> list[sp.Expr]:
     """d (sum of cotangent * term over `seeds`) / d w for w in `wrt` (leaves), as program terms."""
@@ -124,10 +84,12 @@ def pullback_terms(prog: Program, seeds: list[tuple[sp.Expr, sp.Expr]], wrt: lis
         parts = adj.pop(sym, None)
         if not parts:
             continue
-        bar = prog.assign(sp.Add(*parts), f"{tag}:{sym.name}")
+        bar = prog.assign(add(parts), f"{tag}:{sym.name}")
         if bar == 0:
             continue
-        _adjoint_parts(prog, sym, bar, targets, adj)
+        for v, p in partials(prog, sym).items():
+            if v in prog.defs or v in targets:
+                adj.setdefault(v, []).append(mul(bar, p))
     return [prog.assign(sp.Add(*adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
 
 
@@ -184,7 +146,7 @@ class _Writer:
                         out.append((f, "*".join(rest) or None))
             else:
                 for v in t.free_symbols & tracked:
-                    p = _partial(self.prog, sym, v) if t is d else local_diff(t, v)
+                    p = partials(self.prog, sym).get(v, 0) if t is d else local_diff(t, v)
                     if p != 0:
                         out.append((v, None if p == 1 else self.text(p)))
         return out
