@@ -18,7 +18,6 @@ canonical forms; `--timeout 0.2` shows the time of the decision itself.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -28,6 +27,8 @@ import sympy as sp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from derivecommon import run_with_limit
 
 from verifier.elaborate import elaborate
 from verifier.engines import decide
@@ -55,16 +56,7 @@ def _simplify(program, ob, q) -> None:
 
 def naive(program, ob, limit: float):
     """(seconds, residue is zero) or None on timeout; a forked child inherits the program."""
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=_simplify, args=(program, ob, q))
-    p.start()
-    p.join(limit)
-    if p.is_alive():
-        p.kill()
-        p.join()
-        return None
-    return q.get() if not q.empty() else None
+    return run_with_limit(_simplify, (program, ob), limit)
 
 
 def rows(sizes_list, limit: float, timeout: float, only: str):

@@ -33,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from derivecommon import write_table
+
 from verifier import api
 
 CASES = {  # name: (input size, hidden widths, data points, batch, loss)
@@ -298,11 +300,7 @@ def main() -> None:
         f"then sympy.diff for {lb.get('diffs', 0)} of {PARAMS} parameters)")
     ev = ms(lb["eval"]) if "eval" in lb else "-"
     rows.append(f"| 16-32-32-1 | inline + sympy.diff + lambdify(cse=True) | - | {gen} | {ev} |")
-    text = "\n".join(rows) + "\n"
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
-    print(text)
+    write_table(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from derivecommon import load, machine_line, naive, op_counts
+from derivecommon import load, machine_line, naive, op_counts, write_table
 
 CASES = [(3, (4, 3)), (3, (8, 8)), (4, (16, 16)), (3, (8, 8, 8, 8)), (4, (32, 32))]
 
@@ -41,8 +41,8 @@ def main() -> None:
     rows = [
         machine_line(args.limit),
         "",
-        "| network | ours: out+J+H (s) | forward ops | gradient ops (x fwd) | Hessian ops (x fwd)"
-        " | naive inline+diff (s) | naive ops out/J/H | time ratio naive/ours |",
+        ("| network | ours: out+J+H (s) | forward ops | gradient ops (x fwd) | Hessian ops (x fwd)"
+         " | naive inline+diff (s) | naive ops out/J/H | time ratio naive/ours |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for n_in, hidden in CASES:
@@ -58,11 +58,7 @@ def main() -> None:
         rows.append(f"| {name} | {secs:.2f} | {fwd} | {grad} ({grad / fwd:.2f}) | {hes} "
                     f"({hes / fwd:.1f}) | {nv_s} | {nv_ops} | {ratio} |")
         print(rows[-1], flush=True)
-    text = "\n".join(rows) + "\n"
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
-    print(text)
+    write_table(rows, args.out)
 
 
 if __name__ == "__main__":

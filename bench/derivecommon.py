@@ -1,4 +1,5 @@
-"""Shared by bench/derive.py and bench/families.py: derive a spec's output, input Jacobian and
+"""Shared by the benchmarks: a killable subprocess under a time limit and table output; for
+bench/derive.py and bench/families.py also: derive a spec's output, input Jacobian and
 input Hessian with snn-verify and count the operations of each program slice; the naive
 baseline (inline the network into one sympy expression, `sympy.diff` per input and per pair
 of inputs) in a subprocess under a time limit, so that it can be killed."""
@@ -68,12 +69,12 @@ def _naive(text: str, entry: int, q) -> None:
            sum(sp.count_ops(h) for row in hess for h in row)))
 
 
-def naive(text: str, limit: float, entry: int = 0):
-    """(seconds, ops of output, gradient, Hessian) of the naive approach, or None on timeout.
-
-    `text` must derive only what the naive run needs (`derive output ...`)."""
-    q = mp.Queue()
-    p = mp.Process(target=_naive, args=(text, entry, q))
+def run_with_limit(target, args: tuple, limit: float):
+    """target(*args, queue) in a forked child (which inherits unpicklable state); what it put
+    on the queue, or None when it put nothing or still ran after `limit` seconds (killed)."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
     p.start()
     p.join(limit)
     if p.is_alive():
@@ -81,6 +82,22 @@ def naive(text: str, limit: float, entry: int = 0):
         p.join()
         return None
     return q.get() if not q.empty() else None
+
+
+def naive(text: str, limit: float, entry: int = 0):
+    """(seconds, ops of output, gradient, Hessian) of the naive approach, or None on timeout.
+
+    `text` must derive only what the naive run needs (`derive output ...`)."""
+    return run_with_limit(_naive, (text, entry), limit)
+
+
+def write_table(rows: list[str], out: str | None) -> None:
+    """Print the markdown lines, and write them to `out` when given."""
+    text = "\n".join(rows) + "\n"
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text)
+    print(text)
 
 
 def machine_line(limit: float) -> str:

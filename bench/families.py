@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from derivecommon import emit_seconds, load, machine_line, naive, op_counts
+from derivecommon import emit_seconds, load, machine_line, naive, op_counts, write_table
 
 PATH4 = "[[0, 1, 0, 0], [1, 0, 1, 1], [0, 1, 0, 1], [0, 1, 1, 0]]"
 
@@ -72,11 +72,7 @@ def main() -> None:
         rows.append(f"| {label} | {n_in} | {secs:.2f} [{cpu:.2f}] | {emit:.2f} | {fwd} "
                     f"| {grad} ({grad / fwd:.2f}) | {hes} ({hes / fwd:.1f}) | {nv_s} | {ratio} |")
         print(rows[-1], flush=True)
-    text = "\n".join(rows) + "\n"
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
-    print(text)
+    write_table(rows, args.out)
 
 
 if __name__ == "__main__":
