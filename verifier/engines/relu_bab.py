@@ -57,8 +57,6 @@ BATCH = 512  # boxes per bound computation (numpy pays per call; still checks th
 Z3_MAX_UNSTABLE = 6  # boxes with at most this many unstable ReLUs may go to z3
 Z3_LEAF_TIMEOUT = 2.0
 Z3_SHARE = 0.05  # at most this share of the time limit goes to z3 leaves (they often time out)
-STRONG_BRANCHING = False  # lookahead on 3 dims: with the interval smear it does not pay
-FULL_LOOKAHEAD = True
 MIN_WIDTH = 1e-12
 PIECES_PER_WORKER = 4  # with several workers, the boxes are cut into this many pieces each
 SMEAR = "interval"  # split score: |d row / dx_i| over the box (interval) or |CROWN coef|
@@ -334,7 +332,6 @@ class Engine:
         uniform points and ascent from inside rarely arrive (ACAS Xu 1_9/prop_7)."""
         end = min(time.perf_counter() + seconds, self.deadline)
         lo, hi = s.lo_in, s.hi_in
-        n = len(lo)
         pts = self._points(lo, hi, samples)
         hit = self._try(s, np.vstack([pts, 0.5 * (lo + hi)[None]]))
         if hit or not len(s.rows):
@@ -547,8 +544,6 @@ class Engine:
                     BL, BU, score = BL[keepable], BU[keepable], score[keepable]
             if not len(lo):
                 continue
-            if STRONG_BRANCHING and self.time_left() > 2.0:
-                dim = self._strong_dims(s, lo, hi, BL, BU, score, dim)
             idx = np.arange(len(lo))
             mid = 0.5 * (lo[idx, dim] + hi[idx, dim])
             lo2, hi2 = lo.copy(), hi.copy()
@@ -589,49 +584,6 @@ class Engine:
         G = np.where(better[:, :, None], G2, G)
         keep = ~s.closed(ub)
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
-
-    def _strong_dims(self, s: _Spec, lo, hi, BL, BU, score, dim, top: int = 3):
-        """Among the `top` dimensions by smear score, the one whose worse child has the
-        smallest bound (children bounded by the cheap forward pass with the parent's
-        bounds); keeps `dim` where no candidate is splittable."""
-        B, n = lo.shape
-        top = min(top, n)
-        cands = np.argsort(-score, axis=1)[:, :top]  # (B, top)
-        if top < n:  # replace the last candidate by the relatively widest dimension
-            rel = (hi - lo) / np.maximum(s.hi - s.lo, 1e-300)
-            widest = np.argmax(rel, axis=1)
-            in_top = np.any(cands[:, :-1] == widest[:, None], axis=1)
-            cands[:, -1] = np.where(in_top, cands[:, -1], widest)
-        los, his, pls, pus = [], [], [], []
-        for c in range(top):
-            d = cands[:, c]
-            mid = 0.5 * (lo[np.arange(B), d] + hi[np.arange(B), d])
-            for side in (0, 1):
-                l2, h2 = lo.copy(), hi.copy()
-                if side == 0:
-                    h2[np.arange(B), d] = mid
-                else:
-                    l2[np.arange(B), d] = mid
-                los.append(l2)
-                his.append(h2)
-                pls.append(BL)
-                pus.append(BU)
-        clo, chi = np.concatenate(los), np.concatenate(his)
-        prior = Bounds.unflat(self.fnet, np.concatenate(pls), np.concatenate(pus))
-        box = Box(clo, chi)
-        fwd = forward_bounds(self.fnet, box, prior)
-        if FULL_LOOKAHEAD:  # the parent's bounds dominate a cheap pass: tighten as usual
-            fwd = forward_bounds(self.fnet, box, fwd, tighten=True)
-            ub, _ = best_backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
-        else:
-            ub, _ = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
-        best_row = np.where(s.closed(ub), -np.inf, s.worst(ub))
-        worst = best_row.reshape(top, 2, B).max(axis=1)  # (top, B)
-        worst = np.where(score[np.arange(B)[None, :], cands.T] > 0, worst, np.inf)
-        pick = np.argmin(worst, axis=0)
-        out = cands[np.arange(B), pick]
-        return np.where(np.isfinite(worst.min(axis=0)) | (worst.min(axis=0) == -np.inf),
-                        out, dim)
 
     def search_boxes(self, s: _Spec, lo, hi, ub):
         """Gradient ascent started inside the open boxes that look worst (largest bound)."""
