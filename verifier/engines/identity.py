@@ -134,7 +134,7 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     left = max(0.5, timeout - (time.perf_counter() - start))
     z3res = run_z3(query.text, left)
     seconds = time.perf_counter() - start
-    base = dict(name=ob.name, kind=ob.kind, smt=query.text, smt_answer=z3res.answer)
+    base = {"name": ob.name, "kind": ob.kind, "smt": query.text, "smt_answer": z3res.answer}
     if z3res.answer == "unsat":
         return Verdict(verdict=PROVED, engine="z3", seconds=seconds, artifact="smt2", **base)
     if z3res.answer == "sat":

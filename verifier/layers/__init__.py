@@ -3,8 +3,8 @@ forward rule; derivatives come from the activation rules and reverse mode."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import attention, dense, graph, norm, recurrent
 

@@ -8,15 +8,15 @@ programs reuse the forward symbol instead of re-applying the function.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import mpmath
 import numpy as np
 import sympy as sp
 
 
-class relu(sp.Function):  # noqa: N801 - printed name is the class name
+class relu(sp.Function):  # lower case: sympy prints the class name
     """max(x, 0)."""
 
     nargs = 1
@@ -35,7 +35,7 @@ class relu(sp.Function):  # noqa: N801 - printed name is the class name
         return step(self.args[0])
 
 
-class step(sp.Function):  # noqa: N801
+class step(sp.Function):
     """The derivative of relu: 1 for x > 0, 0 otherwise (PyTorch's choice at 0)."""
 
     nargs = 1
@@ -54,7 +54,7 @@ class step(sp.Function):  # noqa: N801
         return sp.Integer(0)  # almost everywhere; claims state x != 0 where it matters
 
 
-class leaky_relu(sp.Function):  # noqa: N801
+class leaky_relu(sp.Function):
     """x for x > 0, alpha * x otherwise."""
 
     nargs = 2
@@ -72,7 +72,7 @@ class leaky_relu(sp.Function):  # noqa: N801
         return x - relu(x)  # d/d alpha of (relu(x) + alpha * min(x, 0))
 
 
-class leaky_step(sp.Function):  # noqa: N801
+class leaky_step(sp.Function):
     """The derivative of leaky_relu in x: 1 for x > 0, alpha otherwise."""
 
     nargs = 2
@@ -89,7 +89,7 @@ class leaky_step(sp.Function):  # noqa: N801
         return 1 - step(self.args[0])
 
 
-class sigmoid(sp.Function):  # noqa: N801
+class sigmoid(sp.Function):
     """The logistic function 1 / (1 + exp(-x))."""
 
     nargs = 1
@@ -110,7 +110,7 @@ class sigmoid(sp.Function):  # noqa: N801
         return (1 / (1 + sp.exp(-x))).evalf(prec)
 
 
-class softplus(sp.Function):  # noqa: N801
+class softplus(sp.Function):
     """log(1 + exp(x))."""
 
     nargs = 1

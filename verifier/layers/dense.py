@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from ..diagnostics import SpecError
-from ..ir import Layer, TensorVar
+from ..ir import Layer
 from ..symbolic.program import Program
 from .activations import ACTIVATIONS
 

@@ -64,7 +64,7 @@ class Translator:
             self.lets = dict(spec.lets)
 
     @classmethod
-    def constants_only(cls, dims: dict[str, int] | None = None) -> "Translator":
+    def constants_only(cls, dims: dict[str, int] | None = None) -> Translator:
         tr = cls()
         for name, n in (dims or {}).items():
             tr.env[name] = scalar(n)
@@ -382,7 +382,7 @@ def _diag(tr, node):
     return np.array([v[i, i] for i in range(v.shape[0])], dtype=object)
 
 
-def _Diag(tr, node):  # noqa: N802
+def _Diag(tr, node):
     _args(node, 1)
     v = tr.value(node.args[0])
     if v.ndim != 1:

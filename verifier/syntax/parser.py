@@ -224,7 +224,7 @@ class _ToAst(Transformer):
     # ---- expressions
     def number(self, meta, tok):
         text = str(tok)
-        mantissa, _, exponent = text.lower().partition("e")
+        _, _, exponent = text.lower().partition("e")
         if exponent and abs(int(exponent)) > MAX_EXPONENT:
             raise SpecError(f"numeral exponent {exponent} is out of range (at most "
                             f"{MAX_EXPONENT})", self._span(meta))
@@ -250,7 +250,7 @@ class _ToAst(Transformer):
     def deriv(self, meta, expr, wrt):
         return ast.Deriv(expr=expr, wrt=wrt, span=self._span(meta))
 
-    def _bin(op):  # noqa: N805 - a factory for the binary-operator callbacks
+    def _bin(op):
         def rule(self, meta, left, right):
             return ast.BinOp(op=op, left=left, right=right, span=self._span(meta))
 
