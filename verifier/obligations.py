@@ -93,6 +93,21 @@ class Obligation:
     shape_mismatch: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class NetworkApplication:
+    """A network with concrete weights applied to a vector of distinct input leaves.
+
+    Recorded in `Program.network_terms` (output and input-derivative symbols → this), so
+    numeric engines can evaluate those symbols with matrix-level code (`CompiledNetwork`)
+    instead of the scalar program. `inputs` and `outputs` are flattened row-major.
+    """
+
+    network: object  # ir.Network
+    tensors: tuple  # the network's ir.TensorVars (all concrete)
+    inputs: tuple[sp.Symbol, ...]
+    outputs: tuple[sp.Expr, ...]
+
+
 @dataclass(slots=True, kw_only=True)
 class Model:
     """Everything derived from one spec: the shared program, obligations and derivations."""
@@ -107,6 +122,61 @@ class Model:
     networks: tuple = ()  # IR networks, for exporters that describe the architecture
     parameter_count: int = 0
     closed_form: bool = False  # exporters add fully inlined terms (below the size limit)
+
+
+# ---- network applications → program annotation -----------------------------------------------
+
+
+def _recorder(translator_class):
+    """A Translator that also records network applications with concrete weights."""
+
+    class Recorder(translator_class):
+        def __init__(self, spec, program):
+            super().__init__(spec, program)
+            self.applications: list[NetworkApplication] = []
+            self.tensor_vars = {t.name: t for t in spec.params} if spec is not None else {}
+
+        def _apply_network(self, net, node):
+            x = self.value(node.args[0]) if len(node.args) == 1 and not node.kwargs else None
+            y = super()._apply_network(net, node)
+            app = _application(self, net, x, y)
+            if app is not None:
+                self.applications.append(app)
+            return y
+
+    return Recorder
+
+
+def _application(tr, net, x, y) -> NetworkApplication | None:
+    names = [t for layer in net.layers for t in layer.params]
+    tensors = [tr.tensor_vars.get(n) for n in names]
+    if x is None or any(t is None or not t.concrete for t in tensors):
+        return None
+    inputs = tuple(sp.sympify(e) for e in x.flat)
+    if len(set(inputs)) != len(inputs) or not all(
+            isinstance(e, sp.Symbol) and not tr.program.is_defined(e) for e in inputs):
+        return None
+    return NetworkApplication(network=net, tensors=tuple(tensors), inputs=inputs,
+                              outputs=tuple(sp.sympify(e) for e in y.flat))
+
+
+def _annotate(program: Program, tr) -> None:
+    """Record outputs and input derivatives of `tr`'s network applications on the program."""
+    terms = program.network_terms
+    outputs: dict = {}
+    for app in tr.applications:
+        position = {s: j for j, s in enumerate(app.inputs)}
+        for i, e in enumerate(app.outputs):
+            if isinstance(e, sp.Symbol) and program.is_defined(e):
+                terms.setdefault(e, (app, "output", i))
+                outputs.setdefault(e, (app, i, position))
+    for term, origin in tr.origins.items():
+        if not (isinstance(term, sp.Symbol) and program.is_defined(term)) or term in terms:
+            continue
+        _, f, leaf = origin
+        hit = outputs.get(f)
+        if hit is not None and leaf in hit[2]:
+            terms[term] = (hit[0], "jacobian", hit[1], hit[2][leaf])
 
 
 # ---- claims → obligations ---------------------------------------------------------------------
@@ -243,13 +313,15 @@ def build_model(spec, instances=None) -> Model:
 
     program = Program()
     obligations, derivations = [], []
+    recorder = _recorder(Translator)
     for inst in instances or [spec]:
-        tr = Translator(inst, program)
+        tr = recorder(inst, program)
         suffix = _suffix(inst) if instances and len(instances) > 1 else ""
         obligations += [replace(_obligation(inst, tr, c), name=c.name + suffix)
                         for c in inst.claims]
         derivations += [replace(d, name=d.name + suffix)
                         for d in (_derivation(inst, tr, d) for d in inst.derives)]
+        _annotate(program, tr)
     inputs = tuple(Variable(symbol=e, role="input",
                             lo=t.lo[k] if t.lo else None, hi=t.hi[k] if t.hi else None)
                    for t in spec.inputs for k, e in enumerate(t.entries))

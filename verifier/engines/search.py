@@ -19,6 +19,7 @@ import sympy as sp
 
 from ..obligations import Obligation
 from ..symbolic.compile import compile_numpy, compile_value_and_grad
+from ..symbolic.numeric import CompiledNetwork, _blas_limit
 from ..symbolic.program import Program
 
 CORNER_CAP = 256
@@ -53,22 +54,28 @@ def _to_fraction(x: float, lo, hi) -> Fraction:
 
 
 class Searcher:
-    """Compiled slack functions of one obligation, reusable on many boxes."""
+    """Compiled slack functions of one obligation, reusable on many boxes.
 
-    def __init__(self, ob: Obligation, program: Program) -> None:
+    Atoms over outputs and input derivatives of networks with concrete weights (recorded in
+    `program.network_terms`) are evaluated with matrix-level network code (`path` is
+    "matrix"); everything else, or everything when `matrix=False`, with the scalar program
+    compiled line by line (`path` is "program"). Both give the same numbers.
+    """
+
+    def __init__(self, ob: Obligation, program: Program, *, matrix: bool = True) -> None:
         self.ob = ob
         atoms = list(ob.goal) + list(ob.hypotheses)
         self.diffs = [a.lhs - a.rhs for a in atoms]
         self.leaves = sorted(program.leaves(self.diffs), key=lambda s: s.name)
         self.domain = {v.symbol: (v.lo, v.hi) for v in ob.variables}
+        net = NetworkTerms.build(program, self.leaves, self.diffs, len(ob.goal)) if matrix \
+            else None
+        if net is not None:
+            self.path, self.f, self.grads = "matrix", net.values, net.grads
+            return
+        self.path = "program"
         self.f = compile_numpy(program, self.leaves, self.diffs)
-        self.grads = []
-        for a in ob.goal:
-            try:
-                g = compile_value_and_grad(program, self.leaves, a.lhs - a.rhs)
-            except Exception:  # noqa: BLE001 - no gradient: fall back to finite differences
-                g = None
-            self.grads.append(g)
+        self.grads = [_value_and_grad(program, self.leaves, a.lhs - a.rhs) for a in ob.goal]
 
     def bounds(self, box: dict | None) -> list[tuple]:
         """(lo, hi) per leaf as Fractions or None, from `box` else the obligation's domain."""
@@ -173,6 +180,162 @@ class Searcher:
                 out.append(pt)
                 break
         return out + [full]
+
+def _value_and_grad(program: Program, inputs: list, expr):
+    try:
+        return compile_value_and_grad(program, inputs, expr)
+    except Exception:  # noqa: BLE001 - no gradient: the search falls back to finite differences
+        return None
+
+
+def _network_cuts(program: Program, exprs) -> list[sp.Symbol]:
+    """Annotated network symbols that the expressions reach without passing through another."""
+    terms, seen, found = program.network_terms, set(), set()
+    stack = [s for e in exprs for s in sp.sympify(e).free_symbols if program.is_defined(s)]
+    while stack:
+        s = stack.pop()
+        if s in seen:
+            continue
+        seen.add(s)
+        if s in terms:
+            found.add(s)
+        else:
+            stack.extend(program.deps(s))
+    return sorted(found, key=program.index.__getitem__)
+
+
+class _Application:
+    """One network application: its compiled network, input rows and the terms read of it."""
+
+    def __init__(self, net: CompiledNetwork, rows: list[int]):
+        self.net, self.rows = net, rows
+        self.outputs: list[tuple[int, int]] = []  # (cut position, output i)
+        self.jacobian: list[tuple[int, int, int]] = []  # (cut position, output i, input j)
+
+    def inputs(self, X: np.ndarray) -> np.ndarray:
+        """[B, n] network inputs from the leaf rows of X (zeros for inputs it does not read)."""
+        B = X.shape[1] if X.ndim == 2 else 1
+        out = np.zeros((B, len(self.rows)))
+        for j, r in enumerate(self.rows):
+            if r >= 0:
+                out[:, j] = X[r]
+        return out
+
+    def values(self, Xa: np.ndarray, cuts: list) -> None:
+        if self.outputs:
+            F = self.net.forward(Xa)
+            for c, i in self.outputs:
+                cuts[c] = F[:, i]
+        if self.jacobian:
+            J = self.net.jacobian(Xa)
+            for c, i, j in self.jacobian:
+                cuts[c] = J[:, i, j]
+
+    def pullback(self, Xa: np.ndarray, bars: list) -> np.ndarray:
+        """d/dX of sum over read terms of bar * term (bars per cut position), [B, n]."""
+        B, (m, n) = len(Xa), (self.net.n_out, self.net.n_in)
+        T = np.zeros((B, m))
+        for c, i in self.outputs:
+            T[:, i] += bars[c]
+        C: dict[int, np.ndarray] = {}
+        for c, i, j in self.jacobian:
+            C.setdefault(i, np.zeros((B, n)))[:, j] += bars[c]
+        if not C:
+            return self.net.vjp(Xa, T)[0]
+        dX, first = np.zeros((B, n)), True
+        for i, Ci in sorted(C.items()):  # one Hessian-vector pass per Jacobian row read
+            U = np.zeros((B, m))
+            U[:, i] = 1.0
+            dX += self.net.input_mixed(Xa, Ci, U, T if first and self.outputs else None)
+            first = False
+        return dX
+
+
+class NetworkTerms:
+    """Differences of atoms whose network terms come from matrix-level code.
+
+    The program slice of the differences is compiled with the annotated network symbols
+    (outputs, input derivatives) as inputs; their values come from `CompiledNetwork`
+    (forward, Jacobian), and gradients compose the slice's gradient with vector-Jacobian
+    and Hessian-vector products of the network.
+    """
+
+    def __init__(self, program: Program, leaves: list, diffs: list, ngoal: int,
+                 cuts: list[sp.Symbol]):
+        self.n = len(leaves)
+        self.cuts = cuts
+        row = {s: k for k, s in enumerate(leaves)}
+        nets: dict[int, CompiledNetwork] = {}
+        apps: dict[int, _Application] = {}
+        for c, sym in enumerate(cuts):
+            app, kind, *ij = program.network_terms[sym]
+            a = apps.get(id(app))
+            if a is None:
+                net = nets.get(id(app.network))
+                if net is None:
+                    tensors = {t.name: t for t in app.tensors}
+                    net = nets[id(app.network)] = CompiledNetwork(app.network, tensors,
+                                                                  blas_threads=None)
+                a = apps[id(app)] = _Application(net, [row.get(s, -1) for s in app.inputs])
+            (a.outputs if kind == "output" else a.jacobian).append((c, *ij))
+        self.apps = list(apps.values())
+        inputs = list(leaves) + cuts
+        self.head = compile_numpy(program, inputs, diffs)
+        self.heads = [_value_and_grad(program, inputs, d) for d in diffs[:ngoal]]
+        self.grads = [None if h is None else self._grad_fn(h) for h in self.heads]
+        for a in self.apps:  # generate the network code now: a failure means no matrix path
+            X0 = np.zeros((1, a.net.n_in))
+            a.values(X0, [None] * len(cuts))
+            if any(h is not None for h in self.heads):
+                a.pullback(X0, [np.zeros(1)] * len(cuts))
+
+    @classmethod
+    def build(cls, program: Program, leaves: list, diffs: list, ngoal: int):
+        """The matrix path for these differences, or None when none of their terms is a
+        recorded network term or the network has no compiled code."""
+        cuts = _network_cuts(program, diffs)
+        if not cuts:
+            return None
+        try:
+            with _blas_limit(1):
+                return cls(program, leaves, diffs, ngoal, cuts)
+        except (ValueError, NotImplementedError, TypeError, KeyError):
+            return None
+
+    def _cut_values(self, X: np.ndarray) -> tuple[list, list]:
+        cuts: list = [None] * len(self.cuts)
+        Xs = []
+        for a in self.apps:
+            Xa = a.inputs(X)
+            a.values(Xa, cuts)
+            Xs.append(Xa)
+        return cuts, Xs
+
+    def values(self, *X) -> list[np.ndarray]:
+        """The differences at the columns of X (one array per leaf), as `compile_numpy`."""
+        X = np.array(X, dtype=float).reshape(self.n, -1) if self.n else np.zeros((0, 1))
+        with _blas_limit(1):
+            cuts, _ = self._cut_values(X)
+        return self.head(*X, *cuts)
+
+    def _grad_fn(self, head):
+        def value_and_grad(*X):
+            X = np.array(X, dtype=float).reshape(self.n, -1) if self.n else np.zeros((0, 1))
+            with _blas_limit(1):
+                cuts, Xs = self._cut_values(X)
+                value, bars = head(*X, *cuts)
+                G = np.array([np.broadcast_to(g, X.shape[1:]) for g in bars[:self.n]],
+                             dtype=float).reshape(X.shape)
+                cut_bars = [np.broadcast_to(g, X.shape[1:]) for g in bars[self.n:]]
+                for a, Xa in zip(self.apps, Xs):
+                    dX = a.pullback(Xa, cut_bars)
+                    for j, r in enumerate(a.rows):
+                        if r >= 0:
+                            G[r] += dX[:, j]
+            return value, G
+
+        return value_and_grad
+
 
 def _arrays(bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lo = np.array([-np.inf if a is None else float(a) for a, _ in bounds])

@@ -90,6 +90,28 @@ def _build(lines: list[str], nargs: int, name: str) -> Callable:
     return fn
 
 
+def _slice(program: Program, inputs, outputs) -> list[tuple[sp.Symbol, sp.Expr]]:
+    """The assignments computing the outputs, treating program symbols among `inputs` as
+    given (the walk stops there): a slice over values computed elsewhere, e.g. by the
+    matrix-level network code."""
+    cut = {s for s in inputs if program.is_defined(s)}
+    if not cut:
+        return program.slice(outputs)
+    seen: set[sp.Symbol] = set()
+    stack = _roots(program, outputs)
+    while stack:
+        s = stack.pop()
+        if s in seen or s in cut:
+            continue
+        seen.add(s)
+        stack.extend(d for d in program.deps(s) if d not in seen)
+    return [(s, program.defs[s]) for s in sorted(seen, key=program.index.__getitem__)]
+
+
+def _roots(program: Program, outputs) -> list[sp.Symbol]:
+    return [s for e in outputs for s in sp.sympify(e).free_symbols if program.is_defined(s)]
+
+
 def _batch_line(nargs: int) -> str:
     if nargs == 0:
         return "_z = 0.0"
@@ -99,10 +121,11 @@ def _batch_line(nargs: int) -> str:
 def compile_numpy(program: Program, inputs: list[sp.Symbol], outputs: list[sp.Expr]) -> Callable:
     """A function `f(*input_arrays) -> list of arrays`, one per output, vectorised over a batch.
 
-    Every leaf of the outputs must be in `inputs`; raises ValueError otherwise.
+    Every leaf of the outputs must be in `inputs`; raises ValueError otherwise. Program
+    symbols among `inputs` are inputs too: their definitions are not compiled.
     """
     outputs = [sp.sympify(e) for e in outputs]
-    steps = program.slice(outputs)
+    steps = _slice(program, inputs, outputs)
     names = _names(program, inputs, steps)
     printer = _Printer(names)
     lines = [_batch_line(len(inputs))]
@@ -123,10 +146,11 @@ def compile_value_and_grad(program: Program, inputs: list[sp.Symbol], output: sp
     """A function `f(*input_arrays) -> (value, [d value / d input_k ...])`, vectorised.
 
     Reverse mode over the slice: one adjoint accumulation per (definition, dependency) pair.
+    Program symbols among `inputs` are inputs, as in `compile_numpy`.
     """
     output = sp.sympify(output)
     out_sym = sp.Dummy("out", real=True)
-    steps = program.slice([output]) + [(out_sym, output)]
+    steps = _slice(program, inputs, [output]) + [(out_sym, output)]
     names = _names(program, inputs, steps)
     printer = _Printer(names)
     lines = [_batch_line(len(inputs))]

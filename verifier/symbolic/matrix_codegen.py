@@ -182,6 +182,7 @@ class Code:
         self.lines: list[str] = []
         self.defined: set[str] = set()
         self.buffers: dict[str, str] = {}  # name -> shape text in B (the batch size)
+        self.params = True  # False: dense layers skip parameter gradients (input-only passes)
 
     def line(self, text: str) -> None:
         self.lines.append(text)
@@ -268,7 +269,8 @@ class DenseEmitter:
 
     def rr(self, code: Code, c: str, want: bool) -> str | None:
         k, shape = self.k, self._shape(self.n_out)
-        code.acc(self.grads[0], f"{self.d}.T @ {c}")
+        if code.params:
+            code.acc(self.grads[0], f"{self.d}.T @ {c}")
         self.pending = None
         if not want and self.act.d2 is None:
             return None
@@ -296,9 +298,10 @@ class DenseEmitter:
         u = pending or at
         if u is None:
             return None
-        code.acc(self.grads[0], f"{u}.T @ {self.x}")
-        if self.b:
-            code.acc(self.grads[1], f"{u}.sum(0)")
+        if code.params:
+            code.acc(self.grads[0], f"{u}.T @ {self.x}")
+            if self.b:
+                code.acc(self.grads[1], f"{u}.sum(0)")
         if not want:
             return None
         code.buf(f"V{k - 1}", self._shape(self.n_in))
@@ -360,14 +363,18 @@ def jacobian_source(emitters, n_out: int) -> str:
     return code.source()
 
 
-def mixed_source(emitters, with_output: bool) -> str:
+def mixed_source(emitters, with_output: bool, inputs: bool = False) -> str:
     """`mixed(X, *params, U, seed) -> (loss, grads)`: reverse over the input-gradient pass.
 
     G0 is the input gradient of <U, f(X)>; seed(out, G0) -> (loss, cotangent of G0) or, when
     `with_output`, (loss, cotangent of G0, cotangent of out). Arguments of seed are
-    workspace arrays: seed must not keep them.
+    workspace arrays: seed must not keep them. `inputs`: the function is
+    `mixed_input(...) -> (loss, d loss / d X)` instead (Hessian-vector products in the
+    input; dense layers then skip their parameter gradients).
     """
-    code = Code("mixed", ["X", *_params(emitters), "U", "seed"], order=2)
+    name = "mixed_input" if inputs else "mixed"
+    code = Code(name, ["X", *_params(emitters), "U", "seed"], order=2)
+    code.params = not inputs
     x = _forward(code, emitters)
     n = len(emitters)
     code.line(f"G{n} = U")
@@ -379,6 +386,9 @@ def mixed_source(emitters, with_output: bool) -> str:
         c = emitters[k - 1].rr(code, c, want=k < n)
     at = f"T{n}" if with_output else None
     for k in range(n, 0, -1):
-        at = emitters[k - 1].rf(code, at, want=k > 1)
-    code.line(f"return L, {_grads_tuple(code, emitters)}")
+        at = emitters[k - 1].rf(code, at, want=k > 1 or inputs)
+    if inputs:
+        code.line(f"return L, {'numpy.zeros_like(X)' if at is None else at + '.copy()'}")
+    else:
+        code.line(f"return L, {_grads_tuple(code, emitters)}")
     return code.source()

@@ -175,6 +175,8 @@ class CompiledNetwork:
             return mc.pullback_source(self.emitters, *flags)
         if kind == "jacobian":
             return mc.jacobian_source(self.emitters, self.n_out)
+        if kind == "mixed_input":
+            return mc.mixed_source(self.emitters, *flags, inputs=True)
         return mc.mixed_source(self.emitters, *flags)
 
     @property
@@ -264,6 +266,27 @@ class CompiledNetwork:
         """{param: d/d param of sum(V * G)} with G the input gradient [B, n] (mixed d2/dθdx)."""
         V = np.asarray(V, dtype=float)
         return self.mixed_loss_and_grad(X, lambda F, G: (None, V), U)[1]
+
+    def input_mixed(self, X, C, U=None, T=None) -> np.ndarray:
+        """d/dX of <C, G> + <T, f(X)> with G = d <U, f(X)> / d X, shape [B, n].
+
+        Hessian-vector products in the input, batched: with U = e_i this is the input
+        gradient of a function of row i of the Jacobian (C its cotangent [B, n]) plus, with T
+        [B, m], of a function of the output. One reverse-over-reverse pass, no parameter
+        gradients.
+        """
+        X = self._x(X)
+        if U is None:
+            self._scalar_output()
+            U = np.ones((len(X), 1))
+        C = np.asarray(C, dtype=float)
+        if T is None:
+            _, dX = self._fn("mixed_input", False)(X, *self._args(), U, lambda F, G: (None, C))
+        else:
+            T = np.asarray(T, dtype=float)
+            _, dX = self._fn("mixed_input", True)(X, *self._args(), U,
+                                                  lambda F, G: (None, C, T))
+        return dX
 
     # ---- Hamiltonian networks
     def _split(self) -> int:

@@ -53,6 +53,10 @@ class Program:
         self._leaves: dict[sp.Symbol, frozenset] = {}
         self._inlined: dict[int | None, dict[sp.Symbol, object]] = {}
         self.partials: dict[sp.Symbol, dict] = {}  # sym -> {var: d def / d var}, by reverse
+        # annotation for numeric engines, filled by `obligations.build_model`: program symbol
+        # -> (NetworkApplication, "output", i) or (..., "jacobian", i, j) for the outputs and
+        # input derivatives of a network with concrete weights applied to input leaves
+        self.network_terms: dict[sp.Symbol, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.order)
