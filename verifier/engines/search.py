@@ -100,10 +100,13 @@ class Searcher:
 
     def _direction(self, X: np.ndarray, width: np.ndarray) -> np.ndarray:
         """Gradient of the worst atom's slack at each column (finite differences if needed)."""
-        with np.errstate(all="ignore"):
-            ds = self.f(*X)
-        slacks = np.array([_slack(a.op, d) for a, d in zip(self.ob.goal, ds)])
-        worst = np.argmin(slacks, axis=0)
+        if len(self.ob.goal) == 1:  # no need to evaluate which atom is worst
+            worst = np.zeros(X.shape[1], dtype=int)
+        else:
+            with np.errstate(all="ignore"):
+                ds = self.f(*X)
+            slacks = np.array([_slack(a.op, d) for a, d in zip(self.ob.goal, ds)])
+            worst = np.argmin(slacks, axis=0)
         G = np.zeros_like(X)
         for k, a in enumerate(self.ob.goal):
             mask = worst == k
