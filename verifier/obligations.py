@@ -15,6 +15,7 @@ import sympy as sp
 
 from .diagnostics import Span
 from .symbolic.program import Program
+from .symbolic.translate import Translator
 
 OPS = ("==", "!=", "<=", "<", ">=", ">")
 NEGATE = {"==": "!=", "!=": "==", "<=": ">", "<": ">=", ">=": "<", ">": "<="}
@@ -127,24 +128,22 @@ class Model:
 # ---- network applications → program annotation -----------------------------------------------
 
 
-def _recorder(translator_class):
+class _RecordingTranslator(Translator):
     """A Translator that also records network applications with concrete weights."""
 
-    class Recorder(translator_class):
-        def __init__(self, spec, program):
-            super().__init__(spec, program)
-            self.applications: list[NetworkApplication] = []
-            self.tensor_vars = {t.name: t for t in spec.params} if spec is not None else {}
+    def __init__(self, spec, program: Program):
+        super().__init__(spec, program)
+        self.applications: list[NetworkApplication] = []
+        self.tensor_vars = {t.name: t for t in spec.params}
 
-        def _apply_network(self, net, node):
-            x = self.value(node.args[0]) if len(node.args) == 1 and not node.kwargs else None
-            y = super()._apply_network(net, node)
-            app = _application(self, net, x, y)
-            if app is not None:
-                self.applications.append(app)
-            return y
-
-    return Recorder
+    def _apply_network(self, net, node):
+        # evaluating the argument first adds nothing: the program shares identical terms
+        x = self.value(node.args[0]) if len(node.args) == 1 and not node.kwargs else None
+        y = super()._apply_network(net, node)
+        app = _application(self, net, x, y)
+        if app is not None:
+            self.applications.append(app)
+        return y
 
 
 def _application(tr, net, x, y) -> NetworkApplication | None:
@@ -308,14 +307,10 @@ def build_model(spec, instances=None) -> Model:
     """
     from dataclasses import replace
 
-    from .symbolic.program import Program
-    from .symbolic.translate import Translator
-
     program = Program()
     obligations, derivations = [], []
-    recorder = _recorder(Translator)
     for inst in instances or [spec]:
-        tr = recorder(inst, program)
+        tr = _RecordingTranslator(inst, program)
         suffix = _suffix(inst) if instances and len(instances) > 1 else ""
         obligations += [replace(_obligation(inst, tr, c), name=c.name + suffix)
                         for c in inst.claims]
