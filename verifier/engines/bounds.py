@@ -21,14 +21,16 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+import numpy as np
 import sympy as sp
 
 from ..emit.smtlib import encode
 from ..layers.activations import SMOOTH_FUNCTIONS
 from ..obligations import Obligation
 from ..symbolic.program import Program
+from .batched import OPS, BatchedBab, BatchTape, Unsupported
 from .intervals import INF, Evaluation, Tape, bounds_of
-from .linforms import sub_box
+from .linforms import down, sub_box, up
 from .replay import replay, show_value
 from .search import Searcher
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
@@ -42,6 +44,8 @@ Z3_EVERY = 8  # z3 on one box in this many (plus one more per box it closes): sp
 Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one box in 64
 NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
+BATCHED_SHARE = 0.75  # of the remaining time for batched branch and bound; the rest goes to
+# the exact path (z3 leaves, exact short sums), which settles ties at an attained bound
 SEARCH_EVERY = 25  # boxes before the first local search in the current worst box; the gaps
 # then grow by half each time, so long proofs spend little on searching (most violations are
 # found early, and the root search already ran)
@@ -187,7 +191,92 @@ class _Decider:
                 return v
             if self._proved_by_intervals(root):
                 return self._interval_verdict(root)
-        return self._branch_and_bound(root)
+        batched = self._batched() if self.smooth else None
+        if batched is not None and batched.verdict != UNKNOWN:
+            return batched
+        v = self._branch_and_bound(root)
+        if v.verdict == UNKNOWN and batched is not None:
+            return _tighter(v, batched)
+        return v
+
+    # ---- batched branch and bound ----------------------------------------------------------------
+
+    def batched_setup(self, tol: float = 0.0):
+        """A `BatchedBab` on the whole box, or None (with the reason as a note) when the
+        obligation is outside the batched path: hypotheses, `==`/`!=`, unbounded inputs, or
+        an operation without a batched rule."""
+        try:
+            if self.ob.hypotheses:
+                raise Unsupported("hypotheses")
+            if any(a.op not in OPS for a in self.ob.goal):
+                raise Unsupported("== and != atoms")
+            leaves = [v.symbol for v in self.ob.variables if v.symbol in self.tape.leaves]
+            if any(None in self.root[s] for s in leaves):
+                raise Unsupported("an unbounded input")
+            bt = BatchTape(self.tape, leaves)
+        except Unsupported as exc:
+            self.notes.append(f"no batched branch and bound: {exc}")
+            return None
+        lo = [down(self.root[s][0]) for s in leaves]
+        hi = [up(self.root[s][1]) for s in leaves]
+        ops = [a.op for a in self.ob.goal]
+        return BatchedBab(bt, ops, self.tape.outputs[:len(ops)], lo, hi, tol=tol)
+
+    def _batched(self) -> Verdict | None:
+        """Batched branch and bound (`batched`) with most of the remaining time: `proved`
+        when every box closes, a replayed counterexample from searches in the worst box, or
+        `unknown` with the tightest certified bound; None when it does not apply."""
+        bab = self.batched_setup()
+        if bab is None:
+            return None
+        leaves = bab.bt.leaves
+        state = {"next": time.perf_counter() + 1.0}
+
+        def search(b, rounds):
+            now = time.perf_counter()
+            if now < state["next"]:
+                return None
+            state["next"] = now + max(1.0, 0.1 * (now - self.t0))
+            lo, hi = b.worst_box()
+            box = {s: (max(Fraction(lo[i]), self.root[s][0]), min(Fraction(hi[i]), self.root[s][1]))
+                   for i, s in enumerate(leaves)}
+            return self._search(box, budget=min(0.3, self.remaining()), samples=300, seed=rounds)
+
+        res = bab.run(time.perf_counter() + BATCHED_SHARE * self.remaining(), search)
+        if res.status == "stopped":
+            return res.stopped
+        engine = "batched-branch-and-bound"
+        if res.status == "proved":
+            art = (f"batched branch and bound: {res.closed} boxes, each closed by float interval "
+                   f"and affine bounds rounded outward ({res.evaluated} evaluated)")
+            return self._verdict(PROVED, engine, artifact=art, details={
+                "boxes": res.closed, "boxes_evaluated": res.evaluated,
+                "leaves_by_engine": {"batched-bounds": res.closed}})
+        open_boxes = res.evaluated - res.closed  # upper bound on open boxes (split ones too)
+        details = {"boxes": res.closed, "boxes_evaluated": res.evaluated}
+        details.update(self._batched_bound(bab, res.bound))
+        if self.best[1] is not None:
+            details["best_seen"] = self.best[0]
+            details["best_point"] = {s.name: x for s, x in self.best[1].items()}
+        why = "a box too small to split" if res.status == "stalled" else "timeout"
+        return self._verdict(UNKNOWN, engine, reason=(
+            f"{why} after {res.evaluated} boxes in batched branch and bound "
+            f"({res.closed} closed, {open_boxes} split or open)"), details=details)
+
+    def _batched_bound(self, bab: BatchedBab, bound: float) -> dict:
+        """The certified bound of the worst atom, in the report's form."""
+        k = 0
+        if len(self.ob.goal) > 1:  # the atom attaining the bound
+            k = int(bab.pool.ab.max(0).argmax()) if len(bab.pool) else 0
+        upper = self.ob.goal[k].op in ("<=", "<")
+        if not np.isfinite(bound):
+            return {}
+        q = Fraction(up(bound))
+        lo, hi = (None, q) if upper else (-q, None)
+        return {"certified_bound": {
+            "atom": _text(self.ob.goal[k]),
+            "lhs_minus_rhs": [None if lo is None else str(lo), None if hi is None else str(hi)],
+            "approx": [None if lo is None else float(lo), None if hi is None else float(hi)]}}
 
     def _proved_by_intervals(self, box: _Box) -> bool:
         return all(_proves(self.ob.goal[k].op, self._iv(box, k)) for k in box.atoms)
@@ -478,6 +567,27 @@ class _Decider:
         return out
 
 
+def _tighter(old: Verdict, batched: Verdict) -> Verdict:
+    """Two `unknown` verdicts on the same claim: the exact path's, with its certified bound
+    intersected with the batched path's (both are sound, so each side takes the tighter)."""
+    new, prev = batched.details.get("certified_bound"), old.details.get("certified_bound")
+    if new is None:
+        return old
+    if prev is not None and prev["atom"] == new["atom"]:
+        (plo, phi), (nlo, nhi) = prev["lhs_minus_rhs"], new["lhs_minus_rhs"]
+        lo = max((Fraction(x) for x in (plo, nlo) if x is not None), default=None)
+        hi = min((Fraction(x) for x in (phi, nhi) if x is not None), default=None)
+        new = dict(new, lhs_minus_rhs=[None if lo is None else str(lo),
+                                       None if hi is None else str(hi)],
+                   approx=[None if lo is None else float(lo), None if hi is None else float(hi)])
+    elif prev is not None:
+        return old  # the bounds are on different atoms: keep the exact path's report
+    old.details["certified_bound"] = new
+    old.details["batched_boxes"] = batched.details.get("boxes_evaluated")
+    old.reason = f"{old.reason}; before that, {batched.reason}"
+    return old
+
+
 def _frac(q) -> Fraction | None:
     return None if q is None else Fraction(str(q))
 
@@ -502,6 +612,12 @@ def certified_bound(ob: Obligation, program: Program, timeout: float,
     Returns the bound (exact and float), the boxes evaluated and the seconds spent.
     """
     d = _Decider(ob, program, timeout)
+    bab = d.batched_setup(tol=tolerance) if d.smooth and len(ob.goal) == 1 else None
+    if bab is not None and ob.goal[0].op in ("<=", "<"):
+        res = bab.run(d.deadline)
+        bound = Fraction(up(res.bound)) if np.isfinite(res.bound) else INF
+        return {"bound": bound, "approx": float(bound), "boxes": res.evaluated,
+                "seconds": time.perf_counter() - d.t0}
     root = d._box(d.root, (0,))
     heap = [(-d._iv(root, 0)[1], 0, root)]
     count = evaluated = 1

@@ -1,0 +1,685 @@
+"""Enclosures of a `Tape` on many input boxes at once, in float64 with outward rounding.
+
+`BatchTape.run(lo, hi, hint)` evaluates the tape on B boxes (rows of `lo`, `hi`) with one
+numpy operation per instruction: every slot gets an interval (B,) and affine lower/upper
+forms (B, n + 1) in the inputs, as `Tape.run` does for one box with `linforms` and
+`envelopes`. Soundness does not rest on the rounding mode. Every float result carries an
+a-priori bound on its rounding error that is added outward (Higham's gamma_n for dot
+products, doubled, plus relative 4u and an absolute 1e-290 for single operations, as in
+`linforms` and `crown`); exact rational coefficients enter as their nearest floats and that
+relative error (at most u) is part of the same bound. Values of tanh, sigmoid, softplus and
+sech^2 come from numpy (libm quality, a few ulp) widened by a relative 1e-12, far above that.
+Envelope lines of the smooth functions take any slope a float heuristic suggests (tangent at
+the point where the bound is attained, chord, CROWN's tangent through the far end) and then
+*certify* the offset: on each piece where the function is convex or concave, the gap between
+line and function is bounded below at the piece's ends (where the gap is concave) or by the
+tangent of the gap at a stationary-point estimate (where it is convex), so any slope is
+valid and the heuristic only affects tightness.
+
+`batched_branch_and_bound` splits input boxes best-first, a batch of the worst boxes per
+round, until every box proves the goal atoms, time runs out, or a bound tolerance is met.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from ..layers.activations import sigmoid, softplus
+from .envelopes import INF, Sech2
+from .intervals import Tape
+from .linforms import down, up
+
+U = 2.0**-53
+TINY = 1e-290
+REL = 1e-12  # relative widening of numpy's smooth function values (error a few ulp)
+BATCH = 1024  # boxes split per round (children evaluated: twice as many)
+ROUND_SECONDS = 0.3  # the batch doubles while a round takes less than this
+OPS = {"<=", "<", ">=", ">"}
+_R1, _R2 = 0.6584789, 0.658479  # sech^2's inflection atanh(1/sqrt 3) lies strictly between
+
+
+class Unsupported(Exception):
+    """The batched path does not cover this tape or obligation (the exact path takes it)."""
+
+
+def gamma(n: int) -> float:
+    return 2.0 * (n + 2) * U / (1.0 - (n + 2) * U)
+
+
+def nu(x):
+    """An upper bound of the exact result of the single float operation that gave x."""
+    return x + (np.abs(x) * (4 * U) + TINY)
+
+
+def nd(x):
+    """A lower bound of the exact result of the single float operation that gave x."""
+    return x - (np.abs(x) * (4 * U) + TINY)
+
+
+# ---- smooth functions in floats: enclosures of values and derivatives ----------------------
+
+
+def _widen(v, lo_cap, hi_cap):
+    w = np.abs(v) * REL + TINY
+    return np.clip(v - w, lo_cap, hi_cap), np.clip(v + w, lo_cap, hi_cap)
+
+
+def _sig(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _sech2(z):
+    c = np.cosh(np.minimum(np.abs(z), 350.0))
+    return 1.0 / (c * c)
+
+
+@dataclass(frozen=True)
+class _Fn:
+    shape: str  # "s", "convex" or "bell"
+    value: Callable  # float approximation (a few ulp)
+    deriv: Callable
+    range: tuple
+    inverse: Callable | None = None  # (k, convex_piece) -> z with f'(z) = k, or None: bisect
+
+
+def _inv_tanh(k, convex):
+    t = np.sqrt(np.clip(1.0 - k, 0.0, 1.0))
+    z = np.arctanh(np.minimum(t, 1 - 1e-16))
+    return -z if convex else z
+
+
+def _inv_sigmoid(k, convex):
+    r = np.sqrt(np.clip(1.0 - 4.0 * k, 0.0, 1.0))
+    s = np.clip(0.5 * (1.0 - r) if convex else 0.5 * (1.0 + r), 1e-300, 1 - 1e-16)
+    return np.log(s) - np.log1p(-s)
+
+
+def _inv_softplus(k, convex):
+    s = np.clip(k, 1e-300, 1 - 1e-16)
+    return np.log(s) - np.log1p(-s)
+
+
+FNS: dict[type, _Fn] = {
+    sp.tanh: _Fn("s", np.tanh, _sech2, (-1.0, 1.0), _inv_tanh),
+    sigmoid: _Fn("s", _sig, lambda z: _sig(z) * _sig(-z), (0.0, 1.0), _inv_sigmoid),
+    softplus: _Fn("convex", lambda z: np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))), _sig,
+                  (0.0, INF), _inv_softplus),
+    Sech2: _Fn("bell", _sech2, lambda z: -2.0 * _sech2(z) * np.tanh(z), (0.0, 1.0)),
+}
+
+
+def _enc(fn: _Fn, z):
+    return _widen(fn.value(z), *fn.range)
+
+
+def _denc(fn: _Fn, z):
+    return _widen(fn.deriv(z), -INF, INF)
+
+
+def _pieces(fn: _Fn):
+    """(a, b, curvature) with curvature +1 convex, -1 concave, 0 monotone."""
+    if fn.shape == "s":
+        return [(-INF, 0.0, 1), (0.0, INF, -1)]
+    if fn.shape == "convex":
+        return [(-INF, INF, 1)]
+    return [(-INF, -_R2, 1), (-_R2, -_R1, 0), (-_R1, _R1, -1), (_R1, _R2, 0), (_R2, INF, 1)]
+
+
+def _stationary(fn: _Fn, k, p, q, convex: bool):
+    """A point of [p, q] where f' is close to k (f' is monotone on a curvature piece)."""
+    if fn.inverse is not None:
+        with np.errstate(all="ignore"):
+            c = fn.inverse(k, convex)
+    else:
+        a, b = p.copy(), q.copy()
+        rising = convex  # f' increases on convex pieces
+        for _ in range(40):
+            m = 0.5 * (a + b)
+            below = (fn.deriv(m) < k) == rising
+            a, b = np.where(below, m, a), np.where(below, b, m)
+        c = 0.5 * (a + b)
+    c = np.where(np.isfinite(c), c, 0.5 * (p + q))
+    return np.minimum(np.maximum(c, p), q)
+
+
+def offset(fn: _Fn, k, lo, hi, upper: bool):
+    """For lines of slope k (exact floats): a float offset b with k z + b >= f(z) (upper) or
+    <= f(z) (lower) for every z in [lo, hi], per box; -inf/inf where nothing is certified."""
+    best = np.full(lo.shape, -INF if upper else INF)  # max of f - kz (upper) / min (lower)
+    for a, b, curv in _pieces(fn):
+        p, q = np.maximum(lo, a), np.minimum(hi, b)
+        on = p <= q
+        if not on.any():
+            continue
+        p, q = np.where(on, p, lo), np.where(on, q, lo)  # dummy values off the piece
+        if curv == 0:
+            fp, fq = _enc(fn, p), _enc(fn, q)
+            if upper:
+                g = nu(np.maximum(fp[1], fq[1]) - nd(np.minimum(k * p, k * q)))
+            else:
+                g = nd(np.minimum(fp[0], fq[0]) - nu(np.maximum(k * p, k * q)))
+        elif (curv > 0) == upper:  # the gap is concave: its extreme is at an end
+            g = None
+            for z in (p, q):
+                fz = _enc(fn, z)
+                kz = k * z
+                gz = nu(fz[1] - nd(kz)) if upper else nd(fz[0] - nu(kz))
+                g = gz if g is None else (np.maximum(g, gz) if upper else np.minimum(g, gz))
+        else:  # the gap is convex: above its tangent at c
+            c = _stationary(fn, k, p, q, curv > 0)
+            fc, dc = _enc(fn, c), _denc(fn, c)
+            slope = nu(np.maximum(np.abs(nu(dc[1] - k)), np.abs(nd(dc[0] - k))))
+            reach = nu(np.maximum(nu(c - p), nu(q - c)))
+            drift = nu(slope * reach)
+            kc = k * c
+            g = nu(nu(fc[1] - nd(kc)) + drift) if upper else nd(nd(fc[0] - nu(kc)) - drift)
+        g = np.where(np.isnan(g), INF if upper else -INF, g)
+        if upper:
+            best = np.where(on, np.maximum(best, g), best)
+        else:
+            best = np.where(on, np.minimum(best, g), best)
+    return best
+
+
+def _crown_slope(fn: _Fn, lo, hi, upper: bool):
+    """CROWN's slope for an S-shaped f on lo < 0 < hi: the tangent through the far end."""
+    end = lo if upper else hi
+    fend = fn.value(end)
+    a, b = (np.zeros_like(lo), hi) if upper else (lo, np.zeros_like(lo))
+    for _ in range(30):
+        d = 0.5 * (a + b)
+        above = fn.value(d) + fn.deriv(d) * (end - d) - fend >= 0
+        # upper: the tangent at d passes above f(end) once d is far enough right
+        # upper: valid from the root rightwards; lower: valid from the root leftwards
+        a, b = np.where(above, a, d), np.where(above, d, b)
+    return fn.deriv(b if upper else a)
+
+
+def _slopes(fn: _Fn, lo, hi, at, upper: bool) -> list:
+    """Candidate slopes for one side: the first from CROWN's rules, then the tangent at `at`."""
+    w = hi - lo
+    with np.errstate(all="ignore"):
+        chord = np.where(w > 0, (fn.value(hi) - fn.value(lo)) / np.where(w > 0, w, 1.0),
+                         fn.deriv(lo))
+    tan_at = fn.deriv(at)
+    if fn.shape == "bell":
+        return [chord, tan_at]
+    mid = fn.deriv(0.5 * (lo + hi))
+    if fn.shape == "convex":
+        return [chord] if upper else [tan_at, mid]
+    # S-shaped: convex below 0, concave above
+    tangent_side = (lo >= 0) if upper else (hi <= 0)
+    chord_side = (hi <= 0) if upper else (lo >= 0)
+    straddle = ~(tangent_side | chord_side)
+    primary = np.where(chord_side, chord, mid)
+    if straddle.any():
+        with np.errstate(all="ignore"):
+            crown = _crown_slope(fn, lo, hi, upper)
+        ok = chord <= (fn.deriv(hi) if upper else fn.deriv(lo))
+        primary = np.where(straddle, np.where(ok, chord, crown), primary)
+    return [primary, tan_at]
+
+
+def envelope_lines(fn: _Fn, lo, hi, at, upper: bool):
+    """Per box the certified line (slope, offset) of one side closest to f at `at`."""
+    best_k = best_b = None
+    for k in _slopes(fn, lo, hi, at, upper):
+        k = np.where(np.isfinite(k), k, 0.0)
+        b = offset(fn, k, lo, hi, upper)
+        if best_k is None:
+            best_k, best_b = k, b
+            continue
+        val, old = k * at + b, best_k * at + best_b
+        better = (val < old) if upper else (val > old)
+        better |= ~np.isfinite(best_b)
+        better &= np.isfinite(b)
+        best_k, best_b = np.where(better, k, best_k), np.where(better, b, best_b)
+    return best_k, best_b
+
+
+# ---- the batched tape ------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """One run: per slot intervals (B,) and forms (B, n + 1) (None where not kept)."""
+
+    lo: np.ndarray  # (B, n) input boxes, floats
+    hi: np.ndarray
+    vlo: list = field(default_factory=list)
+    vhi: list = field(default_factory=list)
+    L: list = field(default_factory=list)
+    U: list = field(default_factory=list)
+    x: list = field(default_factory=list)  # float value of each slot at the hint point
+
+
+class BatchTape:
+    """A `Tape` compiled for batched float runs; raises `Unsupported` for what it lacks."""
+
+    SUPPORTED = {"affine", "mul", "pow", "fn", "abs"}
+
+    def __init__(self, tape: Tape, leaves: list) -> None:
+        self.tape = tape
+        self.leaves = list(leaves)  # input order of the box columns
+        self.n = len(self.leaves)
+        slot_of = {s: tape.leaves[s] for s in self.leaves if s in tape.leaves}
+        self.dim_of = {slot: i for i, (_, slot) in enumerate(slot_of.items())}
+        if len(slot_of) != len(tape.leaves):
+            raise Unsupported("a leaf of the tape is not a bounded input")
+        self.consts = {}
+        for slot, iv in enumerate(tape.base):
+            if slot in self.dim_of:
+                continue
+            if iv[0] == -INF or iv[1] == INF:
+                if any(out == slot for _, _, out, _ in tape.code):
+                    continue
+                raise Unsupported("an unbounded constant or unknown term")
+            self.consts[slot] = (down(iv[0]), up(iv[1]))
+        self.code = []
+        for _, kind, out, args in tape.code:
+            if kind not in self.SUPPORTED:
+                raise Unsupported(f"no batched rule for {kind}")
+            if kind == "fn" and args[0] not in FNS:
+                raise Unsupported(f"no batched enclosure of {args[0]}")
+            if kind == "mul" and len(args) != 2:
+                raise Unsupported("products of more than two factors")
+            if kind == "pow" and args[1] not in (1, 2):
+                raise Unsupported("powers other than squares")
+            self.code.append((kind, out, self._prep(kind, args)))
+        self.bells = tape.bells
+        self.formless = tape.formless
+        self.nslots = len(tape.base)
+
+    @staticmethod
+    def _prep(kind, args):
+        if kind != "affine":
+            return args
+        c0, terms = args
+        slots = np.array([s for _, s in terms], dtype=np.intp)
+        cf = np.array([float(c) for c, _ in terms])
+        if any(c != 0 and abs(c) < 2.0**-900 for c, _ in terms) or not np.all(np.isfinite(cf)):
+            raise Unsupported("coefficients outside the float range")
+        return float(c0), slots, cf, cf > 0
+
+    # ---- forms ---------------------------------------------------------------------------------
+
+    def _const_form(self, b: Batch, v):
+        f = np.zeros((v.shape[0], self.n + 1))
+        f[:, 0] = v
+        return f
+
+    def _row(self, b: Batch, slot: int, lower: bool):
+        f = (b.L if lower else b.U)[slot]
+        if f is None:
+            f = self._const_form(b, b.vlo[slot] if lower else b.vhi[slot])
+        return f
+
+    def combine(self, b: Batch, c0, coeffs, rows, lower: bool):
+        """A lower (upper) form of c0 + sum_t c_t f_t for forms rows (T, B, n+1) already
+        chosen by the signs of the coefficients (T,) or (B, T); c0 a float or (B,)."""
+        T = rows.shape[0]
+        if coeffs.ndim == 1:
+            s = np.tensordot(coeffs, rows, axes=(0, 0))
+            a = np.tensordot(np.abs(coeffs), np.abs(rows), axes=(0, 0))
+        else:
+            s = np.einsum("bt,tbk->bk", coeffs, rows)
+            a = np.einsum("bt,tbk->bk", np.abs(coeffs), np.abs(rows))
+        err = a * (gamma(T) + 4 * U) + TINY
+        r0 = s[:, 0] + c0
+        pen = err[:, 0] + (err[:, 1:] * b.mag).sum(1) + 4 * U * (np.abs(c0) + np.abs(r0)
+                                                                   + np.abs(s[:, 0]))
+        pen = (pen + TINY) * (1.0 + 8 * (self.n + 2) * U)
+        s[:, 0] = np.nextafter(r0 - pen, -INF) if lower else np.nextafter(r0 + pen, INF)
+        return s
+
+    def concretize(self, b: Batch, f, upper: bool):
+        """Per box a float bound of the form over the box (max if upper, else min)."""
+        c = f[:, 1:]
+        pick = np.where((c > 0) == upper, b.hi, b.lo)
+        v = f[:, 0] + (c * pick).sum(1)
+        e = gamma(self.n + 1) * (np.abs(f[:, 0]) + (np.abs(c) * b.mag).sum(1)) + TINY
+        return np.nextafter(v + e, INF) if upper else np.nextafter(v - e, -INF)
+
+    def _line(self, b: Batch, k, off, arg: int, upper: bool):
+        """The form of k * arg + off (a line above the value if upper) with per-box k."""
+        use_u = (k >= 0) == upper
+        rows = np.where(use_u[:, None], self._row(b, arg, False), self._row(b, arg, True))
+        return self.combine(b, off, k[:, None], rows[None], not upper)
+
+    # ---- the run ---------------------------------------------------------------------------------
+
+    def run(self, lo: np.ndarray, hi: np.ndarray, at: np.ndarray | None = None) -> Batch:
+        """Intervals and forms of every slot on the boxes [lo, hi] (B, n); `at` (B, n) is the
+        point where envelopes should be tight (default: the centres)."""
+        B = lo.shape[0]
+        b = Batch(lo, hi, [None] * self.nslots, [None] * self.nslots, [None] * self.nslots,
+                  [None] * self.nslots, [None] * self.nslots)
+        b.mag = np.maximum(np.abs(lo), np.abs(hi))
+        at = 0.5 * (lo + hi) if at is None else np.clip(at, lo, hi)
+        for slot, i in self.dim_of.items():
+            b.vlo[slot], b.vhi[slot], b.x[slot] = lo[:, i], hi[:, i], at[:, i]
+            f = np.zeros((B, self.n + 1))
+            f[:, i + 1] = 1.0
+            b.L[slot] = b.U[slot] = f
+        for slot, (clo, chi) in self.consts.items():
+            b.vlo[slot], b.vhi[slot] = np.full(B, clo), np.full(B, chi)
+            b.x[slot] = np.full(B, 0.5 * (clo + chi))
+        with np.errstate(all="ignore"):
+            for kind, out, args in self.code:
+                getattr(self, "_" + kind)(b, out, args)
+                if out in self.formless:
+                    b.L[out] = b.U[out] = None
+                    continue
+                for side, upper in ((b.L, False), (b.U, True)):
+                    if side[out] is None:
+                        continue
+                    v = self.concretize(b, side[out], upper)
+                    # fmin/fmax: a bound that came out nan is dropped, the other kept
+                    if upper:
+                        b.vhi[out] = np.fmin(b.vhi[out], v)
+                    else:
+                        b.vlo[out] = np.fmax(b.vlo[out], v)
+        return b
+
+    def _affine(self, b: Batch, out: int, args) -> None:
+        c0, slots, cf, pos = args
+        vlo = np.stack([b.vlo[s] for s in slots])
+        vhi = np.stack([b.vhi[s] for s in slots])
+        T = len(slots)
+        for lower in (True, False):
+            w = np.where(pos[:, None] == lower, vlo, vhi)
+            v = cf @ w + c0
+            e = (gamma(T) + 4 * U) * (np.abs(cf) @ np.abs(w) + abs(c0) + np.abs(v)) + TINY
+            e *= 1.0 + 8 * U
+            if lower:
+                b.vlo[out] = np.nextafter(v - e, -INF)
+            else:
+                b.vhi[out] = np.nextafter(v + e, INF)
+        b.x[out] = cf @ np.stack([b.x[s] for s in slots]) + c0
+        if out in self.bells:
+            self._bell(b, out)
+            return
+        if out in self.formless:
+            return
+        for lower in (True, False):
+            rows = np.stack([self._row(b, s, pl == lower) for s, pl in zip(slots, pos)])
+            (b.L if lower else b.U)[out] = self.combine(b, c0, cf, rows, lower)
+
+    def _bell(self, b: Batch, out: int) -> None:
+        """1 - tanh(z)^2 as sech^2(z): interval and certified lines in z."""
+        z = self.bells[out][0]
+        fn = FNS[Sech2]
+        zl, zh = b.vlo[z], b.vhi[z]
+        el, eh = _enc(fn, zl), _enc(fn, zh)
+        top = np.where((zl <= 0) & (zh >= 0), 1.0, np.maximum(eh[1], el[1]))
+        b.vlo[out] = np.fmax(b.vlo[out], np.minimum(el[0], eh[0]))
+        b.vhi[out] = np.fmin(b.vhi[out], top)
+        x = np.clip(b.x[z], zl, zh)
+        for upper in (False, True):
+            k, off = envelope_lines(fn, zl, zh, x, upper)
+            f = self._line(b, k, off, z, upper)
+            (b.U if upper else b.L)[out] = _finite_or_const(self, b, f, out, upper)
+
+    def _fn(self, b: Batch, out: int, args) -> None:
+        fn = FNS[args[0]]
+        z = args[1]
+        zl, zh = b.vlo[z], b.vhi[z]
+        b.vlo[out] = _enc(fn, zl)[0]
+        b.vhi[out] = _enc(fn, zh)[1]
+        b.x[out] = fn.value(b.x[z])
+        if out in self.formless:
+            return
+        x = np.clip(b.x[z], zl, zh)
+        for upper in (False, True):
+            k, off = envelope_lines(fn, zl, zh, x, upper)
+            f = self._line(b, k, off, z, upper)
+            (b.U if upper else b.L)[out] = _finite_or_const(self, b, f, out, upper)
+
+    def _mul(self, b: Batch, out: int, args) -> None:
+        x, y = args
+        xl, xu, yl, yu = b.vlo[x], b.vhi[x], b.vlo[y], b.vhi[y]
+        ps = [xl * yl, xl * yu, xu * yl, xu * yu]
+        b.vlo[out] = nd(np.minimum(np.minimum(ps[0], ps[1]), np.minimum(ps[2], ps[3])))
+        b.vhi[out] = nu(np.maximum(np.maximum(ps[0], ps[1]), np.maximum(ps[2], ps[3])))
+        b.x[out] = b.x[x] * b.x[y]
+        if out in self.formless:
+            return
+        # McCormick: xy >= yl x + xl y - xl yl, >= yu x + xu y - xu yu; <= yu x + xl y - xl yu,
+        # <= yl x + xu y - xu yl (valid for the float corners, which enclose the intervals)
+        planes = {False: [(yl, xl, -nu(xl * yl)), (yu, xu, -nu(xu * yu))],
+                  True: [(yu, xl, -nd(xl * yu)), (yl, xu, -nd(xu * yl))]}
+        for upper, cands in planes.items():
+            best = bval = None
+            for cx, cy, c0 in cands:
+                rows = np.stack([
+                    np.where(((cx >= 0) == upper)[:, None], self._row(b, x, False),
+                             self._row(b, x, True)),
+                    np.where(((cy >= 0) == upper)[:, None], self._row(b, y, False),
+                             self._row(b, y, True))])
+                f = self.combine(b, c0, np.stack([cx, cy], 1), rows, not upper)
+                v = self.concretize(b, f, upper)
+                if best is None:
+                    best, bval = f, v
+                else:
+                    take = (v < bval) if upper else (v > bval)
+                    best, bval = np.where(take[:, None], f, best), np.where(take, v, bval)
+            (b.U if upper else b.L)[out] = _finite_or_const(self, b, best, out, upper)
+
+    def _pow(self, b: Batch, out: int, args) -> None:
+        x, n = args
+        xl, xu = b.vlo[x], b.vhi[x]
+        b.x[out] = b.x[x] ** n
+        if n == 1:
+            b.vlo[out], b.vhi[out], b.L[out], b.U[out] = xl, xu, b.L[x], b.U[x]
+            return
+        m = np.maximum(np.abs(xl), np.abs(xu))
+        b.vlo[out] = np.where(xl > 0, nd(xl * xl), np.where(xu < 0, nd(xu * xu), 0.0))
+        b.vhi[out] = nu(m * m)
+        if out in self.formless:
+            return
+        d = np.clip(0.5 * (xl + xu), xl, xu)  # (x - d)^2 >= 0: x^2 >= 2 d x - d^2
+        lower = self.combine(b, -nu(d * d), (2.0 * d)[:, None],
+                             np.where((d >= 0)[:, None], self._row(b, x, True),
+                                      self._row(b, x, False))[None], True)
+        k = xl + xu  # (x - xl)(x - xu) <= 0: x^2 <= (xl + xu) x - xl xu (k within u)
+        upper = self.combine(b, -nd(xl * xu), k[:, None],
+                             np.where((k >= 0)[:, None], self._row(b, x, False),
+                                      self._row(b, x, True))[None], False)
+        b.L[out] = _finite_or_const(self, b, lower, out, False)
+        b.U[out] = _finite_or_const(self, b, upper, out, True)
+
+    def _abs(self, b: Batch, out: int, args) -> None:
+        x = args
+        xl, xu = b.vlo[x], b.vhi[x]
+        b.x[out] = np.abs(b.x[x])
+        b.vlo[out] = np.where(xl >= 0, xl, np.where(xu <= 0, -xu, 0.0))
+        b.vhi[out] = np.maximum(-xl, xu)
+        if out in self.formless:
+            return
+        # below: |x| >= x and |x| >= -x; the sign that is larger on the box
+        s = np.where(xu >= -xl, 1.0, -1.0)
+        lower = self.combine(b, 0.0, s[:, None], np.where(
+            (s > 0)[:, None], self._row(b, x, True), self._row(b, x, False))[None], True)
+        # above: a x + c with a the chord slope (any a; c from the convex ends)
+        w = xu - xl
+        a = np.where(xl >= 0, 1.0, np.where(xu <= 0, -1.0,
+                                            (xu + xl) / np.where(w > 0, w, 1.0)))
+        c = np.maximum(nu(-xl - nd(a * xl)), nu(xu - nd(a * xu)))
+        c = np.where(xl >= 0, 0.0, np.where(xu <= 0, 0.0, c))
+        upper = self.combine(b, c, a[:, None], np.where(
+            (a >= 0)[:, None], self._row(b, x, False), self._row(b, x, True))[None], False)
+        b.L[out] = _finite_or_const(self, b, lower, out, False)
+        b.U[out] = _finite_or_const(self, b, upper, out, True)
+
+
+def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
+    """A computed form, with boxes where it overflowed replaced by the constant interval form."""
+    bad = ~np.isfinite(f).all(1)
+    if not bad.any():
+        return f
+    const = bt._const_form(b, b.vhi[out] if upper else b.vlo[out])
+    return np.where(bad[:, None], const, f)
+
+
+# ---- branch and bound over input boxes -------------------------------------------------------
+
+
+@dataclass
+class BabResult:
+    """How a batched branch and bound ended: "proved" (every box closed), "timeout" or
+    "stalled" (a box that can no longer be split), with the boxes evaluated and closed and
+    the largest certified badness over all boxes (<= 0 proves non-strict atoms)."""
+
+    status: str
+    evaluated: int
+    closed: int
+    bound: float
+    worst: tuple | None = None  # (lo, hi) float arrays of the worst open box
+    stopped: object = None  # what `on_round` returned, when it ended the run
+
+
+class _Pool:
+    """Open boxes as rows of arrays."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.lo = np.empty((0, n))
+        self.hi = np.empty((0, n))
+        self.at = np.empty((0, n))
+        self.ab = np.empty((0, k))  # per atom badness bound (inherited by children)
+        self.dim = np.empty(0, dtype=np.intp)
+
+    def __len__(self) -> int:
+        return self.lo.shape[0]
+
+    def bad(self) -> np.ndarray:
+        return self.ab.max(1)
+
+    def add(self, keep, lo, hi, at, ab, dim) -> None:
+        self.lo = np.concatenate([self.lo, lo[keep]])
+        self.hi = np.concatenate([self.hi, hi[keep]])
+        self.at = np.concatenate([self.at, at[keep]])
+        self.ab = np.concatenate([self.ab, ab[keep]])
+        self.dim = np.concatenate([self.dim, dim[keep]])
+
+    def take(self, idx) -> tuple:
+        out = (self.lo[idx], self.hi[idx], self.at[idx], self.ab[idx], self.dim[idx])
+        rest = np.ones(len(self), dtype=bool)
+        rest[idx] = False
+        self.lo, self.hi, self.at = self.lo[rest], self.hi[rest], self.at[rest]
+        self.ab, self.dim = self.ab[rest], self.dim[rest]
+        return out
+
+
+class BatchedBab:
+    """Best-first branch and bound for goal atoms `lhs - rhs op 0` (ops in `OPS`) on a
+    `BatchTape`, over the float box [root_lo, root_hi] (which must contain the real one)."""
+
+    def __init__(self, bt: BatchTape, ops: list[str], outputs: list[int], root_lo, root_hi,
+                 tol: float = 0.0, batch: int = BATCH) -> None:
+        self.bt, self.ops, self.outputs = bt, ops, outputs
+        self.upper = np.array([op in ("<=", "<") for op in ops])
+        self.strict = np.array([op in ("<", ">") for op in ops])
+        self.root_lo = np.asarray(root_lo, dtype=float)
+        self.root_hi = np.asarray(root_hi, dtype=float)
+        self.width = np.where(self.root_hi > self.root_lo, self.root_hi - self.root_lo, 1.0)
+        self.tol, self.batch = tol, batch
+        self.evaluated = self.closed = 0
+        self.closed_bound = -INF
+        self.pool = _Pool(bt.n, len(ops))
+
+    def _closes(self, ab) -> np.ndarray:
+        ok = np.where(self.strict, ab < self.tol, ab <= self.tol)
+        return ok.all(1)
+
+    def evaluate(self, lo, hi, at, parent_ab=None):
+        """Per box: badness per atom (B, K), the corner hint and the split dimension."""
+        b = self.bt.run(lo, hi, at)
+        B = lo.shape[0]
+        ab = np.empty((B, len(self.ops)))
+        forms = []
+        for j, (o, up_) in enumerate(zip(self.outputs, self.upper)):
+            ab[:, j] = b.vhi[o] if up_ else -b.vlo[o]
+            forms.append((b.U if up_ else b.L)[o])
+        ab = np.where(np.isnan(ab), INF, ab)
+        if parent_ab is not None:
+            ab = np.minimum(ab, parent_ab)
+        worst = ab.argmax(1)
+        coef = np.zeros((B, self.bt.n))
+        for j, f in enumerate(forms):
+            if f is not None:
+                sel = worst == j
+                c = f[:, 1:] if self.upper[j] else -f[:, 1:]
+                coef[sel] = c[sel]
+        coef = np.where(np.isfinite(coef), coef, 0.0)
+        corner = np.where(coef > 0, hi, np.where(coef < 0, lo, 0.5 * (lo + hi)))
+        w = hi - lo
+        score = np.abs(coef) * w + 1e-3 * w / self.width * np.abs(coef).max(1, keepdims=True) \
+            + 1e-12 * w / self.width
+        self.evaluated += B
+        return ab, corner, score.argmax(1)
+
+    def run(self, deadline: float, on_round: Callable | None = None) -> BabResult:
+        lo, hi = self.root_lo[None].copy(), self.root_hi[None].copy()
+        ab, at, dim = self.evaluate(lo, hi, None)
+        self._file(lo, hi, at, ab, dim)
+        rounds, size = 0, 8  # the batch grows while rounds stay short (deadlines stay sharp)
+        while len(self.pool):
+            start = time.perf_counter()
+            if start > deadline:
+                return self._result("timeout")
+            bad = self.pool.bad()
+            m = min(size, len(bad))
+            idx = np.argpartition(-bad, m - 1)[:m] if m < len(bad) else np.arange(len(bad))
+            plo, phi, pat, pab, pdim = self.pool.take(idx)
+            rows = np.arange(m)
+            mid = 0.5 * (plo[rows, pdim] + phi[rows, pdim])
+            if not np.all((plo[rows, pdim] < mid) & (mid < phi[rows, pdim])):
+                self.pool.add(np.ones(m, dtype=bool), plo, phi, pat, pab, pdim)
+                return self._result("stalled")
+            lo = np.concatenate([plo, plo])
+            hi = np.concatenate([phi, phi])
+            hi[rows, pdim] = mid
+            lo[m + rows, pdim] = mid
+            ab, at, dim = self.evaluate(lo, hi, np.concatenate([pat, pat]),
+                                        np.concatenate([pab, pab]))
+            self._file(lo, hi, at, ab, dim)
+            rounds += 1
+            spent = time.perf_counter() - start
+            if spent < ROUND_SECONDS and m == size:
+                size = min(2 * size, self.batch)
+            elif spent > 2 * ROUND_SECONDS:
+                size = max(8, size // 2)
+            if on_round is not None and len(self.pool):
+                stop = on_round(self, rounds)
+                if stop is not None:
+                    res = self._result("stopped")
+                    res.stopped = stop
+                    return res
+        return self._result("proved")
+
+    def _file(self, lo, hi, at, ab, dim) -> None:
+        done = self._closes(ab)
+        if done.any():
+            self.closed += int(done.sum())
+            self.closed_bound = max(self.closed_bound, float(ab[done].max()))
+        self.pool.add(~done, lo, hi, at, ab, dim)
+
+    def worst_box(self):
+        if not len(self.pool):
+            return None
+        i = int(self.pool.bad().argmax())
+        return self.pool.lo[i], self.pool.hi[i]
+
+    def bound(self) -> float:
+        """The largest certified badness over every box (closed and open)."""
+        open_bad = float(self.pool.bad().max()) if len(self.pool) else -INF
+        return max(open_bad, self.closed_bound)
+
+    def _result(self, status: str) -> BabResult:
+        return BabResult(status, self.evaluated, self.closed, self.bound(), self.worst_box())
