@@ -8,6 +8,7 @@ Hessian-vector pass.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -65,7 +66,7 @@ def mlp_spec(n, widths, acts, out, claims, extra=""):
 def write_weights(tmp_path, n, widths, out, seed):
     rng = np.random.default_rng(seed)
     sizes, params = [n, *widths, out], {}
-    for k, (a, b) in enumerate(zip(sizes, sizes[1:]), start=1):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes), start=1):
         params[f"W{k}"] = rng.normal(0, 1.2 / np.sqrt(a), size=(b, a))
         params[f"b{k}"] = rng.normal(0, 0.3, size=b)
     np.savez(tmp_path / "w.npz", **params)

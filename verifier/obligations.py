@@ -9,6 +9,7 @@ quantities) and leaf symbols (inputs, parameters).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import sympy as sp
@@ -33,7 +34,7 @@ class Atom:
     origin: tuple | None = field(default=None, compare=False, hash=False)
     entry: tuple = field(default=(), compare=False, hash=False)  # index in the compared tensors
 
-    def negated(self) -> "Atom":
+    def negated(self) -> Atom:
         return Atom(lhs=self.lhs, op=NEGATE[self.op], rhs=self.rhs, origin=self.origin,
                     entry=self.entry)
 
@@ -190,7 +191,7 @@ def _atoms(tr, comparison) -> list[Atom]:
 
     values = [tr.value(e) for e in comparison.operands]
     out: list[Atom] = []
-    for (a, b), op, node in zip(zip(values, values[1:]), comparison.ops, comparison.operands[1:]):
+    for (a, b), op, node in zip(pairwise(values), comparison.ops, comparison.operands[1:]):
         if a.shape != b.shape and a.shape != () and b.shape != ():
             if op == "==" and tr.spec is not None and tr.spec.dims:
                 raise _ShapeMismatch(f"the sides have shapes {_shape(a)} and {_shape(b)}")
