@@ -141,8 +141,8 @@ def test_program_path_when_nothing_is_recorded(tmp_path):
 
 def test_input_hessian_vector_pass_against_torch():
     torch = pytest.importorskip("torch")
-    net = api.compile_text("input x : real[3]\nnetwork f(in=3) {\n  dense(5, tanh)\n"
-                           "  dense(4, sigmoid)\n  dense(2)\n}\n", seed=1)
+    text = "input x : real[3]\nnetwork f(in=3) {\n  dense(5, tanh)\n  dense(4, sigmoid)\n  dense(2)\n}\n"
+    net, scalar = (api.compile_text(text, seed=1, matrix=m) for m in (True, False))
     rng = np.random.default_rng(2)
     X, U, C, T = (rng.normal(size=s) for s in ((6, 3), (6, 2), (6, 3), (6, 2)))
     P = {k: torch.tensor(v) for k, v in net.params.items()}
@@ -158,7 +158,8 @@ def test_input_hessian_vector_pass_against_torch():
         (G,) = torch.autograd.grad((y * torch.tensor(U)).sum(), x, create_graph=True)
         L = (G * torch.tensor(C)).sum() + (with_output and (y * torch.tensor(T)).sum())
         (want,) = torch.autograd.grad(L, x)
-        close(net.input_mixed(X, C, U, T if with_output else None), want.numpy(), 1e-12)
+        for compiled in (net, scalar):  # matrix code, and the scalar fallback's passes
+            close(compiled.input_mixed(X, C, U, T if with_output else None), want.numpy(), 1e-12)
 
 
 def test_refuted_examples_still_refute():

@@ -5,6 +5,13 @@ when `replay` confirms it exactly or at 60 digits. Candidates are returned as ex
 `Fraction`s inside the box (the shortest decimal of the float, clamped to the box), best first.
 The slack of a point is the smallest over goal atoms of how far the atom is from failing
 (positive: holds with room); points whose hypotheses fail in floats are ignored.
+
+Network terms: when the atoms read outputs or input derivatives of a network with concrete
+weights (recorded by `obligations.build_model` in `Program.network_terms`), those values come
+from `CompiledNetwork` (one matmul per dense layer, batched over samples) and only the small
+rest of the program slice is compiled line by line; gradients chain the rest's gradient with
+the network's vector-Jacobian and input Hessian-vector products. Otherwise the whole slice is
+compiled line by line (`compile.py`), which costs time per scalar operation at width.
 """
 
 from __future__ import annotations
