@@ -282,19 +282,23 @@ class BatchTape:
                 raise Unsupported("an unbounded constant or unknown term")
             self.consts[slot] = (down(iv[0]), up(iv[1]))
         self.code = []
+        self.nslots = len(tape.base)
         for _, kind, out, args in tape.code:
             if kind not in self.SUPPORTED:
                 raise Unsupported(f"no batched rule for {kind}")
             if kind == "fn" and args[0] not in FNS:
                 raise Unsupported(f"no batched enclosure of {args[0]}")
-            if kind == "mul" and len(args) != 2:
-                raise Unsupported("products of more than two factors")
             if kind == "pow" and args[1] not in (1, 2):
                 raise Unsupported("powers other than squares")
+            if kind == "mul" and len(args) > 2:  # a chain of binary products in new slots
+                acc = args[0]
+                for s in args[1:-1]:
+                    self.code.append(("mul", self.nslots, (acc, s)))
+                    acc, self.nslots = self.nslots, self.nslots + 1
+                args = (acc, args[-1])
             self.code.append((kind, out, self._prep(kind, args)))
         self.bells = tape.bells
         self.formless = tape.formless
-        self.nslots = len(tape.base)
 
     @staticmethod
     def _prep(kind, args):
