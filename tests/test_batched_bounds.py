@@ -107,10 +107,13 @@ def test_every_certified_bound_holds_at_sampled_points(n, widths, act, seed, sca
             lo[1], hi[1] = lo[1], lo[1]  # a point box
             at = rng.uniform(lo, hi)
             res = bt.run(lo, hi, at)
+            back = {(o, sg): bt.backward(res, o, sg)[0] for o in tape.outputs for sg in (1, -1)}
             for k in range(B):
                 X = rng.uniform(lo[k], hi[k], (per, n))
                 X[0], X[1] = lo[k], hi[k]
                 vals = _slot_values(tape, leaves, X)
+                for (o, sg), bound in back.items():  # CROWN: sign * out <= bound
+                    assert np.all(sg * vals[o] - _margin(vals[o]) <= bound[k]), (o, sg, k)
                 for slot, v in vals.items():
                     if res.vlo[slot] is None:
                         continue

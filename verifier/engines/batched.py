@@ -139,7 +139,7 @@ def _stationary(fn: _Fn, k, p, q, convex: bool):
     else:
         a, b = p.copy(), q.copy()
         rising = convex  # f' increases on convex pieces
-        for _ in range(40):
+        for _ in range(24):  # any c is sound; 2^-24 of the piece is close enough
             m = 0.5 * (a + b)
             below = (fn.deriv(m) < k) == rising
             a, b = np.where(below, m, a), np.where(below, b, m)
@@ -192,7 +192,7 @@ def _crown_slope(fn: _Fn, lo, hi, upper: bool):
     end = lo if upper else hi
     fend = fn.value(end)
     a, b = (np.zeros_like(lo), hi) if upper else (lo, np.zeros_like(lo))
-    for _ in range(30):
+    for _ in range(20):
         d = 0.5 * (a + b)
         above = fn.value(d) + fn.deriv(d) * (end - d) - fend >= 0
         # upper: the tangent at d passes above f(end) once d is far enough right
@@ -257,6 +257,7 @@ class Batch:
     L: list = field(default_factory=list)
     U: list = field(default_factory=list)
     x: list = field(default_factory=list)  # float value of each slot at the hint point
+    rel: dict = field(default_factory=dict)  # slot -> its relaxation in its arguments
 
 
 class BatchTape:
@@ -429,6 +430,7 @@ class BatchTape:
             k, off = envelope_lines(fn, zl, zh, x, upper)
             f = self._line(b, k, off, z, upper)
             (b.U if upper else b.L)[out] = _finite_or_const(self, b, f, out, upper)
+            b.rel.setdefault(out, [z, None, None])[1 + upper] = ((k,), off)
 
     def _fn(self, b: Batch, out: int, args) -> None:
         fn = FNS[args[0]]
@@ -444,6 +446,7 @@ class BatchTape:
             k, off = envelope_lines(fn, zl, zh, x, upper)
             f = self._line(b, k, off, z, upper)
             (b.U if upper else b.L)[out] = _finite_or_const(self, b, f, out, upper)
+            b.rel.setdefault(out, [z, None, None])[1 + upper] = ((k,), off)
 
     def _mul(self, b: Batch, out: int, args) -> None:
         x, y = args
@@ -459,7 +462,7 @@ class BatchTape:
         planes = {False: [(yl, xl, -nu(xl * yl)), (yu, xu, -nu(xu * yu))],
                   True: [(yu, xl, -nd(xl * yu)), (yl, xu, -nd(xu * yl))]}
         for upper, cands in planes.items():
-            best = bval = None
+            best = bval = chosen = None
             for cx, cy, c0 in cands:
                 rows = np.stack([
                     np.where(((cx >= 0) == upper)[:, None], self._row(b, x, False),
@@ -469,11 +472,14 @@ class BatchTape:
                 f = self.combine(b, c0, np.stack([cx, cy], 1), rows, not upper)
                 v = self.concretize(b, f, upper)
                 if best is None:
-                    best, bval = f, v
+                    best, bval, chosen = f, v, (cx, cy, c0)
                 else:
                     take = (v < bval) if upper else (v > bval)
                     best, bval = np.where(take[:, None], f, best), np.where(take, v, bval)
+                    chosen = tuple(np.where(take, new, old) for new, old in
+                                   zip((cx, cy, c0), chosen))
             (b.U if upper else b.L)[out] = _finite_or_const(self, b, best, out, upper)
+            b.rel.setdefault(out, [(x, y), None, None])[1 + upper] = (chosen[:2], chosen[2])
 
     def _pow(self, b: Batch, out: int, args) -> None:
         x, n = args
@@ -497,6 +503,7 @@ class BatchTape:
                                       self._row(b, x, True))[None], False)
         b.L[out] = _finite_or_const(self, b, lower, out, False)
         b.U[out] = _finite_or_const(self, b, upper, out, True)
+        b.rel[out] = [x, ((2.0 * d,), -nu(d * d)), ((k,), -nd(xl * xu))]
 
     def _abs(self, b: Batch, out: int, args) -> None:
         x = args
@@ -520,6 +527,72 @@ class BatchTape:
             (a >= 0)[:, None], self._row(b, x, False), self._row(b, x, True))[None], False)
         b.L[out] = _finite_or_const(self, b, lower, out, False)
         b.U[out] = _finite_or_const(self, b, upper, out, True)
+        b.rel[out] = [x, ((s,), np.zeros_like(s)), ((a,), c)]
+
+    # ---- backward substitution (CROWN) for one output ------------------------------------------
+
+    def backward(self, b: Batch, slot: int, sign: float):
+        """Per box a float upper bound of sign * slot over the box, by substituting each
+        slot's relaxation in reverse program order (the side by the sign of its coefficient).
+
+        Invariant: sign * slot <= sum_s lam_s * s + C on the box. Float updates of a
+        coefficient are off by at most e = 4u (|old| + |added|) (this also covers the
+        affine weights' conversion to float, relative u); that error times a bound on |s|
+        goes into C, every addition to C rounded up."""
+        B = b.lo.shape[0]
+        lam: dict[int, np.ndarray] = {slot: np.full(B, float(sign))}
+        C = np.zeros(B)
+        mag = {}
+
+        def bound_of(s):
+            m = mag.get(s)
+            if m is None:
+                m = mag[s] = np.maximum(np.abs(b.vlo[s]), np.abs(b.vhi[s]))
+            return m
+
+        def add(s, inc):
+            nonlocal C
+            old = lam.get(s)
+            if old is None:
+                lam[s] = inc
+                e = np.abs(inc) * (4 * U)
+            else:
+                lam[s] = old + inc
+                e = (np.abs(old) + np.abs(inc)) * (4 * U)
+            C = nu(C + nu(e * bound_of(s)))
+
+        for kind, out, args in reversed(self.code):
+            lm = lam.pop(out, None)
+            if lm is None:
+                continue
+            if kind == "affine" and out not in self.bells:
+                c0, slots, cf, _ = args
+                C = nu(C + nu(lm * c0))
+                for s_, c in zip(slots, cf):
+                    add(s_, lm * c)
+                continue
+            r = b.rel.get(out)
+            if r is None or r[1] is None or r[2] is None:  # no relaxation: the interval
+                C = nu(C + nu(np.maximum(lm * b.vlo[out], lm * b.vhi[out])))
+                continue
+            pos = lm >= 0
+            (k_lo, off_lo), (k_up, off_up) = r[1], r[2]
+            off = np.where(pos, off_up, off_lo)
+            C = nu(C + nu(lm * off))
+            srcs = r[0] if isinstance(r[0], tuple) else (r[0],)
+            for s_, kl, ku in zip(srcs, k_lo, k_up):
+                add(s_, lm * np.where(pos, ku, kl))
+        for s_, lm in lam.items():
+            if s_ in self.dim_of:
+                continue
+            # constants (and any slot left over): by the interval
+            C = nu(C + nu(np.maximum(lm * b.vlo[s_], lm * b.vhi[s_])))
+        coef = np.zeros((B, self.n))
+        for s_, i in self.dim_of.items():
+            if s_ in lam:
+                coef[:, i] = lam[s_]
+        f = np.concatenate([C[:, None], coef], 1)
+        return self.concretize(b, f, True), coef
 
 
 def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
@@ -607,9 +680,11 @@ class BatchedBab:
         B = lo.shape[0]
         ab = np.empty((B, len(self.ops)))
         forms = []
-        for j, (o, up_) in enumerate(zip(self.outputs, self.upper)):
-            ab[:, j] = b.vhi[o] if up_ else -b.vlo[o]
-            forms.append((b.U if up_ else b.L)[o])
+        with np.errstate(all="ignore"):
+            for j, (o, up_) in enumerate(zip(self.outputs, self.upper)):
+                bw, coef = self.bt.backward(b, o, 1.0 if up_ else -1.0)
+                ab[:, j] = np.fmin(b.vhi[o] if up_ else -b.vlo[o], bw)
+                forms.append(np.concatenate([bw[:, None], coef if up_ else -coef], 1))
         ab = np.where(np.isnan(ab), INF, ab)
         if parent_ab is not None:
             ab = np.minimum(ab, parent_ab)
@@ -654,10 +729,11 @@ class BatchedBab:
                                         np.concatenate([pab, pab]))
             self._file(lo, hi, at, ab, dim)
             rounds += 1
-            spent = time.perf_counter() - start
-            if spent < ROUND_SECONDS and m == size:
+            now = time.perf_counter()
+            spent, left = now - start, deadline - now
+            if spent < max(ROUND_SECONDS, 0.02 * left) and m == size:
                 size = min(2 * size, self.batch)
-            elif spent > 2 * ROUND_SECONDS:
+            elif spent > max(3 * ROUND_SECONDS, 0.1 * left):
                 size = max(8, size // 2)
             if on_round is not None and len(self.pool):
                 stop = on_round(self, rounds)
