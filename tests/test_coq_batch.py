@@ -2,16 +2,15 @@
 
 Every equation of the library, at every instantiated size, is emitted as Coq lemmas (one per
 entry of the equation: `is_derive` of the loss `sum(DY * Y)` in that entry, or one conjunction
-for a plain identity) and each must be closed by `Qed`, except the claims in OPEN, whose lemmas
-are `Admitted` with a comment saying why and which engine proved the claim. Every emitted file
-must compile. Wrong variants are refuted, so they get no lemma; told (falsely) that a wrong
-variant was proved, the emitter still writes no proof script for it: its pre-checks reject
-every one.
+for a plain identity) and each must be closed by `Qed`. Every emitted file must compile.
+Wrong variants are refuted, so they get no lemma; told (falsely) that a wrong variant was
+proved, the emitter still writes no proof script for it: its pre-checks reject every one.
 
-coqc runs once per layer file, two files at a time. The softmax files are compiled only when
-SNN_COQ_SLOW=1: auto_derive alone needs about 15 s for one entry of a softmax
-layer's DW at N=4, D=2, K=3 (the loss is a sum over the batch of logs of sums of exps), and
-the file has over 200 such lemmas; their Qed proofs are still checked by the parse below.
+coqc runs once per layer file, two files at a time, the two slowest (softmax, about 2 minutes
+of CPU each) first. The losses are sums over the whole batch; a lemma for one entry derives
+them one summand at a time (the prelude's snn_sum: auto_derive on a whole softmax loss takes
+17 s, on one summand a few ms) and splits off the summands without the variable before a case
+analysis (snn_rest: srelu_DZ, whose loss has N*K piecewise srelu terms).
 """
 
 from __future__ import annotations
@@ -30,19 +29,8 @@ from verifier import run
 from verifier.emit import coq
 from verifier.engines.verdict import PROVED, Verdict
 
-SLOW = frozenset({"softmax.snn", "colwise/softmax.snn"})
-
-
-def _compile_slow() -> bool:
-    return os.environ.get("SNN_COQ_SLOW") == "1"
-
-
-# Claims whose lemmas stay Admitted: srelu_DZ differentiates a sum of N*K builtin srelu terms
-# (piecewise definitions) in one entry; the scalar srelu lemmas are Qed by freezing the
-# decisions near the point (is_derive_ext_loc), but with the other entries' decisions in the
-# goal the case analysis exhausts coqc's memory. The claim is proved by z3; the srelu layer
-# itself, written with relu, is Qed.
-OPEN = frozenset({"srelu_DZ"})
+# the files that take longest to compile, started first so that the two workers finish together
+SLOWEST = ("softmax.snn", "colwise/softmax.snn")
 
 # Wrong variants that differ from their equation only at a kink: a derivative lemma is always
 # stated where the ReLU-style pre-activations are nonzero (where the function is
@@ -74,36 +62,35 @@ def _blocks(text: str) -> dict[str, list[tuple[str, str]]]:
 
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory):
-    """{layer file: (model, .v text, coqc result or None)}, every file compiled."""
+    """{layer file: (model, .v text, coqc result or None)}, every file compiled (coqc starts on
+    a file as soon as it is written, while the next ones are emitted)."""
     out_dir = tmp_path_factory.mktemp("coq_batch")
-    files = {}
-    for name in FILES:
-        model = run.load(_path(name))
-        verdicts = list(_check(model, model.obligations).values())
-        (vname, text), = coq.emit(model, verdicts, coqc=None).items()
-        folder = out_dir / name.replace("/", "_").removesuffix(".snn")
-        folder.mkdir()
-        (folder / vname).write_text(text, encoding="utf-8")
-        files[name] = (model, text, folder, vname)
     coqc = _coqc()
 
-    def compile_one(item):
-        _, _, folder, vname = item
+    def compile_one(folder, vname):
         return subprocess.run([coqc, vname], cwd=folder, capture_output=True, text=True,
                               check=False)
 
-    todo = [n for n in FILES if coqc is not None and (n not in SLOW or _compile_slow())]
+    files, running = {}, {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(todo, pool.map(compile_one, [files[n] for n in todo])))
-    return {name: (files[name][0], files[name][1], results.get(name)) for name in FILES}
+        for name in sorted(FILES, key=lambda n: n not in SLOWEST):
+            model = run.load(_path(name))
+            verdicts = list(_check(model, model.obligations).values())
+            (vname, text), = coq.emit(model, verdicts, coqc=None).items()
+            folder = out_dir / name.replace("/", "_").removesuffix(".snn")
+            folder.mkdir()
+            (folder / vname).write_text(text, encoding="utf-8")
+            files[name] = (model, text)
+            if coqc is not None:
+                running[name] = pool.submit(compile_one, folder, vname)
+        results = {name: job.result() for name, job in running.items()}
+    return {name: (*files[name], results.get(name)) for name in FILES}
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_every_emitted_file_compiles(emitted, name):
     if _coqc() is None:
         pytest.skip("coqc not installed")
-    if name in SLOW and not _compile_slow():
-        pytest.skip("slow to compile (about 15 s per lemma): set SNN_COQ_SLOW=1")
     _, _, res = emitted[name]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
@@ -113,24 +100,13 @@ def test_every_equation_at_every_size_has_qed_lemmas(emitted, name):
     model, text, _ = emitted[name]
     blocks = _blocks(text)
     assert sorted(blocks) == sorted(ob.name for ob in model.obligations)
-    admitted = set()
     for ob in model.obligations:
         lemmas = blocks[ob.name]
         derivative = all(coq.is_derivative(a) for a in ob.goal)
         assert len(lemmas) == (len(ob.goal) if derivative else 1), ob.name
         assert len({lemma for lemma, _ in lemmas}) == len(lemmas)
-        ends = {end for _, end in lemmas}
-        if _base(ob.name) in OPEN:
-            assert ends == {"Admitted"}, ob.name
-            admitted.add(_base(ob.name))
-        else:
-            assert ends == {"Qed"}, (ob.name, lemmas)
-    assert admitted == OPEN & {_base(ob.name) for ob in model.obligations}
-    for lemma, end in _LEMMA.findall(text):
-        if end == "Admitted":
-            head = text[:text.index(f"Lemma {lemma} :")]
-            assert "Admitted: " in head[head.rindex("(* obligation"):], lemma
-            assert "verdict: proved by " in head[head.rindex("(* obligation"):], lemma
+        assert {end for _, end in lemmas} == {"Qed"}, (ob.name, lemmas)
+    assert {end for _, end in _LEMMA.findall(text)} == {"Qed"}
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -73,6 +73,10 @@ LET_BUDGET = 4000  # `let` lines per file for Definitions in CSE form; the rest 
 # auto_derive rebuilds the function with `a + - b`, `a * / b` and `x * (x * 1)` for `x ^ 2`:
 # bring the claimed derivative to the same form so that field sees the same atoms
 DERIVE_TACTIC = "auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side]."
+# auto_derive's time grows quickly with the size of the function (one entry of a softmax
+# layer's DW: 17 s for the whole loss, 0.5 s one summand at a time): sums larger than this are
+# derived one summand at a time by the prelude's snn_sum
+SPLIT_OPS = 60
 
 
 # ---------------------------------------------------------------- names, templates, printer
@@ -444,6 +448,7 @@ class CoqPlan:
     decide: tuple = ()  # conditions to split on before auto_derive
     near: tuple = ()  # terms the variable is apart from (its decisions are fixed nearby)
     frozen: object = None  # the function with those decisions fixed, in SNN_Y
+    dep: object = None  # the summands containing the variable, when the others are split off
 
 
 def _inverses(e) -> list:
@@ -494,10 +499,12 @@ def _ring_with_inverse_atoms(d, dens) -> bool:
         and _vanishes(atomize(flat))
 
 
-def _holds_at_points(d, known: tuple, tries: int = 64, wanted: int = 6) -> bool:
+def _holds_at_points(d, known: tuple, tries: int = 128, wanted: int = 6) -> bool:
     """Does the piecewise residue `d` vanish at random rational points where the premises
     `known` (terms > 0) hold? The pre-check for case analysis, which Coq then does exactly;
-    points off the premises or on a kink (a step argument 0) are skipped."""
+    points off the premises or on a kink (a step argument 0) are skipped. Every try is made
+    (not only the first `wanted` that count): a wrong rule may be wrong on one region only
+    (srelu's middle piece forgotten: a third of the points)."""
     view = d.replace(snn_exp, sp.exp).replace(snn_sqrt, sp.sqrt)
     syms = sorted(view.free_symbols | set().union(*(k.free_symbols for k in known)),
                   key=lambda s: s.name)
@@ -512,14 +519,10 @@ def _holds_at_points(d, known: tuple, tries: int = 64, wanted: int = 6) -> bool:
                 any(k.xreplace(point) == 0 for k in kinks):
             continue
         value = view.xreplace(point)
-        if not value.is_number:
-            return False
-        if value != 0:
+        if not value.is_number or value != 0:
             return False
         seen += 1
-        if seen >= wanted:
-            return True
-    return False
+    return seen >= wanted
 
 
 COQ_MAIN = {  # the main goal's script per plan mode (after `unfold Rminus, Rdiv in *`)
@@ -571,6 +574,9 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
                                  "auto_derive")
         if fname(app) in _KINKED and any(v in a.free_symbols for a in app.args[1:]):
             return CoqPlan(None, f"{fname(app)} with a slope that depends on {v}")
+    dep = dependent_part(F, v)
+    if dep is not None:
+        F = dep  # the other summands are constants: split off (snn_rest) before the cases
     decide, near = [], []  # decisions to split on; points v is apart from (premises v <> c)
     for n in sp.preorder_traversal(F):
         if isinstance(n, sp.Piecewise) and v in n.free_symbols:
@@ -604,7 +610,29 @@ def coq_derivative_plan(ctx: "Ctx", ob: Obligation, F, v, rhs) -> CoqPlan:
             lambda x: sp.Piecewise(*((e, c.xreplace({SNN_Y: v})) for e, c in x.args),
                                    evaluate=False))
     return dataclasses.replace(plan, substitute=subs, decide=tuple(decide), near=tuple(near),
-                               frozen=frozen)
+                               frozen=frozen, dep=dep)
+
+
+def dependent_part(F, v):
+    """The summands of F that contain v, when F also has summands that do not and v occurs
+    in a piecewise definition (whose case analysis must not see the other summands' decisions:
+    with N*K srelu terms it exhausts coqc's memory); else None."""
+    terms = sp.Add.make_args(F)
+    dep = [t for t in terms if v in t.free_symbols]
+    if not dep or len(dep) == len(terms):
+        return None
+    if not any(isinstance(n, sp.Piecewise) and v in n.free_symbols
+               for t in dep for n in sp.preorder_traversal(t)):
+        return None
+    return sp.Add(*dep)
+
+
+def derive_step(F, closer: str) -> str:
+    """Differentiate `fun v => F` and close the main goal with `closer`: auto_derive (its side
+    goals by snn_side), or for a large sum snn_sum (one summand at a time)."""
+    if F.is_Add and sp.count_ops(F) > SPLIT_OPS:
+        return f"snn_sum; {closer}"
+    return f"auto_derive; [snn_side | {closer}]"
 
 
 SNN_Y, SNN_T = sp.Dummy("snn_y"), sp.Dummy("snn_t")  # bound names in proof scripts
@@ -623,11 +651,18 @@ def _apart(ctx: "Ctx", ob: Obligation, c, v):
     return None
 
 
-def _derivative_script(ctx: "Ctx", cp: CoqPlan, v) -> str:
-    """intros, substitutions, then auto_derive on each case of the decisions (near a point
-    apart from v's decisions, on F with those decisions frozen: is_derive_ext_loc)."""
+def _derivative_script(ctx: "Ctx", cp: CoqPlan, v, F) -> str:
+    """intros, substitutions, the summands without v split off, then auto_derive on each case
+    of the decisions (near a point apart from v's decisions, on F with those decisions frozen:
+    is_derive_ext_loc)."""
     vn = ctx.sym_name(v)
     out = [f"  intros.\n{_substitute_script(ctx, cp.substitute)}".rstrip("\n")]
+    if cp.dep is not None:
+        F = cp.dep
+        out.append(f"  apply (snn_rest (fun {vn} : R => {ctx.p(cp.dep)})).\n"
+                   "  { intros snn_t; cbv beta; ring. }")
+    elif cp.substitute:
+        F = F.xreplace(dict(cp.substitute))
     if cp.mode == "cases":
         out.append(f"  snn_keep {vn}.")
     if cp.near:
@@ -645,7 +680,7 @@ def _derivative_script(ctx: "Ctx", cp: CoqPlan, v) -> str:
                    f"    {tests}solve [exfalso; lra | reflexivity | ring]. }}")
     split_on = "".join(f"destruct ({ctx.printer.condition(c)}); " for c in cp.decide)
     main = f"snn_cases_at {vn}" if cp.near and cp.mode == "cases" else COQ_MAIN[cp.mode]
-    body = f"auto_derive; [snn_side | unfold Rminus, Rdiv in *; cbn [pow] in *; {main}]"
+    body = derive_step(F, f"unfold Rminus, Rdiv in *; cbn [pow] in *; {main}")
     out.append(f"  {split_on}({body})." if split_on else f"  {body}.")
     return "\n".join(out)
 
@@ -767,11 +802,12 @@ def derivative_lemma(ctx: Ctx, name: str, ob: Obligation, atom: Atom, prove: boo
                    "nonzero, the points where the function is differentiable")
     proof = None
     if force or (prove and plan.reason is None):
-        proof = f"  intros.\n  {DERIVE_TACTIC}"
+        step = derive_step(F, "unfold Rminus, Rdiv; cbn [pow]; field; snn_side")
+        proof = f"  intros.\n  {step}."
     elif prove:
         cp = coq_derivative_plan(ctx, ob, F, v, rhs)
         if cp.mode is not None:
-            proof = _derivative_script(ctx, cp, v)
+            proof = _derivative_script(ctx, cp, v, F)
         else:
             why.append(f"Admitted: no proof script because {plan.reason}; and for the Coq "
                        f"specific scripts, {cp.reason}")

@@ -127,17 +127,17 @@ Ltac snn_roots := repeat match goal with |- context [sqrt ?a] =>
   assert (0 < sqrt a) by (apply sqrt_lt_R0; snn_side);
   set (t := sqrt a) in *; clearbody t end.
 
-(* Piecewise definitions: split every decision a ? b three ways (a < b, a = b, a > b), then
-   substitute the variables that the equal cases determine, and close each case by ring or lra
-   (lra: a case excluded by the premises, such as a pre-activation that is neither > 0, < 0
-   nor 0). *)
+(* Piecewise definitions: split every decision a ? b three ways (a < b, a = b, a > b), closing
+   at once each branch that contradicts the decisions taken so far (lra), then substitute the
+   variables that the equal cases determine, and close each case by ring or lra (lra: a case
+   excluded by the premises, such as a pre-activation that is neither > 0, < 0 nor 0). *)
 Ltac snn_split a b := destruct (Rtotal_order a b) as [? | [? | ?]].
 Ltac snn_cases := unfold step, leaky_step, relu, leaky_relu, Rmax in *;
   repeat match goal with
-  | |- context [Rlt_dec ?a ?b] => snn_split a b; destruct (Rlt_dec a b)
-  | |- context [Rle_dec ?a ?b] => snn_split a b; destruct (Rle_dec a b)
-  | |- context [Rgt_dec ?a ?b] => snn_split a b; destruct (Rgt_dec a b)
-  | |- context [Rge_dec ?a ?b] => snn_split a b; destruct (Rge_dec a b)
+  | |- context [Rlt_dec ?a ?b] => snn_split a b; destruct (Rlt_dec a b); try (exfalso; lra)
+  | |- context [Rle_dec ?a ?b] => snn_split a b; destruct (Rle_dec a b); try (exfalso; lra)
+  | |- context [Rgt_dec ?a ?b] => snn_split a b; destruct (Rgt_dec a b); try (exfalso; lra)
+  | |- context [Rge_dec ?a ?b] => snn_split a b; destruct (Rge_dec a b); try (exfalso; lra)
   end;
   try subst; solve [ring | exfalso; lra | lra | field; snn_side].
 
@@ -146,13 +146,15 @@ Ltac snn_keep x := repeat match goal with
   | H : ?a <> ?b |- _ => lazymatch constr:((a, b)) with context [x] => fail | _ => clear H end
   end.
 
-(* The same, splitting only the decisions that mention x (the others stay atoms for ring). *)
+(* The same, splitting only the decisions that mention x (the others stay atoms for ring);
+   a branch that contradicts the decisions taken so far is closed at once (lra), so only the
+   consistent combinations are visited. *)
 Ltac snn_cases_at x := unfold step, leaky_step, relu, leaky_relu, Rmax in *;
   repeat match goal with
   | |- context [Rlt_dec ?a ?b] => match constr:((a, b)) with context [x] =>
-      snn_split a b; destruct (Rlt_dec a b) end
+      destruct (Rlt_dec a b); try (exfalso; lra) end
   | |- context [Rle_dec ?a ?b] => match constr:((a, b)) with context [x] =>
-      snn_split a b; destruct (Rle_dec a b) end
+      destruct (Rle_dec a b); try (exfalso; lra) end
   end;
   solve [ring | exfalso; lra | lra].
 
@@ -165,6 +167,48 @@ Proof.
     apply Rabs_lt_between' in Ht. simpl in Ht. left; lra.
   - assert (Hd : 0 < x - c) by lra. exists (mkposreal _ Hd). intros t Ht.
     apply Rabs_lt_between' in Ht. simpl in Ht. right; lra.
+Qed.
+
+(* Sums: auto_derive's time grows quickly with the size of the function (a softmax loss: 17 s
+   for 4 rows, 0.1 s for one row), so a large sum is derived one summand at a time, summands
+   without the variable by is_derive_const; the derivatives are collected as evars and their
+   sum is left to the closing tactic, compared with the claimed derivative. *)
+Lemma snn_plus (f g : R -> R) (x df dg l : R) :
+  is_derive f x df -> is_derive g x dg -> df + dg = l -> is_derive (fun t => f t + g t) x l.
+Proof. intros Hf Hg <-. exact (is_derive_plus f g x df dg Hf Hg). Qed.
+
+Lemma snn_minus (f g : R -> R) (x df dg l : R) :
+  is_derive f x df -> is_derive g x dg -> df - dg = l -> is_derive (fun t => f t - g t) x l.
+Proof. intros Hf Hg <-. exact (is_derive_minus f g x df dg Hf Hg). Qed.
+
+Lemma snn_const (c x : R) : is_derive (fun _ => c) x 0.
+Proof. exact (is_derive_const c x). Qed.
+
+Ltac snn_term := lazymatch goal with
+  | |- is_derive (fun _ => ?c) ?p _ => exact (snn_const c p)
+  | |- is_derive (fun x => @?f x + @?g x) ?p _ =>
+      refine (snn_plus f g p _ _ _ _ _ _); [snn_term | snn_term | reflexivity]
+  | |- is_derive (fun x => @?f x - @?g x) ?p _ =>
+      refine (snn_minus f g p _ _ _ _ _ _); [snn_term | snn_term | reflexivity]
+  | |- is_derive _ _ _ => auto_derive; [snn_side | reflexivity]
+  end.
+
+(* is_derive (fun x => a + b ...) p l: leaves the goal (sum of the summands' derivatives) = l. *)
+Ltac snn_sum := lazymatch goal with
+  | |- is_derive (fun x => @?f x + @?g x) ?p _ =>
+      refine (snn_plus f g p _ _ _ _ _ _); [snn_term | snn_term | ]
+  | |- is_derive (fun x => @?f x - @?g x) ?p _ =>
+      refine (snn_minus f g p _ _ _ _ _ _); [snn_term | snn_term | ]
+  end.
+
+(* A function that differs from f by a constant has f's derivative: the summands that do not
+   contain the variable are split off (by ring) before any case analysis on decisions. *)
+Lemma snn_rest (f g : R -> R) (x l : R) :
+  (forall t, g t = f t + (g x - f x)) -> is_derive f x l -> is_derive g x l.
+Proof.
+  intros H Hf. apply is_derive_ext with (f := fun t => f t + (g x - f x)).
+  - intros t. symmetry. apply H.
+  - apply (snn_plus f (fun _ => g x - f x) x l 0); [exact Hf | apply snn_const | ring].
 Qed.
 
 (** * Derivations *)
