@@ -38,7 +38,8 @@ U = 2.0**-53
 TINY = 1e-290
 REL = 1e-12  # relative widening of numpy's smooth function values (error a few ulp)
 BATCH = 1024  # boxes split per round (children evaluated: twice as many)
-ROUND_SECONDS = 0.3  # the batch doubles while a round takes less than this
+ROUND_SECONDS = 0.3  # the batch doubles while a round takes less than this (or 10 % of the
+# time left)
 OPS = {"<=", "<", ">=", ">"}
 _R1, _R2 = 0.6584789, 0.658479  # sech^2's inflection atanh(1/sqrt 3) lies strictly between
 
@@ -731,9 +732,11 @@ class BatchedBab:
             rounds += 1
             now = time.perf_counter()
             spent, left = now - start, deadline - now
-            if spent < max(ROUND_SECONDS, 0.02 * left) and m == size:
+            # a round costs much the same for 8 boxes as for hundreds (one numpy call per
+            # instruction), so grow while a round stays a small part of the time left
+            if spent < max(ROUND_SECONDS, 0.1 * left) and m == size:
                 size = min(2 * size, self.batch)
-            elif spent > max(3 * ROUND_SECONDS, 0.1 * left):
+            elif spent > max(ROUND_SECONDS, 0.25 * left):
                 size = max(8, size // 2)
             if on_round is not None and len(self.pool):
                 stop = on_round(self, rounds)

@@ -8,7 +8,12 @@ With smooth functions each application is an opaque atom constrained by its inte
 certified linear envelopes (`intervals.Tape.enclosures`), so `unsat` proves and `sat` only
 suggests where to look. What neither settles goes to branch and bound over the input box,
 best-first by the interval bound, every leaf closed by intervals or by z3; running out of time
-is `unknown`, with the tightest certified bound and the worst point seen. Each box's
+is `unknown`, with the tightest certified bound and the worst point seen. With smooth
+functions, before that exact branch and bound, `batched` evaluates many boxes per numpy call
+(outward-rounded float intervals, forward affine forms and CROWN back-substitution) and
+splits the worst boxes a batch at a time; it only proves (every box closed), and gets most of
+the time, leaving the rest to the exact path (z3 leaves, exact short sums) for what it cannot
+close, such as a bound attained exactly. Each box's
 envelopes are tangent where its worst affine bound is attained (children inherit that point),
 and are intersected with the parent's enclosures; `certified_bound` runs the same branch and
 bound only to report the tightest bound it reaches in a time limit (for benchmarks).
