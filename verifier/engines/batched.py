@@ -264,7 +264,7 @@ class Batch:
 class BatchTape:
     """A `Tape` compiled for batched float runs; raises `Unsupported` for what it lacks."""
 
-    SUPPORTED = {"affine", "mul", "pow", "fn", "abs"}
+    SUPPORTED = frozenset({"affine", "mul", "pow", "fn", "abs"})
 
     def __init__(self, tape: Tape, leaves: list) -> None:
         self.tape = tape
