@@ -20,10 +20,11 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_batch_backprop import FILES, _base, _check, _claim, _path
+from test_batch_backprop import FILES, _base, _check, _path
 
 from verifier import run
 from verifier.emit import coq
@@ -38,8 +39,8 @@ SLOWEST = ("softmax.snn", "colwise/softmax.snn")
 # at the kink by the identity engine, and a refuted claim gets no lemma.
 KINK_ONLY = frozenset({"relu_DZ_nerva__no_side_condition"})
 
-_OBLIGATION = re.compile(r"^\(\* obligation (\S+) \(", re.M)
-_LEMMA = re.compile(r"^Lemma (\S+) :\n(?:.*\n)*?(Qed|Admitted)\.$", re.M)
+_OBLIGATION = re.compile(r"^\(\* obligation (\S+) \(", re.MULTILINE)
+_LEMMA = re.compile(r"^Lemma (\S+) :\n(?:.*\n)*?(Qed|Admitted)\.$", re.MULTILINE)
 
 
 def _coqc() -> str | None:
@@ -68,8 +69,11 @@ def emitted(tmp_path_factory):
     coqc = _coqc()
 
     def compile_one(folder, vname):
-        return subprocess.run([coqc, vname], cwd=folder, capture_output=True, text=True,
-                              check=False)
+        start = time.perf_counter()
+        res = subprocess.run([coqc, vname], cwd=folder, capture_output=True, text=True,
+                             check=False)
+        print(f"coqc {folder.name}/{vname}: {time.perf_counter() - start:.1f} s")  # pytest -s
+        return res
 
     files, running = {}, {}
     with ThreadPoolExecutor(max_workers=2) as pool:
