@@ -106,12 +106,23 @@ def _inv_softplus(k, convex):
     return np.log(s) - np.log1p(-s)
 
 
+def _inv_sech2(k, convex):
+    """sech^2'(w) = -2 t (1 - t^2), t = tanh w: the roots of t^3 - t - k/2 = 0 (trigonometric
+    formula); the middle one on the concave piece, else the outer one on k's side."""
+    phi = np.arccos(np.clip(k * (0.75 * np.sqrt(3.0)), -1.0, 1.0)) / 3.0
+    ts = np.sort(np.stack([np.cos(phi - 2.0 * np.pi * j / 3.0) for j in range(3)]), 0)
+    ts *= 2.0 / np.sqrt(3.0)
+    t = ts[1] if not convex else np.where(k < 0, ts[2], ts[0])
+    return np.arctanh(np.clip(t, -1 + 1e-16, 1 - 1e-16))
+
+
 FNS: dict[type, _Fn] = {
     sp.tanh: _Fn("s", np.tanh, _sech2, (-1.0, 1.0), _inv_tanh),
     sigmoid: _Fn("s", _sig, lambda z: _sig(z) * _sig(-z), (0.0, 1.0), _inv_sigmoid),
     softplus: _Fn("convex", lambda z: np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))), _sig,
                   (0.0, INF), _inv_softplus),
-    Sech2: _Fn("bell", _sech2, lambda z: -2.0 * _sech2(z) * np.tanh(z), (0.0, 1.0)),
+    Sech2: _Fn("bell", _sech2, lambda z: -2.0 * _sech2(z) * np.tanh(z), (0.0, 1.0),
+               _inv_sech2),
 }
 
 
@@ -300,6 +311,7 @@ class BatchTape:
                 args = (acc, args[-1])
             self.code.append((kind, out, self._prep(kind, args)))
         self.bells = tape.bells
+        self.sigmoid_bells = tape.sigmoid_bells
         self.formless = tape.formless
 
     @staticmethod
@@ -409,7 +421,7 @@ class BatchTape:
                 b.vhi[out] = np.nextafter(v + e, INF)
         b.x[out] = cf @ np.stack([b.x[s] for s in slots]) + c0
         if out in self.bells:
-            self._bell(b, out)
+            self._bell(b, out, self.bells[out][0])
             return
         if out in self.formless:
             return
@@ -417,18 +429,27 @@ class BatchTape:
             rows = np.stack([self._row(b, s, pl == lower) for s, pl in zip(slots, pos)])
             (b.L if lower else b.U)[out] = self.combine(b, c0, cf, rows, lower)
 
-    def _bell(self, b: Batch, out: int) -> None:
-        """1 - tanh(z)^2 as sech^2(z): interval and certified lines in z."""
-        z = self.bells[out][0]
+    def _bell(self, b: Batch, out: int, z: int, half: bool = False) -> None:
+        """1 - tanh(z)^2 as sech^2(z), or with `half` s (1 - s), s = sigmoid(z), as
+        sech^2(z/2)/4: interval and certified lines in z."""
         fn = FNS[Sech2]
         zl, zh = b.vlo[z], b.vhi[z]
-        el, eh = _enc(fn, zl), _enc(fn, zh)
-        top = np.where((zl <= 0) & (zh >= 0), 1.0, np.maximum(eh[1], el[1]))
-        b.vlo[out] = np.fmax(b.vlo[out], np.minimum(el[0], eh[0]))
-        b.vhi[out] = np.fmin(b.vhi[out], top)
         x = np.clip(b.x[z], zl, zh)
+        if half:  # the bell in w = z/2 (nd/nu: exact but for underflow)
+            zl, zh, x = nd(0.5 * zl), nu(0.5 * zh), 0.5 * x
+        el, eh = _enc(fn, zl), _enc(fn, zh)
+        lo = np.minimum(el[0], eh[0])
+        top = np.where((zl <= 0) & (zh >= 0), 1.0, np.maximum(eh[1], el[1]))
+        if half:
+            lo, top = nd(0.25 * lo), nu(0.25 * top)
+        b.vlo[out] = np.fmax(b.vlo[out], lo)
+        b.vhi[out] = np.fmin(b.vhi[out], top)
         for upper in (False, True):
             k, off = envelope_lines(fn, zl, zh, x, upper)
+            if half:  # sech^2(w) <= k w + off gives sech^2(z/2)/4 <= (k/8) z + off/4
+                k8 = 0.125 * k
+                slip = np.where(8.0 * k8 == k, 0.0, nu(1e-300 * nu(np.maximum(-zl, zh))))
+                k, off = k8, (nu(nu(0.25 * off) + slip) if upper else nd(nd(0.25 * off) - slip))
             f = self._line(b, k, off, z, upper)
             (b.U if upper else b.L)[out] = _finite_or_const(self, b, f, out, upper)
             b.rel.setdefault(out, [z, None, None])[1 + upper] = ((k,), off)
@@ -481,6 +502,26 @@ class BatchTape:
                                    zip((cx, cy, c0), chosen))
             (b.U if upper else b.L)[out] = _finite_or_const(self, b, best, out, upper)
             b.rel.setdefault(out, [(x, y), None, None])[1 + upper] = (chosen[:2], chosen[2])
+        if out in self.sigmoid_bells:
+            self._bell_or_planes(b, out, x, y)
+
+    def _bell_or_planes(self, b: Batch, out: int, x: int, y: int) -> None:
+        """s (1 - s) = sigmoid'(z): per box and side, McCormick's plane (stored) or the bell's
+        line in z, whichever concretizes tighter; on narrow boxes either can win."""
+        forms, planes = (b.L[out], b.U[out]), b.rel.pop(out)
+        self._bell(b, out, self.sigmoid_bells[out][0], half=True)
+        z, bell = b.rel[out][0], b.rel[out]
+        rel = [(x, y, z), None, None]
+        for upper in (False, True):
+            side = b.U if upper else b.L
+            vm, vb = self.concretize(b, forms[upper], upper), self.concretize(b, side[out], upper)
+            take = (vm < vb) if upper else (vm > vb)  # McCormick's plane is tighter
+            side[out] = np.where(take[:, None], forms[upper], side[out])
+            (kx, ky), cm = planes[1 + upper]
+            (kz,), cb = bell[1 + upper]
+            rel[1 + upper] = ((np.where(take, kx, 0.0), np.where(take, ky, 0.0),
+                               np.where(take, 0.0, kz)), np.where(take, cm, cb))
+        b.rel[out] = rel
 
     def _pow(self, b: Batch, out: int, args) -> None:
         x, n = args

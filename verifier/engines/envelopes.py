@@ -396,3 +396,21 @@ def bell_envelope(lo: Fraction, hi: Fraction, at: float | None = None):
             if line is not None:
                 out[upper].append(line)
     return out
+
+
+# sigmoid'(z) = s (1 - s) = sech^2(z/2) / 4: the same bell, halved in z and quartered in value
+# (both scalings are exact on rationals, so certified sech^2 bounds carry over unchanged)
+
+
+def half_bell_interval(iv) -> tuple:
+    """Enclosure of sech^2(z/2)/4 (the sigmoid derivative) over an interval of z."""
+    lo, hi = bell_interval((iv[0] / 2, iv[1] / 2))
+    return lo / 4, hi / 4
+
+
+def half_bell_envelope(lo: Fraction, hi: Fraction, at: float | None = None):
+    """Certified lines in z of sech^2(z/2)/4 on [lo, hi]: sech^2's lines in w = z/2, where
+    sech^2(w) <= k w + c gives sech^2(z/2)/4 <= (k/8) z + c/4 (and the same below)."""
+    lowers, uppers = bell_envelope(lo / 2, hi / 2, None if at is None else at / 2)
+    return ([Line(ln.slope / 8, ln.offset / 4) for ln in lowers],
+            [Line(ln.slope / 8, ln.offset / 4) for ln in uppers])

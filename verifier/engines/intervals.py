@@ -20,7 +20,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from ..layers.activations import SMOOTH_FUNCTIONS, leaky_relu, leaky_step, relu, step
+from ..layers.activations import SMOOTH_FUNCTIONS, leaky_relu, leaky_step, relu, sigmoid, step
 from ..symbolic.program import Program
 from .envelopes import (  # noqa: F401 - re-exported: the rest of the code imports them here
     _INFLECTION,
@@ -46,14 +46,19 @@ from .envelopes import (  # noqa: F401 - re-exported: the rest of the code impor
     fn_deriv,
     fn_interval,
     fn_value,
+    half_bell_envelope,
+    half_bell_interval,
     min_gap,
 )
 from .linforms import FloatForms, convertible
 from .relax import (
     _abs_forms,
     _bell_forms,
+    _best,
+    _finite,
     _line_forms,
     _mul_forms,
+    _plane,
     _reads,
     _relu_forms,
     _square_forms,
@@ -242,10 +247,12 @@ class Tape:
         self.leaves: dict[sp.Symbol, int] = {}
         self.apps: list[tuple[sp.Expr, int, int]] = []
         self._affine_prep: dict[int, tuple] = {}
+        self._defs: dict[int, tuple] = {}  # slot -> (kind, args) of its instruction
         for sym, d in program.slice(exprs):
             self.slots[sym] = self._compile(d)
         self.outputs = [self._compile(sp.sympify(e)) for e in exprs]
         self.bells = self._find_bells()
+        self.sigmoid_bells = self._find_sigmoid_bells()
         self.formless = self._formless()
 
     def _formless(self) -> set[int]:
@@ -265,7 +272,7 @@ class Tape:
         for a in squares:
             if a not in outputs and all(r in drop for r in readers.get(a, [])):
                 drop.add(a)
-        return drop
+        return drop  # s and 1 - s of sigmoid bells keep theirs: McCormick competes with the bell
 
     def _find_bells(self) -> dict[int, tuple[int, int]]:
         """Affine slots `1 - a^2` with a = tanh(z): slot -> (slot of z, slot of a)."""
@@ -282,11 +289,37 @@ class Tape:
                 out[slot] = (a[1][1], sq[1][0])
         return out
 
+    def _find_sigmoid_bells(self) -> dict[int, tuple[int, int, int]]:
+        """Products `s * (1 - s)` with s = sigmoid(z), which reverse mode writes for sigmoid'(z)
+        and which equal sech^2(z/2)/4: slot -> (slot of z, slot of s, slot of 1 - s)."""
+        out = {}
+        for _, kind, slot, args in self.code:
+            if kind == "mul" and len(args) == 2:
+                pair = self._sigmoid_pair(args)
+                if pair is not None:
+                    s, t = args[pair[0]], args[pair[1]]
+                    out[slot] = (self._defs[s][1][1], s, t)
+        return out
+
+    def _sigmoid_pair(self, factors) -> tuple[int, int] | None:
+        """Positions (i, j) of factors s = sigmoid(z) and 1 - s among product slots."""
+        for j, t in enumerate(factors):
+            dt = self._defs.get(t)
+            if dt is None or dt[0] != "affine" or dt[1][0] != 1 or len(dt[1][1]) != 1:
+                continue
+            c, s = dt[1][1][0]
+            ds = self._defs.get(s)
+            if c == -1 and s in factors and ds is not None and ds[0] == "fn" \
+                    and ds[1][0] is sigmoid:
+                return factors.index(s), j
+        return None
+
     def _new(self, e, op: str | None, args, init=TOP) -> int:
         slot = len(self.base)
         self.base.append(init)
         if op is not None:
             self.code.append((_OPS[op], op, slot, args))
+            self._defs[slot] = (op, args)
         self.slots[e] = slot
         return slot
 
@@ -317,7 +350,13 @@ class Tape:
             if coeff.is_Rational and coeff != 1:
                 c = Fraction(int(coeff.p), int(coeff.q))
                 return self._new(e, "affine", (Fraction(0), [(c, self._compile(rest))]))
-            return self._new(e, "mul", [self._compile(a) for a in e.args])
+            factors = [self._compile(a) for a in e.args]
+            pair = self._sigmoid_pair(factors) if len(factors) > 2 else None
+            if pair is not None:  # g s (1 - s): the bell s (1 - s) gets a slot of its own
+                i, j = pair
+                bell = self._compile(e.args[i] * e.args[j])
+                factors = [f for k, f in enumerate(factors) if k not in pair] + [bell]
+            return self._new(e, "mul", factors)
         if e.is_Pow:
             base, ex = e.args
             if ex.is_Integer:
@@ -377,8 +416,9 @@ class Tape:
         for op, kind, out, args in self.code:
             fast = self._fast_affine(forms, out, args) if kind == "affine" and forms else None
             lo, hi = fast if fast is not None else op(v, args)
-            if out in self.bells:
-                blo, bhi = bell_interval(v[self.bells[out][0]])
+            if out in self.bells or out in self.sigmoid_bells:
+                blo, bhi = (bell_interval(v[self.bells[out][0]]) if out in self.bells
+                            else half_bell_interval(v[self.sigmoid_bells[out][0]]))
                 if max(lo, blo) <= min(hi, bhi):
                     lo, hi = max(lo, blo), min(hi, bhi)
             if pv is not None:
@@ -455,6 +495,10 @@ class Tape:
             lo_f, up_f = _relu_forms(forms, v[args], args)
         elif kind == "mul" and len(args) == 2:
             lo_f, up_f = _mul_forms(forms, v, args[0], args[1])
+            if out in self.sigmoid_bells:  # the bell's lines or McCormick's, per side the tighter
+                z, s, _ = self.sigmoid_bells[out]
+                b_lo, b_up = _half_bell_forms(forms, v[z], z, None if at is None else at.get(s))
+                lo_f, up_f = _best(forms, [lo_f, b_lo], True), _best(forms, [up_f, b_up], False)
         elif kind == "pow" and args[1] == 2:
             lo_f, up_f = _square_forms(forms, v[args[0]], args[0])
         elif kind == "abs":
@@ -528,6 +572,20 @@ class Tape:
             cons += [("<=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in uppers]
             out[app] = cons
         return out
+
+
+def _half_bell_forms(forms: FloatForms, iv, z: int, at: float | None):
+    """sech^2(z/2)/4 (sigmoid'(z)) through its own certified lines in z (the best of each
+    side), as `relax._bell_forms` does for sech^2(z)."""
+    if not _finite(iv) or iv[0] >= iv[1]:
+        return None, None
+    lowers, uppers = half_bell_envelope(iv[0], iv[1], at)
+    res = []
+    for lines, upper in ((lowers, False), (uppers, True)):
+        cands = [_plane(forms, ln.offset, [(float(ln.slope), z)], not upper)
+                 for ln in lines if convertible(ln.slope)]
+        res.append(_best(forms, cands, not upper))
+    return res[0], res[1]
 
 
 def _rat(q: Fraction) -> sp.Rational:
