@@ -55,10 +55,8 @@ from .relax import (
     _abs_forms,
     _bell_forms,
     _best,
-    _finite,
     _line_forms,
     _mul_forms,
-    _plane,
     _reads,
     _relu_forms,
     _square_forms,
@@ -497,7 +495,8 @@ class Tape:
             lo_f, up_f = _mul_forms(forms, v, args[0], args[1])
             if out in self.sigmoid_bells:  # the bell's lines or McCormick's, per side the tighter
                 z, s, _ = self.sigmoid_bells[out]
-                b_lo, b_up = _half_bell_forms(forms, v[z], z, None if at is None else at.get(s))
+                b_lo, b_up = _bell_forms(forms, v[z], z, None if at is None else at.get(s),
+                                         half_bell_envelope)
                 lo_f, up_f = _best(forms, [lo_f, b_lo], True), _best(forms, [up_f, b_up], False)
         elif kind == "pow" and args[1] == 2:
             lo_f, up_f = _square_forms(forms, v[args[0]], args[0])
@@ -572,20 +571,6 @@ class Tape:
             cons += [("<=", _rat(ln.slope) * z + _rat(ln.offset)) for ln in uppers]
             out[app] = cons
         return out
-
-
-def _half_bell_forms(forms: FloatForms, iv, z: int, at: float | None):
-    """sech^2(z/2)/4 (sigmoid'(z)) through its own certified lines in z (the best of each
-    side), as `relax._bell_forms` does for sech^2(z)."""
-    if not _finite(iv) or iv[0] >= iv[1]:
-        return None, None
-    lowers, uppers = half_bell_envelope(iv[0], iv[1], at)
-    res = []
-    for lines, upper in ((lowers, False), (uppers, True)):
-        cands = [_plane(forms, ln.offset, [(float(ln.slope), z)], not upper)
-                 for ln in lines if convertible(ln.slope)]
-        res.append(_best(forms, cands, not upper))
-    return res[0], res[1]
 
 
 def _rat(q: Fraction) -> sp.Rational:

@@ -86,11 +86,12 @@ def _best(forms: FloatForms, cands, lower: bool):
     return max(cands, key=forms.low) if lower else min(cands, key=forms.high)
 
 
-def _bell_forms(forms: FloatForms, iv, z: int, at: float | None):
-    """sech^2(z) through its own certified lines in z (the best of each side)."""
+def _bell_forms(forms: FloatForms, iv, z: int, at: float | None, envelope=bell_envelope):
+    """sech^2(z) through its own certified lines in z (the best of each side); with
+    `envelope=half_bell_envelope`, sech^2(z/2)/4 = sigmoid'(z) likewise."""
     if not _finite(iv) or iv[0] >= iv[1]:
         return None, None
-    lowers, uppers = bell_envelope(iv[0], iv[1], at)
+    lowers, uppers = envelope(iv[0], iv[1], at)
     res = []
     for lines, upper in ((lowers, False), (uppers, True)):
         cands = [_plane(forms, ln.offset, [(float(ln.slope), z)], not upper)
