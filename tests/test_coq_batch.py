@@ -15,7 +15,6 @@ analysis (snn_rest: srelu_DZ, whose loss has N*K piecewise srelu terms).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -24,9 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_batch_backprop import FILES, _base, _check, _path
+from test_batch_backprop import FILES, _base, _path, decided
 
-from verifier import run
 from verifier.emit import coq
 from verifier.engines.verdict import PROVED, Verdict
 
@@ -78,8 +76,8 @@ def emitted(tmp_path_factory):
     files, running = {}, {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         for name in sorted(FILES, key=lambda n: n not in SLOWEST):
-            model = run.load(_path(name))
-            verdicts = list(_check(model, model.obligations).values())
+            model, verdicts = decided(_path(name))
+            verdicts = list(verdicts.values())
             (vname, text), = coq.emit(model, verdicts, coqc=None).items()
             folder = out_dir / name.replace("/", "_").removesuffix(".snn")
             folder.mkdir()
@@ -115,10 +113,8 @@ def test_every_equation_at_every_size_has_qed_lemmas(emitted, name):
 
 @pytest.mark.parametrize("name", FILES)
 def test_wrong_variants_get_no_lemma_and_no_proof_script(name):
-    model = run.load(_path(os.path.join("wrong", name)))
-    obs = tuple(ob for ob in model.obligations if "__" in ob.name)
-    model = dataclasses.replace(model, obligations=obs)
-    verdicts = _check(model, obs)
+    model, verdicts = decided(_path(os.path.join("wrong", name)))
+    obs = model.obligations
     assert {v.verdict for v in verdicts.values()} == {"refuted"}
     vname = coq.module_name(model.name) + ".v"
     text = coq.emit(model, list(verdicts.values()), coqc=None)[vname]
