@@ -30,12 +30,11 @@ import numpy as np
 import sympy as sp
 
 from ..layers.activations import sigmoid, softplus
+from .crown import TINY, U, nd, nu
 from .envelopes import INF, Sech2
 from .intervals import Tape
 from .linforms import down, up
 
-U = 2.0**-53
-TINY = 1e-290
 REL = 1e-12  # relative widening of numpy's smooth function values (error a few ulp)
 BATCH = 1024  # boxes split per round (children evaluated: twice as many)
 ROUND_SECONDS = 0.3  # the batch doubles while a round takes less than this (or 10 % of the
@@ -49,17 +48,8 @@ class Unsupported(Exception):
 
 
 def gamma(n: int) -> float:
+    """Higham's gamma_{n+2}, doubled (crown.gamma takes 1.01)."""
     return 2.0 * (n + 2) * U / (1.0 - (n + 2) * U)
-
-
-def nu(x):
-    """An upper bound of the exact result of the single float operation that gave x."""
-    return x + (np.abs(x) * (4 * U) + TINY)
-
-
-def nd(x):
-    """A lower bound of the exact result of the single float operation that gave x."""
-    return x - (np.abs(x) * (4 * U) + TINY)
 
 
 # ---- smooth functions in floats: enclosures of values and derivatives ----------------------
