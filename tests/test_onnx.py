@@ -30,15 +30,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from verifier.onnx_import import load_onnx, network_from_onnx
 
-BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "benchmarks")
-ZOO = sorted(glob.glob(os.path.join(BENCH, "marabou-layer-zoo", "*.onnx")))
+HERE = os.path.dirname(__file__)
+DATA = os.path.join(HERE, "data")  # third-party files, sources in data/README.md
+ZOO = sorted(glob.glob(os.path.join(DATA, "marabou-layer-zoo", "*.onnx")))
+# optional: a folder holding the full VNN-COMP 2021 sets (not shipped, see data/README.md)
+EXTRA = os.environ.get("SNN_BENCHMARKS")
 REFUSED = {  # file -> words the error must contain
     "conv.onnx": ["Conv", "#0"],
     "maxpool.onnx": ["MaxPool", "#0"],
     "dropout_training_mode_true.onnx": ["Dropout", "training mode", "#0"],
 }
-OTHERS = [os.path.join(BENCH, p) for p in (
-    "vehicle-windController/controller.onnx", "vnncomp2021-test/test_nano.onnx",
+OTHERS = [os.path.join(DATA, p) for p in (
+    "../../examples/wind_controller.onnx", "vnncomp2021-test/test_nano.onnx",
     "vnncomp2021-test/test_tiny.onnx", "vnncomp2021-test/test_small.onnx",
     "vnncomp2021-test/test_sat.onnx")]
 
@@ -86,15 +89,31 @@ def test_benchmark_networks_match_onnxruntime(path):
     check_agrees(path, load_onnx(path))
 
 
+def _acasxu_networks():
+    if not EXTRA:
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason="SNN_BENCHMARKS is not set (the 45 ACAS Xu networks are not shipped)"))]
+    found = sorted(glob.glob(os.path.join(EXTRA, "vnncomp2021-acasxu", "*.onnx")))
+    if not found:
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"no vnncomp2021-acasxu/*.onnx under SNN_BENCHMARKS={EXTRA}"))]
+    return found
+
+
+@pytest.mark.parametrize("path", _acasxu_networks(), ids=lambda p: os.path.basename(p or "none"))
+def test_all_acasxu_networks_match_onnxruntime(path):
+    check_agrees(path, load_onnx(path))
+
+
 def test_acasxu_initializers_in_graph_input_and_folding():
-    net = load_onnx(os.path.join(BENCH, "vnncomp2021-test", "test_unsat.onnx"))
+    net = load_onnx(os.path.join(DATA, "vnncomp2021-test", "test_unsat.onnx"))
     kinds = [type(la).__name__ for la in net.layers]
     assert kinds == ["Affine", "Act"] * 6 + ["Affine"]  # Sub + Flatten + MatMul + Add folded
     assert net.n_in == 5 and net.n_out == 5
 
 
 def test_gzip(tmp_path):
-    src = os.path.join(BENCH, "marabou-layer-zoo", "gemm.onnx")
+    src = os.path.join(DATA, "marabou-layer-zoo", "gemm.onnx")
     gz = tmp_path / "gemm.onnx.gz"
     with open(src, "rb") as fh, gzip.open(gz, "wb") as out:
         out.write(fh.read())
@@ -177,7 +196,7 @@ def test_missing_and_corrupt_files(tmp_path):
 
 
 def test_network_from_onnx_builds_dense_layers():
-    path = os.path.join(BENCH, "vnncomp2021-test", "test_small.onnx")
+    path = os.path.join(DATA, "vnncomp2021-test", "test_small.onnx")
     network, weights = network_from_onnx(path, "f", None, in_shape=(1,))
     assert [la.kind for la in network.layers] == ["dense"] * 3
     assert [la.option("act") for la in network.layers] == ["relu", "relu", "identity"]

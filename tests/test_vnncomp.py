@@ -46,9 +46,9 @@ from verifier.onnx_import import load_onnx
 from verifier.vnnlib import parse_vnnlib, read_vnnlib
 
 HERE = os.path.dirname(__file__)
-BENCH = os.path.join(HERE, "..", "..", "shared", "benchmarks")
-TEST = os.path.join(BENCH, "vnncomp2021-test")
-WIND = os.path.join(BENCH, "vehicle-windController", "controller.onnx")
+DATA = os.path.join(HERE, "data")  # third-party files, sources in data/README.md
+TEST = os.path.join(DATA, "vnncomp2021-test")
+WIND = os.path.join(HERE, "..", "examples", "wind_controller.onnx")  # Vehicle's controller.onnx
 
 
 def _instances():
@@ -286,7 +286,7 @@ def test_cli_workers_must_be_positive(capsys):
 def test_sigmoid_network(threshold, expected):
     """y = sigmoid(x) on [-1, 1]^4: sigmoid(1) = 0.731058..., so Y_0 >= 0.7311 is
     impossible and Y_0 >= 0.7305 is reached near x_0 = 1 (replayed at 60 digits)."""
-    path = os.path.join(BENCH, "marabou-layer-zoo", "sigmoid.onnx")
+    path = os.path.join(DATA, "marabou-layer-zoo", "sigmoid.onnx")
     text = "".join(f"(declare-const X_{i} Real)" for i in range(4))
     text += "".join(f"(declare-const Y_{i} Real)" for i in range(4))
     text += "".join(f"(assert (>= X_{i} -1))(assert (<= X_{i} 1))" for i in range(4))

@@ -11,13 +11,19 @@ import pytest
 from verifier.diagnostics import SpecError
 from verifier.vnnlib import parse_vnnlib, read_vnnlib
 
-BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "benchmarks")
+DATA = os.path.join(os.path.dirname(__file__), "data")  # sources in data/README.md
+FILES = sorted(glob.glob(os.path.join(DATA, "**", "*.vnnlib"), recursive=True))
 HEAD = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
 BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 2))\n"
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(BENCH, "*", "*.vnnlib"))),
-                         ids=os.path.basename)
+def test_shipped_files_are_there():
+    names = {os.path.relpath(p, DATA) for p in FILES}
+    assert len(names) == 15
+    assert {f"vnncomp2021-acasxu/prop_{i}.vnnlib" for i in range(1, 11)} <= names
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.relpath(p, DATA))
 def test_benchmark_files_parse(path):
     prop = read_vnnlib(path)
     assert prop.disjuncts
@@ -26,7 +32,7 @@ def test_benchmark_files_parse(path):
 
 
 def test_acasxu_shapes():
-    base = os.path.join(BENCH, "vnncomp2021-acasxu")
+    base = os.path.join(DATA, "vnncomp2021-acasxu")
     p1 = read_vnnlib(os.path.join(base, "prop_1.vnnlib"))
     assert (p1.n_inputs, p1.n_outputs, len(p1.disjuncts)) == (5, 5, 1)
     (c,) = p1.disjuncts[0].output_constraints()
