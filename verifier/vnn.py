@@ -55,13 +55,15 @@ def answer_text(result) -> str:
     return result.answer + "\n"
 
 
-def _write(path: str, text: str) -> None:
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+def check_outputs(args) -> None:
+    """Refuse, before any work, an --answer or --artifacts target we must not replace."""
+    from .fileio import check_writable_dir, check_writable_target
+
+    if args.answer:
+        check_writable_target(args.answer, "answer file")
+    if args.artifacts:
+        check_writable_dir(args.artifacts, "artifacts folder")
+        check_writable_target(os.path.join(args.artifacts, "summary.json"), "artifact")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,20 +103,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from .fileio import write_text_atomically
+
+    check_outputs(args)
     result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
                             workers=args.workers)
     text = answer_text(result)
     if args.answer:
-        _write(args.answer, text)
+        write_text_atomically(args.answer, text, "answer file")
     files = []
     if args.artifacts:
         for name, smt in result.smt:
             path = os.path.join(args.artifacts, name + ".smt2")
-            _write(path, smt)
+            write_text_atomically(path, smt, "artifact")
             files.append(path)
         summary = _summary(args, result, seconds, files)
-        _write(os.path.join(args.artifacts, "summary.json"),
-               json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_text_atomically(os.path.join(args.artifacts, "summary.json"),
+                              json.dumps(summary, indent=2, sort_keys=True) + "\n", "artifact")
     if args.json:
         print(json.dumps(_summary(args, result, seconds, files), indent=2, sort_keys=True))
     else:
