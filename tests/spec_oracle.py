@@ -74,5 +74,5 @@ def random_relu_net(rng, sizes, act="relu") -> OnnxNet:
                              b=fractions(rng.normal(size=b) * 0.1)))
         if k < len(sizes) - 2:
             layers.append(Act(act, Fraction(1, 8) if act == "leaky_relu" else None))
-    return OnnxNet(path="random", in_shape=(sizes[0],), out_shape=(sizes[-1],),
-                   input_name="x", output_name="y", layers=layers)
+    return OnnxNet.from_layers(layers, path="random", in_shape=(sizes[0],),
+                               out_shape=(sizes[-1],), input_name="x", output_name="y")

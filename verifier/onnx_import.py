@@ -19,6 +19,7 @@ evaluated by numpy in their own dtype, as onnxruntime does.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,16 +53,63 @@ class Act:
     alpha: Fraction | None = None  # leaky_relu's slope for x < 0
 
 
+@dataclass(frozen=True)
+class Block:
+    """One value of the graph: h = act(sum_s W_s h_s + b) over earlier values h_s.
+
+    Source 0 is the network input, source k the output of block k (1-based); `act` None is an
+    affine map (only the last block, the network output, has none). `node` names the ONNX node
+    that made the block, for error messages.
+    """
+
+    terms: tuple[tuple[int, np.ndarray], ...]  # (source, W_s of shape (size, size of source))
+    b: np.ndarray  # (size,)
+    act: Act | None
+    node: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.b)
+
+    def sources(self) -> tuple[int, ...]:
+        return tuple(s for s, _ in self.terms)
+
+
 @dataclass
 class OnnxNet:
-    """An imported network: input/output sizes and an alternating layer list."""
+    """An imported network: a DAG of blocks (see `Block`); the last block is the output.
+
+    A plain chain (each block reads only the one before it) is also available as alternating
+    `layers`; every other graph (skip connections, branches, dead nodes) keeps its own
+    representation per value and is lowered to a chain only for a given input box (`chain`).
+    """
 
     path: str
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     input_name: str
     output_name: str
-    layers: list  # Affine | Act
+    blocks: list[Block]
+
+    @classmethod
+    def from_layers(cls, layers: list, **kw) -> OnnxNet:
+        """A chain network from alternating `Affine` / `Act` layers (consecutive affine maps
+        are composed, consecutive activations get an identity map between them)."""
+        n = int(np.prod(kw["in_shape"]))
+        blocks: list[Block] = []
+        pending: Affine | None = None
+        size = n
+        for layer in layers:
+            if isinstance(layer, Affine):
+                pending = layer if pending is None else compose(pending, layer)
+                size = layer.W.shape[0]
+            else:
+                aff = pending or identity_affine(size)
+                blocks.append(Block(terms=((len(blocks), aff.W),), b=aff.b, act=layer))
+                pending = None
+        aff = pending or identity_affine(size)
+        blocks.append(Block(terms=((len(blocks), aff.W),), b=aff.b, act=None))
+        return cls(blocks=blocks, **kw)
 
     @property
     def n_in(self) -> int:
@@ -71,51 +119,190 @@ class OnnxNet:
     def n_out(self) -> int:
         return int(np.prod(self.out_shape))
 
-    def chain(self) -> list[tuple[Affine, Act | None]]:
-        """(affine, activation) pairs; identity affines are inserted between activations."""
-        out: list[tuple[Affine, Act | None]] = []
-        pending: Affine | None = None
-        size = self.n_in
-        for layer in self.layers:
-            if isinstance(layer, Affine):
-                pending = layer if pending is None else compose(pending, layer)
-                size = layer.W.shape[0]
-            else:
-                out.append((pending or identity_affine(size), layer))
-                pending = None
-        if pending is not None:
-            out.append((pending, None))
+    @property
+    def is_chain(self) -> bool:
+        """Each block reads only the block before it (block 1 the input)."""
+        return all(blk.sources() in ((k,), ()) for k, blk in enumerate(self.blocks))
+
+    def sizes(self) -> list[int]:
+        return [self.n_in] + [blk.size for blk in self.blocks]
+
+    @property
+    def layers(self) -> list:
+        """Alternating Affine / Act layers of a chain network."""
+        out: list = []
+        for aff, act in self.chain():
+            out.append(aff)
+            if act is not None:
+                out.append(act)
         return out
+
+    def chain(self, lo=None, hi=None) -> list[tuple[Affine, Act | None]]:
+        """(affine, activation) pairs computing the network.
+
+        A chain network needs no box. Any other graph is lowered on the input box [lo, hi]: a
+        value read again after later activations is carried through them as extra neurons
+        relu(v - l) with l a certified lower bound of v minus 1 over the box, so the carried
+        neuron is always active and equals v - l exactly (see `lower_graph`).
+        """
+        if self.is_chain:
+            return _chain_pairs(self)
+        if lo is None or hi is None:
+            raise SpecError(f"{os.path.basename(self.path)}: the network is not a plain chain "
+                            "of layers (it has skip connections or branches); this use needs "
+                            "an input box to lower it")
+        return lower_graph(self, lo, hi)
 
     def evaluate_exact(self, x) -> list:
         """Output at x (rationals) exactly for piecewise-linear nets; else mpmath at 60 digits."""
-        v = np.array([Fraction(t) for t in x], dtype=object)
-        smooth = any(isinstance(la, Act) and la.kind in ("sigmoid", "tanh", "softmax")
-                     for la in self.layers)
+        smooth = any(blk.act is not None and blk.act.kind in ("sigmoid", "tanh", "softmax")
+                     for blk in self.blocks)
         ctx = mpmath.workdps(60) if smooth else _Null()
         with ctx:
+            v = np.array([Fraction(t) for t in x], dtype=object)
             if smooth:
-                v = np.array([mpmath.mpf(t.numerator) / t.denominator for t in v], dtype=object)
-            for layer in self.layers:
-                if isinstance(layer, Affine):
-                    W, b = layer.W, layer.b
-                    if smooth:
-                        W = _to_mp(W)
-                        b = _to_mp(b)
-                    v = W.dot(v) + b
-                else:
-                    v = _apply_exact(layer, v)
-            return list(v)
+                v = _to_mp(v)
+            values = [v]
+            for blk in self.blocks:
+                z = _to_mp(blk.b) if smooth else blk.b.copy()
+                for s, W in blk.terms:
+                    z = z + (_to_mp(W) if smooth else W).dot(values[s])
+                values.append(z if blk.act is None else _apply_exact(blk.act, z))
+            return list(values[-1])
 
     def evaluate_float(self, x: np.ndarray) -> np.ndarray:
         """Float64 forward pass on a batch (B, n_in) → (B, n_out)."""
-        v = np.asarray(x, dtype=np.float64)
-        for layer in self.layers:
-            if isinstance(layer, Affine):
-                v = v @ to_float(layer.W).T + to_float(layer.b)
-            else:
-                v = apply_float(layer, v)
-        return v
+        values = [np.asarray(x, dtype=np.float64)]
+        for blk in self.blocks:
+            z = np.broadcast_to(to_float(blk.b), values[0].shape[:-1] + (blk.size,)).copy()
+            for s, W in blk.terms:
+                z += values[s] @ to_float(W).T
+            values.append(z if blk.act is None else apply_float(blk.act, z))
+        return values[-1]
+
+
+def _chain_pairs(net: OnnxNet) -> list[tuple[Affine, Act | None]]:
+    sizes = net.sizes()
+    out = []
+    for k, blk in enumerate(net.blocks):
+        W = dict(blk.terms).get(k)
+        if W is None:
+            W = np.full((blk.size, sizes[k]), Fraction(0), dtype=object)
+        out.append((Affine(W=W, b=blk.b), blk.act))
+    if len(out) > 1 and _is_identity(out[-1][0]):
+        out.pop()  # the output is the last activation's value
+    return out
+
+
+def _is_identity(aff: Affine) -> bool:
+    n, m = aff.W.shape
+    return n == m and all(t == 0 for t in aff.b) and all(
+        aff.W[i, j] == (1 if i == j else 0) for i in range(n) for j in range(m))
+
+
+CARRY_ACTS = ("relu", "leaky_relu")  # activations a carried neuron relu(v - l) passes exactly
+
+
+def lower_graph(net: OnnxNet, lo, hi) -> list[tuple[Affine, Act | None]]:
+    """An equivalent chain of a DAG network on the box [lo, hi].
+
+    Chain layer k computes block k and carries every earlier value s that a later block reads,
+    as neurons h_s - l_s with l_s an integer at least 1 below a certified lower bound of h_s on
+    the box (`graph_lower_bounds`); they pass block k's activation unchanged because it is relu
+    or leaky_relu and h_s - l_s >= 1 there. The next layer reads them back as entry + l_s.
+    A carry through any other activation is refused with the block's node named.
+    """
+    K = len(net.blocks)
+    sizes = net.sizes()
+    last_use: dict[int, int] = {}
+    for k, blk in enumerate(net.blocks, start=1):
+        for s in blk.sources():
+            last_use[s] = max(last_use.get(s, 0), k)
+    low = graph_lower_bounds(net, lo, hi)
+    shift = {s: np.array([Fraction(math.floor(t) - 1) for t in low[s]], dtype=object)
+             for s in last_use}
+    pairs = []
+    for k, blk in enumerate(net.blocks, start=1):
+        carried_in = [s for s in sorted(last_use) if s < k - 1 and last_use[s] >= k]
+        carried_out = [s for s in sorted(last_use) if s < k and last_use[s] > k]
+        if carried_out and (blk.act is None or blk.act.kind not in CARRY_ACTS):
+            kind = blk.act.kind if blk.act is not None else "output"
+            raise SpecError(
+                f"{os.path.basename(net.path)}: a value computed before node `{blk.node}` "
+                f"({kind}) is used after it (a skip connection across a {kind} activation); "
+                "only skips across relu and leaky_relu are lowered for the ReLU engine",
+                fix="write the property as a .snn spec claim, whose engines take the graph "
+                    "as it is")
+        # input layout of chain layer k: h_{k-1} first, then the carried values
+        pos: dict[int, tuple[int, np.ndarray | None]] = {k - 1: (0, None)}
+        width = sizes[k - 1]
+        for s in carried_in:
+            pos[s] = (width, shift[s])
+            width += sizes[s]
+        rows = blk.size + sum(sizes[s] for s in carried_out)
+        W = np.full((rows, width), Fraction(0), dtype=object)
+        b = np.full((rows,), Fraction(0), dtype=object)
+        b[:blk.size] = blk.b
+        for s, Ws in blk.terms:
+            off, sh = pos[s]
+            W[:blk.size, off:off + sizes[s]] += Ws
+            if sh is not None:
+                b[:blk.size] += Ws.dot(sh)
+        r = blk.size
+        for s in carried_out:
+            off, sh = pos[s]
+            for i in range(sizes[s]):
+                W[r + i, off + i] = Fraction(1)
+                b[r + i] = (sh[i] if sh is not None else 0) - shift[s][i]
+            r += sizes[s]
+        pairs.append((Affine(W=W, b=b), blk.act))
+    return pairs
+
+
+def graph_lower_bounds(net: OnnxNet, lo, hi) -> list[np.ndarray]:
+    """Certified float lower bounds of every value of the graph over the box [lo, hi].
+
+    Interval arithmetic in float64 with every dot product widened by its a-priori rounding
+    bound (gamma_n sum |W| |h| plus one ulp of each weight), so each bound is below the exact
+    value; `lower_graph` then keeps a further margin of at least 1.
+    """
+    from .engines.crown import TINY, gamma, smooth_bounds
+
+    lo = np.array([float(t) for t in lo], dtype=np.float64)
+    hi = np.array([float(t) for t in hi], dtype=np.float64)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise SpecError("lowering a graph network needs a bounded input box")
+    ivs = [(lo, hi)]
+    for blk in net.blocks:
+        bf = to_float(blk.b)
+        zl, zh, acc = bf.copy(), bf.copy(), np.abs(bf) + np.spacing(np.abs(bf))
+        n = 1
+        for s, Ws in blk.terms:
+            Wf = to_float(Ws)
+            sl, sh = ivs[s]
+            mag = np.maximum(np.abs(sl), np.abs(sh))
+            pos, neg = np.maximum(Wf, 0.0), np.minimum(Wf, 0.0)
+            zl = zl + pos @ sl + neg @ sh
+            zh = zh + pos @ sh + neg @ sl
+            acc = acc + (np.abs(Wf) + np.spacing(np.abs(Wf))) @ mag
+            n += Ws.shape[1] + 1
+        err = gamma(n) * acc * 2 + TINY
+        zl, zh = zl - err, zh + err
+        act = blk.act
+        if act is None:
+            ivs.append((zl, zh))
+        elif act.kind == "relu":
+            ivs.append((np.maximum(zl, 0.0), np.maximum(zh, 0.0)))
+        elif act.kind == "leaky_relu":
+            a = float(act.alpha)
+            cands = np.stack([zl, zh, a * zl, a * zh])
+            w = np.abs(cands) * 1e-15 + TINY
+            ivs.append(((cands - w).min(axis=0), (cands + w).max(axis=0)))
+        elif act.kind in ("tanh", "sigmoid"):
+            ivs.append(smooth_bounds(act.kind, zl, zh))
+        else:  # softmax
+            ivs.append((np.zeros_like(zl), np.ones_like(zh)))
+    return [iv[0] for iv in ivs]
 
 
 class _Null:
@@ -204,15 +391,22 @@ def compose(first: Affine, second: Affine) -> Affine:
     return Affine(W=second.W.dot(first.W), b=second.W.dot(first.b) + second.b)
 
 
-# ---- symbolic tensors: each entry an affine form over the current layer's input vector ----
+# ---- symbolic tensors: each entry an affine form over earlier values of the graph ----------
 
 @dataclass
 class _Sym:
-    """A tensor of `shape` whose entry i is sum_j A[i, j] v_j + c[i] (A None: v[rows[i]])."""
+    """A tensor of `shape` whose entry i is sum_s A[s][i, :] . h_s + c[i].
+
+    `A` maps a source (0: the network input, k: block k's output) to its coefficients; a
+    selection (A None) is entry i = scale[i] * h_src[rows[i]] + c[i], which keeps reshapes and
+    transposes of wide inputs cheap. Every value keeps its own sources, so a tensor computed
+    before an activation and read after it stays correct (skips, branches, dead nodes).
+    """
 
     shape: tuple[int, ...]
     c: np.ndarray  # object Fractions, (numel,)
-    A: np.ndarray | None = None  # object (numel, d), or None for a selection
+    A: dict[int, np.ndarray] | None = None  # source -> object (numel, size of source)
+    src: int = 0  # for a selection
     rows: np.ndarray | None = None  # int (numel,), for a selection
     scale: np.ndarray | None = None  # object (numel,), for a selection (None: all ones)
 
@@ -224,34 +418,36 @@ class _Sym:
         """Entries idx (flat indices) arranged in `shape` (reshapes, transposes, broadcasts)."""
         idx = np.asarray(idx, dtype=np.int64).ravel()
         if self.A is not None:
-            return _Sym(shape, self.c[idx], A=self.A[idx])
-        return _Sym(shape, self.c[idx], rows=self.rows[idx],
+            return _Sym(shape, self.c[idx], A={s: a[idx] for s, a in self.A.items()})
+        return _Sym(shape, self.c[idx], src=self.src, rows=self.rows[idx],
                     scale=None if self.scale is None else self.scale[idx])
 
-    def dense(self, d: int) -> np.ndarray:
+    def terms(self, sizes: list[int]) -> dict[int, np.ndarray]:
         if self.A is not None:
             return self.A
-        A = np.full((self.numel, d), Fraction(0), dtype=object)
+        A = np.full((self.numel, sizes[self.src]), Fraction(0), dtype=object)
         for i, r in enumerate(self.rows):
             A[i, r] = Fraction(1) if self.scale is None else self.scale[i]
-        return A
-
-    def is_plain(self, d: int) -> bool:
-        """The identity on v (no pending affine map)."""
-        return (self.A is None and self.scale is None and len(self.rows) == d
-                and bool(np.all(self.rows == np.arange(d))) and all(t == 0 for t in self.c))
+        return {self.src: A}
 
 
 def _zeros(n: int) -> np.ndarray:
     return np.full((n,), Fraction(0), dtype=object)
 
 
+def _merge(a: dict[int, np.ndarray], b: dict[int, np.ndarray], sign: int) -> dict:
+    out = dict(a)
+    for s, m in b.items():
+        out[s] = out[s] + sign * m if s in out else sign * m
+    return out
+
+
 class _Importer:
     def __init__(self, path: str, span: Span | None):
         self.path = path
         self.span = span
-        self.layers: list = []
-        self.d = 0  # size of the current layer input vector v
+        self.blocks: list[Block] = []
+        self.sizes: list[int] = []  # size of each source: the input, then each block
 
     def error(self, msg: str, node=None, index=None, fix=None) -> SpecError:
         where = ""
@@ -276,21 +472,21 @@ class _Importer:
         inp = inputs[0]
         dims = tuple(d.dim_value if d.dim_value > 0 else 1
                      for d in inp.type.tensor_type.shape.dim)
-        self.d = int(np.prod(dims)) if dims else 1
-        self.values[inp.name] = _Sym(dims, _zeros(self.d), rows=np.arange(self.d))
+        n = int(np.prod(dims)) if dims else 1
+        self.sizes = [n]
+        self.values[inp.name] = _Sym(dims, _zeros(n), src=0, rows=np.arange(n))
         self._run_nodes(g)
         out_name = g.output[0].name
         if out_name not in self.values:
             raise self.error(f"the graph output `{out_name}` is never computed")
         out = self.values[out_name]
-        if not isinstance(out, _Sym):  # a constant network: zero weights
+        if not isinstance(out, _Sym):  # a constant network: no input dependence
             const = fractions(out)
-            out = _Sym(tuple(const.shape), const.ravel(),
-                       A=np.full((const.size, self.d), Fraction(0), dtype=object))
-        if not out.is_plain(self.d) or not self.layers:
-            self.layers.append(Affine(W=out.dense(self.d), b=out.c.copy()))
+            out = _Sym(tuple(const.shape), const.ravel(), A={})
+        self.blocks.append(Block(terms=_nonzero_terms(out.terms(self.sizes)), b=out.c.copy(),
+                                 act=None, node=out_name))
         return OnnxNet(path=self.path, in_shape=dims, out_shape=tuple(out.shape),
-                       input_name=inp.name, output_name=out_name, layers=self.layers)
+                       input_name=inp.name, output_name=out_name, blocks=self.blocks)
 
     def _run_nodes(self, g) -> None:
         pending = list(enumerate(g.node))
@@ -342,15 +538,15 @@ class _Importer:
         return np.asarray(v)
 
     def activation(self, x, act: Act):
+        """A new block: act of x's affine form; the result is a fresh value of the graph."""
         if not isinstance(x, _Sym):
             raise self.fail("activation of a constant is not supported")
-        if not x.is_plain(self.d):
-            self.layers.append(Affine(W=x.dense(self.d), b=x.c.copy()))
-        elif not self.layers or isinstance(self.layers[-1], Act):
-            self.layers.append(identity_affine(self.d))
-        self.layers.append(act)
-        self.d = x.numel
-        return _Sym(x.shape, _zeros(self.d), rows=np.arange(self.d))
+        node, index = self._ctx
+        self.blocks.append(Block(terms=_nonzero_terms(x.terms(self.sizes)), b=x.c.copy(),
+                                 act=act, node=node.name or f"#{index} {node.op_type}"))
+        self.sizes.append(x.numel)
+        k = len(self.blocks)
+        return _Sym(x.shape, _zeros(x.numel), src=k, rows=np.arange(x.numel))
 
     def reshape(self, x, shape: tuple[int, ...]):
         shape = tuple(int(s) for s in shape)
@@ -370,7 +566,8 @@ class _Importer:
             shape = np.broadcast_shapes(x.shape, y.shape)
             bx = self.permute(x, lambda a: np.broadcast_to(a, shape))
             by = self.permute(y, lambda a: np.broadcast_to(a, shape))
-            return _Sym(shape, bx.c + sign * by.c, A=bx.dense(self.d) + sign * by.dense(self.d))
+            return _Sym(shape, bx.c + sign * by.c,
+                        A=_merge(bx.terms(self.sizes), by.terms(self.sizes), sign))
         if isinstance(y, _Sym):
             neg = self.scale(y, np.array(sign))
             return self.add(neg, x)
@@ -391,9 +588,9 @@ class _Importer:
             np.broadcast_to(s, shape).ravel()
         c = bx.c * f
         if bx.A is not None:
-            return _Sym(shape, c, A=bx.A * f[:, None])
+            return _Sym(shape, c, A={k: a * f[:, None] for k, a in bx.A.items()})
         sc = f if bx.scale is None else bx.scale * f
-        return _Sym(shape, c, rows=bx.rows, scale=sc)
+        return _Sym(shape, c, src=bx.src, rows=bx.rows, scale=sc)
 
     def matmul(self, x, w):
         """x @ w with exactly one of them symbolic (numpy matmul semantics)."""
@@ -416,12 +613,14 @@ class _Importer:
             c = x.c.reshape(L, k).dot(W).ravel()
             if (x.A is None and L == 1 and x.scale is None
                     and len(np.unique(x.rows)) == len(x.rows)):
-                A = np.full((m, self.d), Fraction(0), dtype=object)
-                A[:, x.rows] = W.T  # fast path: a permutation of the input, e.g. layer 1
-            else:
-                A3 = x.dense(self.d).reshape(L, k, self.d)
-                A = np.stack([W.T.dot(A3[l_]) for l_ in range(L)]).reshape(L * m, self.d)
-            return _Sym(lead + (m,), c, A=A)
+                A = np.full((m, self.sizes[x.src]), Fraction(0), dtype=object)
+                A[:, x.rows] = W.T  # fast path: a permutation of one value, e.g. layer 1
+                return _Sym(lead + (m,), c, A={x.src: A})
+            out = {}
+            for s, As in x.terms(self.sizes).items():
+                A3 = As.reshape(L, k, As.shape[1])
+                out[s] = np.stack([W.T.dot(A3[l_]) for l_ in range(L)]).reshape(L * m, -1)
+            return _Sym(lead + (m,), c, A=out)
         # constant @ symbolic
         W = fractions(x)
         y = w
@@ -430,14 +629,18 @@ class _Importer:
         if len(y.shape) == 1:
             if y.shape[0] != W.shape[1]:
                 raise self.fail(f"sizes do not match: {list(W.shape)} @ {list(y.shape)}")
-            return _Sym((W.shape[0],), W.dot(y.c), A=W.dot(y.dense(self.d)))
+            return _Sym((W.shape[0],), W.dot(y.c),
+                        A={s: W.dot(As) for s, As in y.terms(self.sizes).items()})
         if len(y.shape) != 2 or y.shape[0] != W.shape[1]:
             raise self.fail(f"sizes do not match: {list(W.shape)} @ {list(y.shape)}")
         k, p = y.shape
-        A3 = y.dense(self.d).reshape(k, p, self.d)
-        A = np.stack([W.dot(A3[:, j, :]) for j in range(p)], axis=1)
+        out = {}
+        for s, As in y.terms(self.sizes).items():
+            A3 = As.reshape(k, p, As.shape[1])
+            out[s] = np.stack([W.dot(A3[:, j, :]) for j in range(p)], axis=1).reshape(
+                -1, As.shape[1])
         c = W.dot(y.c.reshape(k, p))
-        return _Sym((W.shape[0], p), c.ravel(), A=A.reshape(-1, self.d))
+        return _Sym((W.shape[0], p), c.ravel(), A=out)
 
     def transpose2(self, x):
         return self.permute(x, lambda a: a.T)
@@ -673,6 +876,11 @@ class _Importer:
         return self._act(args, Act("softmax"))
 
 
+def _nonzero_terms(terms: dict[int, np.ndarray]) -> tuple[tuple[int, np.ndarray], ...]:
+    """The sources a value really reads (a cancelled contribution is no edge of the graph)."""
+    return tuple((s, m) for s, m in sorted(terms.items()) if any(t != 0 for t in m.flat))
+
+
 def _mp_fraction(r) -> Fraction:
     man, exp = (int(t) for t in mpmath.mpf(r).man_exp)
     return Fraction(man * 2**exp) if exp >= 0 else Fraction(man, 2**-exp)
@@ -710,37 +918,59 @@ _ACT_NAMES = {"relu": "relu", "leaky_relu": "leaky_relu", "sigmoid": "sigmoid", 
 
 def network_from_onnx(path: str, name: str, span: Span | None = None,
                       in_shape: tuple[int, ...] | None = None):
-    """An `ir.Network` of `dense` layers (concrete Rational weights) and its weight TensorVars.
+    """An `ir.Network` (concrete Rational weights) and its weight TensorVars.
 
-    For `network NAME(in=N) load "net.onnx" { }` in a spec: the layers come from the file.
-    Weights are the float values of the file read as the shortest decimal that round-trips
-    (`Fraction(repr(float))`, as for other weight files); composed maps that are not floats
-    keep their exact value.
+    For `network NAME(in=N) load "net.onnx" { }` in a spec: the layers come from the file. A
+    chain becomes `dense` layers; any other graph (skip connections, branches) one
+    `onnx_graph` layer that keeps every edge of the graph. Weights are the float values of the
+    file read as the shortest decimal that round-trips (`Fraction(repr(float))`, as for other
+    weight files); composed maps that are not floats keep their exact value.
     """
     from .ir import Layer, Network, TensorVar
-    from .layers.activations import ACTIVATIONS
+    from .layers import onnx_graph
 
     net = load_onnx(path, span)
     if in_shape is not None and int(np.prod(in_shape)) != net.n_in:
         raise SpecError(f"{os.path.basename(path)} takes {net.n_in} inputs, the network is "
                         f"declared with in={list(in_shape) if len(in_shape) > 1 else in_shape[0]}",
                         span, fix=f"write in={net.n_in}")
+
+    def act_of(act: Act | None) -> tuple[str, tuple]:
+        if act is None:
+            return "identity", ()
+        kind = _ACT_NAMES[act.kind]
+        if kind == "softmax":
+            raise SpecError(f"{os.path.basename(path)}: activation `softmax` is not available "
+                            "in .snn dense layers", span,
+                            fix="export the network without its final Softmax and apply "
+                                "softmax(...) in the claim")
+        return kind, ((_rational(act.alpha),) if act.alpha is not None else ())
+
+    def rationals(a: np.ndarray) -> np.ndarray:
+        out = np.empty(a.shape, dtype=object)
+        out.flat[:] = [_rational(t) for t in a.flat] if a.size else []
+        return out
+
+    if not net.is_chain:
+        blocks = [(tuple((s, rationals(W)) for s, W in blk.terms), rationals(blk.b),
+                   *act_of(blk.act)) for blk in net.blocks]
+
+        def weight_name(kind, k, s):
+            return f"{name}.{kind}{k}" if s is None else f"{name}.{kind}{k}_{s}"
+
+        layer, weights = onnx_graph.make_layer(blocks, net.n_in, name, weight_name, span)
+        network = Network(name=name, in_shape=in_shape or (net.n_in,),
+                          out_shape=layer.out_shape, layers=(layer,), span=span)
+        return network, weights
     layers, weights = [], []
     size = net.n_in
     for k, (aff, act) in enumerate(net.chain(), start=1):
-        kind, params = "identity", ()
-        if act is not None:
-            kind = _ACT_NAMES[act.kind]
-            if kind not in ACTIVATIONS:
-                raise SpecError(f"{os.path.basename(path)}: activation `{act.kind}` is not "
-                                "available in .snn dense layers", span)
-            if act.alpha is not None:
-                params = (_rational(act.alpha),)
+        kind, params = act_of(act)
         n_out, n_in = aff.W.shape
         W = TensorVar(name=f"{name}.W{k}", role="param", shape=(n_out, n_in),
-                      entries=tuple(_rational(t) for t in aff.W.flat), span=span)
+                      entries=tuple(rationals(aff.W).flat), span=span)
         b = TensorVar(name=f"{name}.b{k}", role="param", shape=(n_out,),
-                      entries=tuple(_rational(t) for t in aff.b.flat), span=span)
+                      entries=tuple(rationals(aff.b).flat), span=span)
         weights += [W, b]
         layers.append(Layer(kind="dense", index=k, in_shape=(size,), out_shape=(n_out,),
                             options=(("act", kind), ("act_params", params), ("bias", True)),

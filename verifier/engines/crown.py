@@ -149,10 +149,14 @@ class FLayer:
 
 
 class FloatNet:
-    """A chain of FLayers; the last one has no activation."""
+    """A chain of FLayers; the last one has no activation.
 
-    def __init__(self, net: OnnxNet):
-        chain = net.chain()
+    A graph network (skips, branches) is lowered to a chain on the input box [lo, hi]
+    (`OnnxNet.chain`); the chain equals the network on that box and every box inside it.
+    """
+
+    def __init__(self, net: OnnxNet, lo=None, hi=None):
+        chain = net.chain(lo, hi)
         layers = []
         for aff, act in chain:
             kind = act.kind if act is not None else None

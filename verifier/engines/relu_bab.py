@@ -94,6 +94,15 @@ def _float_box(d: Disjunct):
     return lo, hi, lo_in, hi_in
 
 
+def _hull(prop: Property):
+    """The smallest box holding every disjunct's input box (a graph network is lowered on it)."""
+    if not prop.disjuncts:
+        return None, None
+    lo = [min(d.lo[i] for d in prop.disjuncts) for i in range(prop.n_inputs)]
+    hi = [max(d.hi[i] for d in prop.disjuncts) for i in range(prop.n_inputs)]
+    return lo, hi
+
+
 def _combinations(k: int) -> list[list[Fraction]]:
     """Weights of the bounding rows: each row, each pair's average, and the mean of all."""
     eye = [[Fraction(int(i == j)) for j in range(k)] for i in range(k)]
@@ -228,7 +237,7 @@ class Engine:
                             f"outputs, the network {net.n_in} and {net.n_out}")
         self.net = net
         self.prop = prop
-        self.fnet = FloatNet(net)
+        self.fnet = FloatNet(net, *_hull(prop))
         self.deadline = time.perf_counter() + timeout
         self.budget = timeout
         self.workers = max(1, workers)

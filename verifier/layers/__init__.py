@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import attention, dense, graph, norm, recurrent
+from . import attention, dense, graph, norm, onnx_graph, recurrent
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,4 +21,10 @@ LAYER_RULES: dict[str, LayerRule] = {
     "transformer": LayerRule(attention.elaborate, attention.forward),
     "layernorm": LayerRule(norm.elaborate, norm.forward),
     **{kind: LayerRule(recurrent.elaborate, recurrent.forward) for kind in recurrent.GATES},
+}
+
+# every rule the translator runs: the writable layers plus those only imports create
+RULES: dict[str, LayerRule] = {
+    **LAYER_RULES,
+    "onnx_graph": LayerRule(onnx_graph.elaborate, onnx_graph.forward),
 }

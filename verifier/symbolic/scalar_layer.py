@@ -1,6 +1,6 @@
 """Scalar fallback for layers without a matrix rule: code from the layer's own `Program`.
 
-The layer's forward rule (`layers.LAYER_RULES`) runs once on fresh symbols for its input
+The layer's forward rule (`layers.RULES`) runs once on fresh symbols for its input
 entries and parameters. Reverse mode over that program gives the pullback (vector-Jacobian
 product) and, reverse over reverse, the pullback of the pullback that mixed derivatives
 need; each is printed as one numpy line per program assignment over generated identifiers
@@ -20,7 +20,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from ..layers import LAYER_RULES
+from ..layers import RULES
 from ..layers.activations import ACTIVATIONS
 from .matrix_codegen import Code
 from .program import Program
@@ -237,7 +237,7 @@ class ScalarEmitter:
             self.ps += syms
             arrays[name] = np.array(syms, dtype=object).reshape(shape)
         x = np.array(self.xs, dtype=object).reshape(layer.in_shape)
-        y = LAYER_RULES[layer.kind].forward(layer, x, arrays, prog, f"L{k}")
+        y = RULES[layer.kind].forward(layer, x, arrays, prog, f"L{k}")
         self.prog, self.ys = prog, [sp.sympify(e) for e in y.flat]
         self.us = _symbols("u", len(self.ys))
         self.cs = _symbols("c", len(self.xs))

@@ -13,7 +13,7 @@ import numpy as np
 import sympy as sp
 
 from ..diagnostics import SpecError
-from ..layers import LAYER_RULES
+from ..layers import RULES
 from ..layers.activations import ACTIVATIONS, step
 from ..syntax import ast
 from . import reverse
@@ -219,7 +219,7 @@ class Translator:
                             f"{_shape(x)}", node.args[0].span)
         params = {t: self.env[t] for layer in net.layers for t in layer.params}
         for layer in net.layers:
-            x = LAYER_RULES[layer.kind].forward(layer, x, params, self.program, net.name)
+            x = RULES[layer.kind].forward(layer, x, params, self.program, net.name)
         return x
 
     def elementwise(self, fn, v: np.ndarray, hint: str, span=None) -> np.ndarray:
