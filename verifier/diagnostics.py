@@ -3,8 +3,46 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+
+MAX_ECHO = 200  # characters of a quoted source line; longer lines show a window around the caret
+MAX_MESSAGE = 1000  # characters of a message or hint (they may embed names and paths)
+# bidirectional overrides and isolates reorder what a terminal shows ("Trojan Source")
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def _unsafe(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cc" or ch in _BIDI
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """User text made safe to print: control characters escaped (`\\x1b`), at most `limit`
+    characters (cut with `...`)."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if not any(_unsafe(ch) for ch in text):
+        return text
+    return "".join(ch.encode("unicode_escape").decode("ascii") if _unsafe(ch) else ch
+                   for ch in text)
+
+
+def echo_line(text: str, column: int, width: int) -> tuple[str, int, int]:
+    """A source line to quote under a message: (shown text, caret column, caret width).
+
+    Each control character becomes one `?` (so the caret stays aligned; tabs become a space),
+    and a line longer than MAX_ECHO shows the MAX_ECHO characters around the caret.
+    """
+    shown = "".join(" " if ch == "\t" else "?" if _unsafe(ch) else ch for ch in text)
+    if len(shown) <= MAX_ECHO:
+        return shown, column, width
+    start = max(0, min(column - 1 - MAX_ECHO // 2, len(shown) - MAX_ECHO))
+    end = start + MAX_ECHO
+    head, tail = ("..." if start else ""), ("..." if end < len(shown) else "")
+    caret = column - start + len(head)
+    width = max(1, min(width, end - (column - 1)))
+    return head + shown[start:end] + tail, caret, width
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,18 +82,21 @@ class SpecError(Exception):
     def render(self) -> str:
         """The message as `file:line:col: error: ...` with the source line, caret and hint."""
         span = self.span
+        message = printable(self.message)
+        fix = printable(self.fix) if self.fix else None
         if span is None:
-            head = f"error: {self.message}"
-            return head + (f"\n   fix: {self.fix}" if self.fix else "")
-        out = [f"{span.path}:{span.line}:{span.column}: error: {self.message}"]
+            head = f"error: {message}"
+            return head + (f"\n   fix: {fix}" if fix else "")
+        out = [f"{printable(span.path)}:{span.line}:{span.column}: error: {message}"]
         text = span.source_line()
         if text is not None:
+            shown, column, width = echo_line(text, span.column, span.width())
             gutter = f"{span.line:>4}"
-            out.append(f"{gutter} | {text}")
-            pad = " " * (span.column - 1)
-            out.append(f"{' ' * len(gutter)} | {pad}{'^' * span.width()}")
-        if self.fix:
-            out.append(f"   fix: {self.fix}")
+            out.append(f"{gutter} | {shown}")
+            pad = " " * (column - 1)
+            out.append(f"{' ' * len(gutter)} | {pad}{'^' * width}")
+        if fix:
+            out.append(f"   fix: {fix}")
         return "\n".join(out)
 
 
