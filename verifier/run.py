@@ -41,12 +41,9 @@ def exit_status(verdicts: list[Verdict]) -> int:
 
 def artifacts(model: Model, verdicts: list[Verdict], targets: list[str]) -> dict[str, str]:
     """Render every requested artifact in memory (nothing is written yet)."""
-    from .emit import EMITTERS
+    from .emit import render
 
-    files: dict[str, str] = {}
-    for t in targets:
-        files.update(EMITTERS[t].emit(model, verdicts))
-    return files
+    return render(model, verdicts, targets)  # the HTML report sees the other files
 
 
 def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
