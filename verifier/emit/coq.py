@@ -31,13 +31,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import PurePath
 from typing import ClassVar
 
 import sympy as sp
@@ -47,19 +45,11 @@ from ..diagnostics import SpecError
 from ..engines.verdict import PROVED, REFUTED, Verdict
 from ..obligations import Atom, Model, Obligation
 from . import json_export as jx
+from .names import NameMap, coq_comment_text, coq_reserved, file_label, printable
+from .names import ident as sanitize
 from .templating import render
 
-COQ_RESERVED = frozenset("""
-as at cofix else end exists exists2 fix for forall fun if IF in let match mod Prop return Set
-SProp then Type using where with Lemma Theorem Definition Fixpoint Proof Qed Admitted Defined
-Require Import Export Open Scope Section End Variable Hypothesis Let Ltac Goal Axiom Instance
-R I O S nat bool True False and or not eq exp ln tanh sinh cosh sqrt Rabs Rmax Rmin Rpower PI
-IZR INR Rplus Rmult Rminus Rdiv Ropp Rinv pow is_derive ex_derive Derive relu step leaky_relu
-leaky_step sigmoid softplus cosh_pos_snn is_derive_tanh is_derive_sigmoid is_derive_softplus
-is_derive_relu is_derive_leaky_relu UnaryDiff_tanh UnaryDiff_sigmoid UnaryDiff_softplus
-UnaryDiff_relu UnaryDiff_leaky_relu tanh_exp relu_abs leaky_relu_abs snn_side sigmoid_pos
-softplus_pos Reals Lra Coquelicot Interval Tactic Coq
-""".split())  # noqa: SIM905 - a word list reads best as text
+COQ_RESERVED = coq_reserved()  # keywords, the names our text refers to, the prelude's
 
 PROOF_OPS = 1000  # auto_derive / field are only attempted on terms this small (~1 s each)
 INTERVAL_OPS = 300  # and the interval tactic on terms this small
@@ -80,33 +70,6 @@ SPLIT_OPS = 60
 
 
 # ---------------------------------------------------------------- names, templates, printer
-
-
-def sanitize(name: str) -> str:
-    """`f.W1[2,3]` -> `f_W1_2_3`: letters, digits and `_`, starting with a letter."""
-    s = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]+", "_", name)).strip("_")
-    return s if s[:1].isalpha() else ("v_" + s).rstrip("_")
-
-
-class NameMap:
-    """Deterministic, collision-free identifiers: sanitise; on a clash with an earlier name, a
-    reserved word or our `snn_` prefix, append `'2`, `'3`, ... (sanitised names have no `'`)."""
-
-    def __init__(self, reserved: frozenset):
-        self.reserved, self.taken, self.used = reserved, {}, set()
-
-    def name(self, key, text: str) -> str:
-        hit = self.taken.get(key)
-        if hit is not None:
-            return hit
-        base = cand = sanitize(text)
-        k = 1
-        while cand in self.used or cand in self.reserved or (k == 1 and cand.startswith("snn_")):
-            k += 1
-            cand = f"{base}'{k}"
-        self.taken[key] = cand
-        self.used.add(cand)
-        return cand
 
 
 class UnsupportedTerm(Exception):
@@ -698,9 +661,8 @@ def module_name(model_name: str) -> str:
 
 
 def coq_comment(lines) -> str:
-    """Comment lines; `(*`, `*)` and `"` are neutralised (Coq lexes strings inside comments)."""
-    clean = (ln.replace("(*", "( *").replace("*)", "* )").replace('"', "''") for ln in lines)
-    return "".join(f"(* {ln} *)\n" for ln in clean)
+    """One comment line per line of text, each neutralised by `names.coq_comment_text`."""
+    return "".join(f"(* {coq_comment_text(ln)} *)\n" for ln in lines)
 
 
 class Ctx:
@@ -957,7 +919,7 @@ def _coq_definition(ctx: Ctx):
         args = f" ({' '.join(ctx.sym_name(s) for s in params)} : R)" if params else ""
         lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)} in" for s, e in steps]
         body = "\n  ".join([*lets, ctx.p(inl if inl is not None else term)])
-        return f"(* {label} *)\nDefinition {ident}{args} : R :=\n  {body}.\n"
+        return f"(* {coq_comment_text(label)} *)\nDefinition {ident}{args} : R :=\n  {body}.\n"
     return define
 
 
@@ -1070,9 +1032,11 @@ def check_supported(ctx: Ctx) -> None:
 
 def render_file(module: str, model_name: str, derivations: str, obligations: str,
                 source: str = "") -> str:
-    return render("coq.v.j2", file=f"{module}.v", source=source or "(none)",
-                    model=model_name, derivations=derivations.rstrip() or "(* none *)",
-                    obligations=obligations.rstrip() or "(* none *)")
+    """The file: header comment (file, source and model names neutralised), prelude, body."""
+    return render("coq.v.j2", file=f"{module}.v", source=coq_comment_text(source or "(none)"),
+                  model=coq_comment_text(model_name),
+                  derivations=derivations.rstrip() or "(* none *)",
+                  obligations=obligations.rstrip() or "(* none *)")
 
 
 def emit(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") -> dict[str, str]:
@@ -1087,6 +1051,6 @@ def emit(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") ->
     blocks += _jacobian_lemmas(ctx, defs)
     by_name = {v.name: v for v in verdicts}
     obs = [_obligation(ctx, ob, by_name.get(ob.name), coqc) for ob in model.obligations]
-    text = render_file(module, jx.one_line(model.name), "\n".join(blocks), "\n".join(obs),
-                       PurePath(model.source_path).name if model.source_path else "")
+    text = render_file(module, printable(model.name), "\n".join(blocks), "\n".join(obs),
+                       file_label(model.source_path) if model.source_path else "")
     return {f"{module}.v": text}

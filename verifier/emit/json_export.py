@@ -23,6 +23,7 @@ from ..diagnostics import SpecError
 from ..engines.verdict import PROVED, REFUTED, Verdict
 from ..obligations import Derivation, Model
 from ..symbolic.program import Program
+from .names import encodable, ident, printable
 
 INLINE_OPS = 1000  # inlined terms above this size are shown in CSE form by the proof emitters
 _REFERENCE_KINDS = {"output": ("output",), "jacobian": ("jacobian",),
@@ -64,7 +65,8 @@ def leaf_order(model: Model) -> dict[sp.Symbol, int]:
 
 
 def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One printable line (`names.printable`): for comments and table cells."""
+    return printable(text)
 
 
 def artifact_label(artifact: str | None) -> str | None:
@@ -494,8 +496,8 @@ def export(model: Model, verdicts: list[Verdict]) -> dict:
                   for t in (a.lhs, a.rhs)]
     ref = {k: _reference_terms(model, k) for k in _REFERENCE_KINDS}
     return {
-        "model": model.name,
-        "source": PurePath(model.source_path).name if model.source_path else None,
+        "model": encodable(model.name),
+        "source": encodable(PurePath(model.source_path).name) if model.source_path else None,
         "input_symbols": [v.symbol.name for v in model.inputs],
         "parameter_symbols": [v.symbol.name for v in model.params],
         "parameter_count": model.parameter_count,
@@ -513,7 +515,5 @@ def export(model: Model, verdicts: list[Verdict]) -> dict:
 
 def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
     """{`NAME.json`: text}, deterministic (`indent=2, sort_keys=True`)."""
-    from .coq import sanitize  # file names follow the same rule as Coq module names
-
     text = json.dumps(export(model, verdicts), indent=2, sort_keys=True, ensure_ascii=False)
-    return {f"{sanitize(model.name)}.json": text + "\n"}
+    return {f"{ident(model.name)}.json": text + "\n"}  # file names: the Coq module rule

@@ -9,7 +9,6 @@ type, so the map stays injective. User text (claims, reasons) is escaped.
 from __future__ import annotations
 
 import re
-from pathlib import PurePath
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter, _between_two_numbers_p
@@ -18,14 +17,10 @@ from sympy.simplify.radsimp import fraction
 from ..engines.verdict import Verdict
 from ..obligations import Model
 from . import json_export as jx
-from .coq import sanitize
+from .names import file_label, printable, tex_text
+from .names import ident as sanitize
 from .templating import render
 
-_TEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-    "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-}
 _NAME = re.compile(
     r"^(?:(?P<tag>[^:\s]+):)?(?:[A-Za-z_][A-Za-z0-9_]*\.)*"
     r"(?P<base>[A-Za-z_][A-Za-z0-9_]*?)(?P<layer>\d*)(?:\[(?P<idx>[0-9, ]*)\])?$"
@@ -37,8 +32,8 @@ CLOSED_FORM_OPS = 200  # closed forms larger than this are left to the CSE form
 
 
 def escape(text: str) -> str:
-    """User text for LaTeX text mode."""
-    return "".join(_TEX_ESCAPES.get(c, c) for c in str(text))
+    """User text for LaTeX text mode (`names.tex_text`)."""
+    return tex_text(text)
 
 
 def _tt(text: str) -> str:
@@ -337,9 +332,9 @@ def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
     name = sanitize(model.name)
     note = ("Inputs: $" + ", ".join(tex(v.symbol) for v in model.inputs) + "$."
             if model.inputs else "")
-    text = render("latex.tex.j2", file=f"{name}.tex", model=escape(jx.one_line(model.name)),
-                  model_tt=_tt(jx.one_line(model.name)),
-                  source=PurePath(model.source_path).name if model.source_path else "(none)",
+    text = render("latex.tex.j2", file=f"{name}.tex", model=escape(printable(model.name)),
+                  model_tt=_tt(printable(model.name)),
+                  source=escape(file_label(model.source_path)),
                   symbols_note=note, cse=_cse(model, tex),
                   derivations=_derivations(model, tex),
                   obligations=_obligations(model, verdicts))

@@ -10,7 +10,6 @@ statements with explicit side conditions (`z ≠ 0` for every ReLU pre-activatio
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import ClassVar
 
 import sympy as sp
@@ -30,19 +29,11 @@ from .coq import (
     is_derivative,
     jacobian_claims,
     ring_identity,
-    sanitize,
 )
+from .names import file_label, ident, lean_comment_text, lean_reserved, printable
 from .templating import render
 
-LEAN_RESERVED = frozenset("""
-fun let in have show from at by do then else if match with where open import theorem lemma def
-example instance structure class end namespace section variable universe Type Prop Sort
-deriving mutual for unless return try catch finally calc sorry local private protected
-noncomputable partial unsafe macro syntax notation infix infixl infixr prefix postfix
-attribute set_option true false True False Nat Int Real Set HasDerivAt max min abs exp log
-tanh sqrt pi nnRelu nnStep nnLeakyRelu nnLeakyStep nnSigmoid nnSoftplus
-hasDerivAt_nnSigmoid hasDerivAt_nnSoftplus hasDerivAt_nnRelu hasDerivAt_nnLeakyRelu
-""".split())  # noqa: SIM905 - a word list reads best as text
+LEAN_RESERVED = lean_reserved()  # keywords, the names our text refers to, the prelude's
 
 PROOF_OPS = 300  # `by ring` only on small identities
 
@@ -96,8 +87,8 @@ class LeanCtx(Ctx):
 
 
 def lean_comment(lines) -> str:
-    """`--` comment lines (each on one line)."""
-    return "".join(f"-- {jx.one_line(ln)}\n" for ln in lines)
+    """`--` comment lines, each neutralised by `names.lean_comment_text`."""
+    return "".join(f"-- {lean_comment_text(ln)}\n" for ln in lines)
 
 
 def _theorem(ctx: LeanCtx, name: str, syms, premises, goal: str, proof: str | None,
@@ -181,7 +172,7 @@ def _define(ctx: LeanCtx):
         args = f" ({' '.join(ctx.sym_name(s) for s in params)} : ℝ)" if params else ""
         lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)}" for s, e in steps]
         body = "\n  ".join([*lets, ctx.p(inl if inl is not None else term)])
-        return f"-- {label}\ndef {ident}{args} : ℝ :=\n  {body}\n"
+        return f"-- {lean_comment_text(label)}\ndef {ident}{args} : ℝ :=\n  {body}\n"
     return define
 
 
@@ -202,8 +193,8 @@ def _jacobian_theorems(ctx: LeanCtx, defs: dict) -> list[str]:
 
 def module_name(model_name: str) -> str:
     """The Lean file and namespace name for a model."""
-    name = sanitize(model_name)
-    return f"{name}_model" if name in LEAN_RESERVED else name
+    name = ident(model_name)
+    return f"{name}_model" if name in LEAN_RESERVED or name.startswith("snn_") else name
 
 
 def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
@@ -215,8 +206,8 @@ def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
     obs = [_obligation(ctx, ob, by_name.get(ob.name)) for ob in model.obligations]
     name = module_name(model.name)
     text = render("lean.lean.j2", file=f"{name}.lean", namespace=name,
-                  source=PurePath(model.source_path).name if model.source_path else "(none)",
-                  model=jx.one_line(model.name),
+                  source=lean_comment_text(file_label(model.source_path)),
+                  model=lean_comment_text(printable(model.name)),
                   derivations="\n".join(blocks).rstrip() or "-- none",
                   obligations="\n".join(obs).rstrip() or "-- none")
     return {f"{name}.lean": text}

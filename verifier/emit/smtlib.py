@@ -26,6 +26,7 @@ from ..layers.activations import (
 )
 from ..obligations import Atom, Obligation
 from ..symbolic.program import Program
+from .names import smt_comment_text, smt_symbol
 
 _RANGES = {  # sound range facts for atoms: (lo, lo_strict, hi, hi_strict)
     sp.tanh: (-1, True, 1, True),
@@ -36,8 +37,8 @@ _RANGES = {  # sound range facts for atoms: (lo, lo_strict, hi, hi_strict)
 
 
 def smt_name(name: str) -> str:
-    """A quoted SMT-LIB symbol for any of our names (user names come from the grammar)."""
-    return "|" + name.replace("|", "_").replace("\\", "_") + "|"
+    """A quoted SMT-LIB symbol for any of our names (`names.smt_symbol`: injective)."""
+    return smt_symbol(name)
 
 
 def real_literal(q) -> str:
@@ -256,11 +257,11 @@ def encode(
 
     printer = SmtPrinter(names, sqrt_atom)
     lines = [
-        f"; obligation {ob.name} ({ob.kind})",
-        *[f"; {line}" for line in ob.text.splitlines()],
+        f"; {smt_comment_text(f'obligation {ob.name} ({ob.kind})')}",
+        *[f"; {smt_comment_text(line)}" for line in ob.text.splitlines()],
     ]
     if note:
-        lines += [f"; {line}" for line in note.splitlines()]
+        lines += [f"; {smt_comment_text(line)}" for line in note.splitlines()]
     lines += ["; unsat means the claim holds", "(set-logic QF_NRA)"]
     domain = {v.symbol: v for v in ob.variables}
     for leaf in leaves:
@@ -322,7 +323,8 @@ def encode(
 
 
 def _short(e: sp.Expr) -> str:
-    s = str(e)
+    """A term for a comment: one printable line of at most 60 characters."""
+    s = smt_comment_text(str(e))
     return s if len(s) <= 60 else s[:57] + "..."
 
 
