@@ -3,24 +3,49 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from .diagnostics import SpecError, run_guarded
+from .diagnostics import EXIT_BAD_INPUT, EXIT_INTERNAL, SpecError, run_guarded
 from .emit import EMITTERS
+from .terminal import json_error
 
-EXIT_BAD_INPUT = 2
+EMPTY_SPEC = "the spec has no claim and no derivation, so nothing is proved"
+EMPTY_FIX = "add a `claim` or a `derive` to the spec"
 
 
 class _Parser(argparse.ArgumentParser):
+    json_errors = False  # set when --json is on the command line: usage errors as JSON too
+
     def error(self, message):  # usage errors exit 2 with our format, never a traceback
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
+        if self.json_errors:
+            print(json_error(SpecError(message, fix=f"see `{self.prog} --help`")))
+        else:
+            self.print_usage(sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def default_jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .cache import package_version
+
     p = _Parser(prog="verify", description="Decide the claims of .snn specs and write "
                 "SMT-LIB, Coq, Lean, JSON and LaTeX artifacts.")
     p.add_argument("specs", nargs="+", metavar="SPEC", help=".snn spec files")
@@ -29,10 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated artifacts: " + ",".join(EMITTERS) +
                    " (default: all when -o is given)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the summary line, warnings and errors")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="time limit per obligation (default 30)")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=None, metavar="N",
+                   help=f"decide obligations on N processes (default: all cores, "
+                   f"{default_jobs()} here)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="decide everything again and leave the result cache alone")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="decide obligations on a Dask distributed cluster "
+                   "(e.g. tcp://127.0.0.1:8786)")
     p.add_argument("--closed-form", action="store_true",
                    help="also export fully inlined terms (refused above a size limit)")
+    p.add_argument("--version", action="version", version=f"verify (snn-verify) "
+                   f"{package_version()}")
     return p
 
 
@@ -49,56 +86,97 @@ def _targets(args) -> list[str]:
     return names
 
 
-def _row(v) -> str:
-    extra = ""
-    if v.verdict == "refuted" and v.counterexample:
-        pts = ", ".join(f"{k}={val}" for k, val in list(v.counterexample.items())[:6])
-        extra = f"  counterexample: {pts}" + (" ..." if len(v.counterexample) > 6 else "")
-    elif v.verdict == "unknown" and v.reason:
-        extra = f"  ({v.reason})"
-    return f"  {v.name:<24} {v.kind:<9} {v.verdict:<8} {v.engine:<22} {v.seconds:7.2f}s{extra}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not 0 < args.timeout < float("inf"):
-        print("error: --timeout must be positive", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    parser.json_errors = "--json" in argv
+    args = parser.parse_args(argv)
     return run_guarded(lambda: _main(args))
 
 
+SEVERITY = {0: 0, 3: 1, 1: 2, EXIT_BAD_INPUT: 3, EXIT_INTERNAL: 4}  # README "Exit status"
+
+
+def worst(a: int, b: int) -> int:
+    return max(a, b, key=lambda code: SEVERITY.get(code, 5))
+
+
+def _options(args):
+    """The usage checks that need no spec: (artifact targets, cache, cluster)."""
+    if not 0 < args.timeout < float("inf"):
+        raise SpecError("--timeout must be positive")
+    targets = _targets(args)
+    if args.output:
+        from .run import check_output_dir
+
+        check_output_dir(args.output)
+    cache = None
+    if not args.no_cache:
+        from .cache import Cache, default_dir
+
+        folder = default_dir()
+        cache = Cache(folder) if folder else None
+    cluster = None
+    if args.scheduler:
+        from .parallel import Cluster
+
+        cluster = Cluster(args.scheduler)
+    return targets, cache, cluster
+
+
 def _main(args) -> int:
+    try:
+        targets, cache, cluster = _options(args)
+    except SpecError as err:
+        if not args.json:
+            raise
+        print(json_error(err))
+        return EXIT_BAD_INPUT
+    from .terminal import make_reporter
+
+    reporter = make_reporter(args)
+    try:
+        with reporter:
+            status = 0
+            for path in args.specs:
+                status = worst(status, _one_spec(path, args, targets, cache, cluster,
+                                                 reporter))
+            reporter.finish(status)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return status
+
+
+def _one_spec(path, args, targets, cache, cluster, reporter) -> int:
+    """Load, decide and write one spec; a user error or our own bug ends this spec only."""
     from . import run
 
-    targets = _targets(args)
-    report, status = [], 0
-    for path in args.specs:
+    try:
         model = run.load(path)
         model.closed_form = args.closed_form
-        verdicts = run.check(model, args.timeout)
+        reporter.begin(path, model)
+        if not model.obligations and not model.derivations:
+            reporter.warning(path, EMPTY_SPEC, EMPTY_FIX)
+        verdicts = run.check(model, args.timeout, jobs=args.jobs or default_jobs(),
+                             cache=cache, cluster=cluster, on_verdict=reporter.verdict)
         written = []
         if targets:
             files = run.artifacts(model, verdicts, targets)
             written = run.write_atomically(args.output, files)
             _attach_paths(model, verdicts, written)
-        status = max(status, run.exit_status(verdicts), key=_severity)
-        if args.json:
-            report.append({"spec": path, "model": model.name,
-                           "obligations": [v.to_json() for v in verdicts],
-                           "artifacts": written})
-        else:
-            print(f"{path}: {len(verdicts)} obligation(s), {len(model.derivations)} derivation(s)")
-            for v in verdicts:
-                print(_row(v))
-            for f in written:
-                print(f"  wrote {f}")
-    if args.json:
-        print(json.dumps({"specs": report, "exit": status}, indent=2, sort_keys=True))
-    return status
-
-
-def _severity(code: int) -> int:
-    return {0: 0, 3: 1, 1: 2}.get(code, 3)
+        reporter.end(path, model, verdicts, written)
+    except SpecError as err:
+        reporter.error(path, err)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - our bug: say so, then go on with the next spec
+        reporter.internal_error(path, err)
+        return EXIT_INTERNAL
+    if not model.obligations and not model.derivations:
+        return 3
+    return run.exit_status(verdicts)
 
 
 def _attach_paths(model, verdicts, written) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 
+from .diagnostics import SpecError
 from .elaborate import elaborate
-from .engines import decide
+from .fileio import check_writable_target, kind_of
 from .engines.verdict import Verdict
 from .obligations import Model, build_model
 
@@ -24,9 +27,42 @@ def load(path: str) -> Model:
     return build_model(spec, instances)
 
 
-def check(model: Model, timeout: float) -> list[Verdict]:
-    """Decide every obligation of the model, in spec order."""
-    return [decide(ob, model.program, timeout) for ob in model.obligations]
+def check(model: Model, timeout: float, *, jobs: int = 1, cache=None, cluster=None,
+          on_verdict: Callable[[int, Verdict, bool], None] | None = None) -> list[Verdict]:
+    """Decide every obligation of the model; the list is in spec order whatever `jobs` is.
+
+    `jobs > 1` decides on that many forked processes, `cluster` (a `parallel.Cluster`) on a
+    Dask cluster; `cache` (a `cache.Cache`) answers unchanged obligations without deciding
+    them. `on_verdict(index, verdict, cached)` is called as soon as each verdict exists.
+    """
+    from . import parallel
+
+    verdicts: list[Verdict | None] = [None] * len(model.obligations)
+    keys: dict[int, str] = {}
+
+    def done(i: int, v: Verdict, cached: bool = False) -> None:
+        verdicts[i] = v
+        if cache is not None and not cached and v.engine != parallel.LOST:
+            cache.put(keys[i], v)
+        if on_verdict is not None:
+            on_verdict(i, v, cached)
+
+    todo = []
+    if cache is not None:
+        from .cache import Keys
+
+        hashing = Keys(model, timeout)
+        for i, ob in enumerate(model.obligations):
+            keys[i] = hashing.key(ob)
+            hit = cache.get(keys[i], ob)
+            if hit is None:
+                todo.append(i)
+            else:
+                done(i, hit, cached=True)
+    else:
+        todo = list(range(len(model.obligations)))
+    parallel.decide_all(model, todo, timeout, done, jobs=jobs, cluster=cluster)
+    return verdicts
 
 
 def exit_status(verdicts: list[Verdict]) -> int:
@@ -46,8 +82,41 @@ def artifacts(model: Model, verdicts: list[Verdict], targets: list[str]) -> dict
     return render(model, verdicts, targets)  # the HTML report sees the other files
 
 
+def check_output_dir(outdir: str) -> None:
+    """Refuse, before any work, an output path that exists but is not a directory (a device,
+    FIFO, socket, ordinary file, or a symbolic link to one or to nothing)."""
+    try:
+        mode = os.stat(outdir).st_mode  # follows symbolic links: a link to a FIFO is a FIFO
+    except FileNotFoundError:
+        if os.path.islink(outdir):
+            raise SpecError(f"output directory {outdir} is a symbolic link to nothing",
+                            fix="remove the link or give -o another directory") from None
+        return
+    except OSError as err:
+        raise SpecError(f"cannot use output directory {outdir}: {err.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        kind = "an ordinary file" if stat.S_ISREG(mode) else kind_of(mode)
+        raise SpecError(f"output directory {outdir} is {kind}, not a directory",
+                        fix="give -o a new or an existing directory")
+
+
 def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
-    """Write all files, each via a temporary file and rename, so none is half written."""
+    """Write all files, each via a temporary file and rename, so none is half written.
+
+    Nothing is written if the directory or any target is a device, fifo or socket (or a
+    symbolic link to one) or a directory: that is a SpecError naming it.
+    """
+    check_output_dir(outdir)
+    for name in sorted(files):
+        check_writable_target(os.path.join(outdir, name), "artifact")
+    try:
+        return _write_all(outdir, files)
+    except OSError as err:
+        raise SpecError(f"cannot write artifacts to {outdir}: {err.strerror or err}",
+                        fix="check the directory's permissions and free space") from None
+
+
+def _write_all(outdir: str, files: dict[str, str]) -> list[str]:
     os.makedirs(outdir, exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)

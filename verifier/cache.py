@@ -1,0 +1,167 @@
+"""A result cache for verdicts, so that an unchanged re-run of `verify` is nearly instant.
+
+An entry is keyed by a SHA-256 over what the engine reads and how it was asked:
+
+- the obligation (name, kind, claim text, `srepr` of every goal and hypothesis atom, its
+  variables with their ranges) and the `srepr` of every program definition it depends on, so
+  the weights and the spec text that produced the terms are in the key through the terms
+  themselves (editing a comment or another claim of the spec keeps the entry valid);
+- the engine version: the package version and `CACHE_FORMAT`;
+- the options that can change a verdict (the per-obligation timeout).
+
+Entries live in `$SNN_VERIFY_CACHE`, else `$XDG_CACHE_HOME/snn-verify`, else
+`~/.cache/snn-verify`, one JSON file each, written via a temporary file and rename. An entry
+that does not parse or has the wrong shape is ignored (and decided again), never trusted.
+Under pytest (`PYTEST_CURRENT_TEST` set) the cache is off unless `SNN_VERIFY_CACHE` names a
+folder, so tests never touch the user's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+
+import sympy as sp
+
+from .engines.verdict import PROVED, REFUTED, UNKNOWN, Verdict
+from .obligations import Model, Obligation
+
+CACHE_FORMAT = 1  # bump when the entry layout or the meaning of a key changes
+ENV_DIR = "SNN_VERIFY_CACHE"
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("snn-verify")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def default_dir() -> str | None:
+    """The cache folder, or None when caching is off by default (under pytest)."""
+    explicit = os.environ.get(ENV_DIR)
+    if explicit:
+        return explicit
+    if os.environ.get("PYTEST_CURRENT_TEST"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "snn-verify")
+
+
+class Keys:
+    """Cache keys of one model's obligations; definition digests are shared between them."""
+
+    def __init__(self, model: Model, timeout: float) -> None:
+        self.program = model.program
+        self.prefix = json.dumps({"format": CACHE_FORMAT, "version": package_version(),
+                                  "timeout": repr(float(timeout))}, sort_keys=True)
+        self._defs: dict[sp.Symbol, bytes] = {}
+
+    def _definition(self, sym: sp.Symbol) -> bytes:
+        d = self._defs.get(sym)
+        if d is None:
+            text = f"{sym.name}={sp.srepr(self.program.defs[sym])}"
+            tag = self.program.network_terms.get(sym)
+            if tag is not None:  # numeric engines evaluate these through the network code
+                text += f";net{tag[1:]!r}<-{sp.srepr(tuple(tag[0].inputs))}"
+            d = self._defs[sym] = hashlib.sha256(text.encode()).digest()
+        return d
+
+    def key(self, ob: Obligation) -> str:
+        h = hashlib.sha256(self.prefix.encode())
+        for part in (ob.name, ob.kind, ob.text, str(ob.shape_mismatch)):
+            h.update(part.encode() + b"\0")
+        exprs = []
+        for label, atoms in (("goal", ob.goal), ("hyp", ob.hypotheses)):
+            for a in atoms:
+                h.update(f"{label}:{sp.srepr(a.lhs)} {a.op} {sp.srepr(a.rhs)}\0".encode())
+                exprs += [a.lhs, a.rhs]
+        for v in ob.variables:
+            h.update(f"var:{sp.srepr(v.symbol)} {v.role} {v.lo} {v.hi}\0".encode())
+        for sym in self.program.closure(exprs):
+            h.update(self._definition(sym))
+        return h.hexdigest()
+
+
+_FIELDS = {  # Verdict field -> accepted JSON types
+    "name": (str,), "kind": (str,), "verdict": (str,), "engine": (str,),
+    "seconds": (int, float), "counterexample": (dict, type(None)),
+    "violation": (dict, type(None)), "reason": (str, type(None)),
+    "artifact": (str, type(None)), "smt": (str, type(None)),
+    "smt_answer": (str, type(None)), "details": (dict,),
+}
+
+
+def _plain(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    raise TypeError(f"not JSON data: {type(value).__name__}")
+
+
+class Cache:
+    """Verdicts on disk under `folder`; every failure to read or write is a miss, not an error."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.folder, key[:2], key + ".json")
+
+    def get(self, key: str, ob: Obligation) -> Verdict | None:
+        try:
+            with open(self._path(key), encoding="utf-8") as fh:
+                entry = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return _verdict_from(entry, key, ob)
+
+    def put(self, key: str, v: Verdict) -> None:
+        fields = {f: getattr(v, f) for f in _FIELDS}
+        try:
+            text = json.dumps({"format": CACHE_FORMAT, "key": key, "verdict": fields},
+                              sort_keys=True, default=_plain)
+        except (TypeError, ValueError):
+            return  # a verdict with data JSON cannot hold is simply not cached
+        path = self._path(key)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only or full disk only costs the speed-up
+
+
+def _verdict_from(entry, key: str, ob: Obligation) -> Verdict | None:
+    """The cached verdict if the entry has exactly the expected shape, else None."""
+    if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT \
+            or entry.get("key") != key:
+        return None
+    fields = entry.get("verdict")
+    if not isinstance(fields, dict) or set(fields) != set(_FIELDS):
+        return None
+    for name, types in _FIELDS.items():
+        value = fields[name]
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            return None
+    if fields["verdict"] not in (PROVED, REFUTED, UNKNOWN):
+        return None
+    if (fields["name"], fields["kind"]) != (ob.name, ob.kind):
+        return None
+    for d in ("counterexample", "violation", "details"):
+        if fields[d] is not None and not all(isinstance(k, str) for k in fields[d]):
+            return None
+    cex = fields["counterexample"]
+    if cex is not None and not all(isinstance(x, (str, int, float)) for x in cex.values()):
+        return None
+    if fields["verdict"] == REFUTED and not fields["counterexample"] and not fields["reason"]:
+        return None  # a refutation always carries its counterexample (or the shape reason)
+    if fields["seconds"] < 0:
+        return None
+    return Verdict(**fields)
