@@ -229,9 +229,10 @@ def _draw(model, ob, v, sides, hyps, title) -> str:
                                  title=title, marks=marks)
     shape = mesh[0].shape
     label, z = curves[0]
+    note = "  (red: the claim fails)" if fails.any() else ""
     return svgplot.heat_map(grids[0], grids[1], z.reshape(shape), fails.reshape(shape),
-                            xlabel=names[0], ylabel=names[1], zlabel=label,
-                            title=title + "  (red: the claim fails)", marks=marks)
+                            xlabel=names[0], ylabel=names[1], zlabel=label, title=title + note,
+                            marks=marks, levels=[y for _, y in bounds])
 
 
 def _series(ob: Obligation, goal_vals, ok) -> tuple[list, list]:

@@ -169,9 +169,10 @@ def _ramp(t: float) -> str:
 
 
 def heat_map(xs, ys, Z, fails, *, xlabel: str, ylabel: str, zlabel: str, title: str,
-             marks=()) -> str:
+             marks=(), levels=()) -> str:
     """Z[i, j] is the value at (xs[j], ys[i]); cells where `fails` is true are shaded red and
-    the region outlined; NaN cells (a side condition fails) are grey; marks: [(label, x, y)]."""
+    the region outlined; NaN cells (a side condition fails) are grey; marks: [(label, x, y)];
+    levels (the claimed bounds) are drawn as red lines on the colour bar when in its range."""
     xs, ys, Z = (np.asarray(a, dtype=float) for a in (xs, ys, Z))
     bar = 70
     width = WIDTH + bar
@@ -198,7 +199,7 @@ def heat_map(xs, ys, Z, fails, *, xlabel: str, ylabel: str, zlabel: str, title: 
                     f'cy="{_n(frame.py(y))}" r="5" fill="{FAIL_COLOUR}" stroke="#fff" '
                     f'stroke-width="1.5"><title>{escape(label)}</title></circle>')
     body += frame.axes(xlabel, ylabel, title, grid=False)
-    body += _colour_bar(frame, zlo, zhi, zlabel)
+    body += _colour_bar(frame, zlo, zhi, zlabel, levels)
     return _svg(body, width)
 
 
@@ -230,7 +231,7 @@ def _failing_region(frame: _Frame, xs, ys, dx, dy, fails) -> list[str]:
             f'stroke="{FAIL_COLOUR}" stroke-width="2"/>']
 
 
-def _colour_bar(frame: _Frame, zlo: float, zhi: float, zlabel: str) -> list[str]:
+def _colour_bar(frame: _Frame, zlo: float, zhi: float, zlabel: str, levels=()) -> list[str]:
     x = frame.x1 + 18
     top, bottom, steps = frame.y1, frame.y0, 40
     h = (bottom - top) / steps
@@ -243,6 +244,11 @@ def _colour_bar(frame: _Frame, zlo: float, zhi: float, zlabel: str) -> list[str]
         y = bottom - (t - zlo) / span * (bottom - top)
         out.append(f'<line x1="{x + 14}" y1="{_n(y)}" x2="{x + 18}" y2="{_n(y)}" stroke="#444"/>')
         out.append(_text(x + 20, y + 4, tick_label(t), anchor="start", size=11))
+    for v in levels:
+        if zlo <= v <= zhi:
+            y = bottom - (v - zlo) / span * (bottom - top)
+            out.append(f'<line class="bound" x1="{x - 4}" y1="{_n(y)}" x2="{x + 18}" '
+                       f'y2="{_n(y)}" stroke="{BOUND_COLOUR}" stroke-width="2.5"/>')
     mid = (top + bottom) / 2
     out.append(_text(x + 66, mid, zlabel, size=12,
                      extra=f' class="zlabel" transform="rotate(-90 {x + 66} {_n(mid)})"'))
