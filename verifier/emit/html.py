@@ -40,7 +40,7 @@ MAX_ENTRIES = 24  # derivation entries shown per derivation
 MAX_STEPS = 60  # intermediate definitions shown per derivation
 MAX_TERM_OPS = 300  # a larger term is not rendered (its LaTeX is still in the .tex file)
 PLOT_OPS = 20000  # slices larger than this are not compiled for a plot
-SAMPLES_1D, SAMPLES_2D = 241, 41
+SAMPLES_1D, SAMPLES_2D = 241, 33
 _NAME = re.compile(
     r"^(?:(?P<tag>[^:\s]+):)?(?:[A-Za-z_][A-Za-z0-9_]*\.)*"
     r"(?P<base>[A-Za-z_][A-Za-z0-9_]*?)(?P<layer>\d*)(?:\[(?P<idx>[0-9, ]*)\])?$"
@@ -190,11 +190,20 @@ def _plot(model: Model, ob: Obligation, v: Verdict | None) -> dict | None:
     if model.program.count_ops(sides + hyps) > PLOT_OPS:
         fig["note"] = f"Plot omitted: the claim takes more than {PLOT_OPS} operations to evaluate."
         return fig
+    if any(var.lo > var.hi for var in ob.variables):
+        fig["note"] = "Plot omitted: the domain is empty."
+        return fig
     try:
         fig["svg"] = Markup(_draw(model, ob, v, sides, hyps, title))
+    except _NoPlot as exc:
+        fig["note"] = f"Plot omitted: {exc}."
     except (ArithmeticError, ValueError, TypeError) as exc:
         fig["note"] = f"Plot omitted: the claim could not be evaluated numerically ({exc})."
     return fig
+
+
+class _NoPlot(Exception):
+    """Nothing to draw (the message says why)."""
 
 
 def _evaluate(model: Model, ob: Obligation, exprs, points):
@@ -217,11 +226,13 @@ def _draw(model, ob, v, sides, hyps, title) -> str:
     fails = np.zeros(mesh[0].size, dtype=bool)
     for k, a in enumerate(ob.goal):
         fails |= ~_HOLDS[a.op](goal_vals[2 * k], goal_vals[2 * k + 1])
+    if not ok.any():
+        raise _NoPlot("the side conditions hold at no sampled point")
     fails &= ok
     names = [var.symbol.name for var in ob.variables]
     curves, bounds = _series(ob, goal_vals, ok)
     if not curves:
-        raise ValueError("no side of the claim depends on the inputs")
+        raise _NoPlot("no side of the claim depends on the inputs")
     marks = _marks(model, ob, v, sides)
     if len(grids) == 1:
         ylabel = curves[0][0] if len(curves) == 1 else "value"
@@ -247,8 +258,8 @@ def _series(ob: Obligation, goal_vals, ok) -> tuple[list, list]:
             seen.add(e)
             if sp.sympify(e).free_symbols:
                 curves.append((_short(e), np.where(ok, vals, np.nan)))
-            else:
-                bounds.append((f"claimed bound {_SIGN[op]} {_short(e)}", float(e)))
+            elif math.isfinite(value := complex(e).real) and complex(e).imag == 0:
+                bounds.append((f"claimed bound {_SIGN[op]} {_short(e)}", value))
     return curves, bounds
 
 
