@@ -5,10 +5,8 @@ Every mistake in a spec that is not a syntax error is reported here with its spa
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import zipfile
 from fractions import Fraction
 from itertools import product as iproduct
 
@@ -16,57 +14,50 @@ import numpy as np
 import sympy as sp
 
 from .diagnostics import Span, SpecError
+from .fileio import read_regular_file
 from .ir import Network, Spec, TensorVar
 from .layers import LAYER_RULES
 from .syntax import ast
-from .syntax.parser import parse
+from .syntax.parser import MAX_SOURCE_BYTES, parse
+from .weights import WeightFile, load_weight_file
 
 MAX_ENTRIES = 1_000_000  # scalars per tensor; beyond this a symbolic spec is not useful
 MAX_IMPORT_DEPTH = 32
 
 
-def read_spec(path: str) -> ast.SpecFile:
-    """Read and parse a spec file; a missing or unreadable file is a SpecError."""
+IMPORT_PATH_VAR = "SNN_VERIFY_IMPORT_PATH"  # extra import folders, os.pathsep-separated
+# the spec library shipped in a source checkout (specs/batch/wrong/*.snn import `../*.snn`)
+BUNDLED_SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "specs")
+
+
+def read_spec(path: str, span: Span | None = None, what: str = "spec file") -> ast.SpecFile:
+    """Read and parse a spec file of at most MAX_SOURCE_BYTES; a missing, unreadable or
+    special file (device, FIFO, directory) is a SpecError."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        raw = read_regular_file(path, MAX_SOURCE_BYTES, what, span)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise SpecError(f"no such spec file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file {path}: {exc}") from None
+        raise SpecError(f"no such {what}: {path}", span) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{what} {path} is not UTF-8 text (byte {exc.start})", span) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {what} {path}: {exc.strerror or exc}", span) from None
     return parse(text, path)
 
 
-def _load_weight_file(path: str, span: Span | None) -> dict[str, np.ndarray]:
-    if not os.path.exists(path):
-        raise SpecError(f"weight file not found: {path}", span,
-                        fix="paths are relative to the spec file")
-    try:
-        if path.endswith(".npz"):
-            if not zipfile.is_zipfile(path):
-                raise ValueError("not an .npz archive")
-            with np.load(path, allow_pickle=False) as data:
-                return {k: np.asarray(data[k]) for k in data.files}
-        if path.endswith(".json"):
-            with open(path, encoding="utf-8") as fh:
-                raw = json.load(fh)
-            if not isinstance(raw, dict):
-                raise ValueError("top level must be an object of named arrays")
-            return {str(k): np.asarray(v, dtype=float) for k, v in raw.items()}
-        if path.endswith(".pt") or path.endswith(".pth"):
-            try:
-                import torch
-            except ImportError:
-                raise SpecError("loading .pt files needs PyTorch installed", span) from None
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            return {k: v.detach().double().numpy() for k, v in state.items()}
-    except SpecError:
-        raise
-    except (ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError, EOFError,
-            TypeError, KeyError, RuntimeError) as exc:
-        raise SpecError(f"corrupt weight file {path}: {exc}", span) from None
-    raise SpecError(f"unsupported weight file type: {path}", span,
-                    fix="use .npz, .json or a PyTorch state_dict .pt")
+def import_roots_from(explicit, root_spec: str) -> tuple[str, ...]:
+    """The folders imports may read from: the root spec's folder, the `explicit` ones, those in
+    $SNN_VERIFY_IMPORT_PATH, and the bundled spec library; all with symlinks resolved."""
+    env = [d for d in os.environ.get(IMPORT_PATH_VAR, "").split(os.pathsep) if d]
+    roots = [os.path.dirname(os.path.abspath(root_spec)), *(explicit or ()), *env]
+    if os.path.isdir(BUNDLED_SPECS):
+        roots.append(BUNDLED_SPECS)
+    return tuple(dict.fromkeys(os.path.realpath(r) for r in roots))
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
 
 
 def exact(value: float, span: Span | None) -> sp.Rational:
@@ -80,7 +71,9 @@ def exact(value: float, span: Span | None) -> sp.Rational:
 class Elaborator:
     """Builds one `ir.Spec` from a root spec file and its imports."""
 
-    def __init__(self, dims: dict[str, int] | None = None) -> None:
+    def __init__(self, dims: dict[str, int] | None = None, import_roots=None) -> None:
+        self.import_roots = tuple(import_roots or ())
+        self._roots: tuple[str, ...] = ()
         self.bound_dims: dict[str, int] = dict(dims or {})
         self.dim_decls: list[ast.DimDecl] = []
         self.inputs: list[TensorVar] = []
@@ -94,10 +87,11 @@ class Elaborator:
         self._loading: list[str] = []
         self._done: set[str] = set()
         self._dir = "."
-        self._net_file: tuple | None = None
+        self._net_file: WeightFile | None = None
 
     # ---- files and imports
     def run(self, path: str) -> Spec:
+        self._roots = import_roots_from(self.import_roots, path)
         self._file(path, None, 0)
         name = os.path.splitext(os.path.basename(path))[0]
         return Spec(name=name, path=path, inputs=tuple(self.inputs), params=tuple(self.params),
@@ -131,10 +125,9 @@ class Elaborator:
             return
         if depth > MAX_IMPORT_DEPTH:
             raise SpecError("imports nested too deeply", span)
-        if span is not None and not os.path.exists(path):
-            raise SpecError(f"imported file not found: {path}", span,
-                            fix="import paths are relative to the importing spec")
-        spec = read_spec(path)
+        if span is not None:
+            self._check_import(path, real, span)
+        spec = read_spec(path, span, "spec file" if span is None else "imported file")
         self._loading.append(real)
         saved = self._dir
         self._dir = os.path.dirname(path) or "."
@@ -143,6 +136,16 @@ class Elaborator:
         self._dir = saved
         self._loading.pop()
         self._done.add(real)
+
+    def _check_import(self, path: str, real: str, span: Span) -> None:
+        if not os.path.lexists(path):
+            raise SpecError(f"imported file not found: {path}", span,
+                            fix="import paths are relative to the importing spec")
+        if not any(_inside(real, root) for root in self._roots):
+            raise SpecError(f"import of {path} reaches outside the spec's folder", span,
+                            fix=f"import files under the folder of the spec being checked, or "
+                                f"allow another folder (--allow-import DIR, or "
+                                f"{IMPORT_PATH_VAR}=DIR)")
 
     def _item(self, item, depth: int) -> None:
         if isinstance(item, ast.Import):
@@ -317,7 +320,7 @@ class Elaborator:
         self._net_file = None
         if d.load is not None:
             path = os.path.join(self._dir, d.load)
-            self._net_file = (path, _load_weight_file(path, d.load_span), d.load_span, set())
+            self._net_file = WeightFile(path, load_weight_file(path, d.load_span), d.load_span)
         shape: tuple[int, ...] = tuple(d.in_shape)
         layers = []
         for k, decl in enumerate(d.layers, start=1):
@@ -337,11 +340,11 @@ class Elaborator:
     def _check_unused_keys(self, d: ast.NetworkDecl) -> None:
         if self._net_file is None:
             return
-        path, data, span, used = self._net_file
-        unused = sorted(set(data) - used)
+        wf = self._net_file
+        unused = sorted(set(wf.data) - wf.used)
         if unused:
-            raise SpecError(f"weight file {os.path.basename(path)} has arrays no layer uses: "
-                            f"{', '.join(unused)}", span,
+            raise SpecError(f"weight file {wf.name} has arrays no layer uses: "
+                            f"{', '.join(unused)}", wf.span,
                             fix="check that the layers match the trained network")
 
     def layer_args(self, decl: ast.LayerDecl, positional: tuple[str, ...], allowed: set[str]):
@@ -370,7 +373,8 @@ class Elaborator:
 
         In a weight file the array is found by `short` (e.g. `W1`), then by any of
         `file_keys` (exact names such as PyTorch's `lstm.weight_ih_l0`), then as the
-        `index`-th array whose name ends in `.<torch_kind>`.
+        `<torch_kind>` attribute of a module that the file's names or shapes determine
+        (`weights.WeightFile.match`); an ambiguous file is an error, never a guess.
         """
         name = f"{net}.{short}"
         if math.prod(shape) > MAX_ENTRIES:
@@ -394,30 +398,23 @@ class Elaborator:
 
     def _weight_from_file(self, name, short, shape, index, torch_kind, decl,
                           file_keys=()) -> TensorVar:
-        path, data, span, used = self._net_file
-        key = short if short in data else next((k for k in file_keys if k in data), None)
-        if key is None:
-            torch_keys = [k for k in data if k.endswith("." + torch_kind) or k == torch_kind]
-            if index - 1 < len(torch_keys):
-                key = torch_keys[index - 1]
-        if key is None:
-            raise SpecError(f"weight file {os.path.basename(path)} has no array for {short}",
-                            span, fix="available arrays: " + ", ".join(sorted(data)))
-        used.add(key)
-        arr = np.asarray(data[key])
+        wf = self._net_file
+        key = wf.find((short, *file_keys)) or wf.match(torch_kind, shape, index, short, decl)
+        arr = wf.take(key, index)
         if arr.dtype.kind not in "fiu":
-            raise SpecError(f"array `{key}` in {os.path.basename(path)} is not numeric", span)
+            raise SpecError(f"array `{key}` in {wf.name} is not numeric", wf.span)
         if tuple(arr.shape) != shape:
-            raise SpecError(f"array `{key}` in {os.path.basename(path)} has shape "
+            raise SpecError(f"array `{key}` in {wf.name} has shape "
                             f"{list(arr.shape)}, layer {index} needs {list(shape)}", decl.span,
                             fix="weights are [out, in], as in torch.nn.Linear")
-        entries = tuple(exact(v, span) for v in arr.astype(float).flat)
+        entries = tuple(exact(v, wf.span) for v in arr.astype(float).flat)
         return TensorVar(name=name, role="param", shape=shape, entries=entries, span=decl.span)
 
 
-def elaborate(path: str, dims: dict[str, int] | None = None) -> Spec:
+def elaborate(path: str, dims: dict[str, int] | None = None, import_roots=None) -> Spec:
     """Read the spec at `path` with its imports and check everything but expressions.
 
-    `dims` binds symbolic sizes; unbound ones take their first instantiation.
+    `dims` binds symbolic sizes; unbound ones take their first instantiation. Imports must be
+    regular files under the spec's folder or one of `import_roots` (see `import_roots_from`).
     """
-    return Elaborator(dims).run(path)
+    return Elaborator(dims, import_roots).run(path)
