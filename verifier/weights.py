@@ -164,7 +164,8 @@ class WeightFile:
         keys = [f"`{self._key(m, attr)}`" for m in fitting]
         names = ", ".join(keys[:-1]) + " and " + keys[-1]
         raise SpecError(f"weight file {self.name} does not determine which array is layer "
-                        f"{index}'s {attr}: {names} all have shape {list(shape)}, and the names "
+                        f"{index}'s {attr}: {names} {'both' if len(keys) == 2 else 'all'} have shape "
+                        f"{list(shape)}, and the names "
                         f"do not fix the order in which the module applies them", decl.span,
                         fix=f"name the arrays by layer: save an .npz with key `{short}` for this "
                             f"one (dense layers: W1, b1, W2, b2, ...), or save an nn.Sequential, "
