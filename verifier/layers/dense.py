@@ -2,8 +2,10 @@
 
 Options: `W=` / `b=` inline constants, `W in [lo, hi]` ranged weights, `bias=false`.
 Weights come, in order of preference, from inline values, from the network's `load` file
-(keys `W<k>`/`b<k>`, or the k-th `*.weight`/`*.bias` pair of a PyTorch state_dict), or are
-symbolic with names `<net>.W<k>[i,j]`, `<net>.b<k>[i]`.
+(keys `W<k>`/`b<k>`, or a `<module>.weight`/`<module>.bias` pair of a PyTorch state_dict, the
+module chosen by its numeric index as in nn.Sequential or by being the only one of the layer's
+shape, never by key order: see `verifier.weights`), or are symbolic with names
+`<net>.W<k>[i,j]`, `<net>.b<k>[i]`.
 """
 
 from __future__ import annotations
