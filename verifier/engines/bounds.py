@@ -111,8 +111,51 @@ def decide_bound(ob: Obligation, program: Program, timeout: float = 10.0) -> Ver
     """Prove, refute (with a replayed counterexample) or give up on a bound obligation.
 
     Never proves by sampling, never weakens `<`; `timeout` (seconds) bounds the whole run.
+    A piecewise-linear claim on one network with concrete weights goes to the ReLU engine
+    (`relu_route`); everything else, and what that engine leaves open, to `_Decider`.
     """
-    return _Decider(ob, program, timeout).decide()
+    t0 = time.perf_counter()
+    v = _decide_relu(ob, program, timeout)
+    if v is not None:
+        return v
+    return _Decider(ob, program, max(timeout - (time.perf_counter() - t0), 0.1)).decide()
+
+
+def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | None:
+    from . import relu_bab
+    from .relu_route import as_property, workers
+
+    t0 = time.perf_counter()
+    got = as_property(ob, program)
+    if got is None:
+        return None
+    net, prop, inputs = got
+    res = relu_bab.decide(net, prop, max(timeout - (time.perf_counter() - t0), 0.1),
+                          workers=workers())
+    details = {"boxes": res.stats.get("boxes", 0), "z3_leaves": res.stats.get("z3_leaves", 0)}
+    smt = [text for _, text in res.smt]
+
+    def verdict(kind: str, **kw) -> Verdict:
+        return Verdict(name=ob.name, kind=ob.kind, verdict=kind, engine="relu-bab",
+                       seconds=time.perf_counter() - t0, details=details, **kw)
+
+    if res.answer == "unsat":
+        if smt:
+            details["smt_leaves"] = smt
+        return verdict(PROVED, artifact="branch and bound over the input box, every box closed "
+                       "by CROWN bounds or by z3", smt=smt[0] if smt else None,
+                       smt_answer="unsat" if smt else None)
+    if res.answer == "sat":
+        point = {s: Fraction(x) for s, x in zip(inputs, res.witness_x)}
+        r = replay(ob, program, point)
+        if r.violated:
+            cex = {s.name: str(v) for s, v in sorted(point.items(), key=lambda kv: kv[0].name)}
+            violation = {"atom": _text(r.atom), "lhs": show_value(r.lhs),
+                         "rhs": show_value(r.rhs), "exact": r.exact}
+            return verdict(REFUTED, counterexample=cex, violation=violation)
+        return None  # a witness of the network that the spec's terms do not confirm
+    return verdict(UNKNOWN, reason=f"ReLU engine: {res.answer}"
+                   + (f" ({res.reason})" if res.reason else ""))
 
 
 class _Decider:
