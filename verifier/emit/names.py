@@ -116,13 +116,26 @@ def tex_text(text) -> str:
 # ---------------------------------------------------------------- SMT-LIB
 
 
+# z3 reads these as keywords even when quoted (`|as|`, `|true|`: found by declaring every
+# symbol-like string of libz3 quoted), and SMT-LIB's reserved words; a name starting with `!`
+# crashed z3 (`|!partial_eq|`)
+SMT_RESERVED = frozenset("""
+_ ! && as and or distinct true false BINARY DECIMAL HEXADECIMAL NUMERAL STRING exists forall
+let match par
+""".split())  # noqa: SIM905 - a word list reads best as text
+
+
 def smt_symbol(name: str) -> str:
     """A quoted SMT-LIB symbol `|...|` for any name, injectively: `|` and `\\` (which a quoted
-    symbol cannot hold), `%`, line breaks and unprintable characters become `%<hex>;`."""
+    symbol cannot hold), `%`, line breaks and unprintable characters become `%<hex>;`, and so
+    does the first character of a reserved word or a leading `!`."""
     def keep(c: str) -> bool:
         return c == " " or (c not in "|\\%" and not c.isspace()
                             and unicodedata.category(c)[0] != "C")
-    return "|" + "".join(c if keep(c) else f"%{ord(c):x};" for c in name) + "|"
+    out = "".join(c if keep(c) else f"%{ord(c):x};" for c in name)
+    if name in SMT_RESERVED or name.startswith("!"):
+        out = f"%{ord(name[0]):x};{out[1:]}"
+    return "|" + out + "|"
 
 
 # ---------------------------------------------------------------- identifiers
