@@ -409,3 +409,12 @@ def test_installed_verify_vnn_refuses_dev_full():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: answer file /dev/full is a character device")
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+@pytest.mark.parametrize("text", ['import "a\x00b.snn"\n',
+                                  'network f(in=2) load "w\x00.npz" {\n  dense(1)\n}\n'])
+def test_a_nul_character_in_a_path_is_a_located_error(text, tmp_path):
+    (tmp_path / "s.snn").write_text(text)
+    proc = run(["s.snn"], tmp_path)
+    clean_failure(proc)
+    assert proc.stderr.startswith("s.snn:1:") and "NUL character" in proc.stderr

@@ -118,6 +118,8 @@ class Elaborator:
         return tuple(tuple(sum((list(x[k % len(x)]) for x in lists), [])) for k in range(n))
 
     def _file(self, path: str, span: Span | None, depth: int) -> None:
+        if "\x00" in path:
+            raise SpecError("a file path cannot contain a NUL character", span)
         real = os.path.realpath(path)
         if real in self._loading:
             raise SpecError(f"import cycle through {path}", span)

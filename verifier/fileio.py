@@ -31,6 +31,8 @@ def read_regular_file(path: str, limit: int, what: str, span: Span | None = None
     A special file or a larger file is a SpecError naming `what` ("spec file", ...); a missing
     or unreadable file raises the OSError for the caller to word.
     """
+    if "\x00" in path:
+        raise SpecError(f"the path of a {what} cannot contain a NUL character", span)
     # O_NONBLOCK: opening a FIFO must not wait for a writer; we refuse it right after.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
