@@ -5,8 +5,9 @@ each verdict as soon as it exists (`on_done(index, verdict)`) and put them back 
 
 - `jobs > 1`: a fork-based process pool. The children inherit the loaded model (its program
   can be large, and pickling sympy terms is slow) and receive only obligation indices; only
-  verdicts travel back. The workers are not daemonic, so an engine may fork its own workers;
-  each child limits BLAS/OpenMP to one thread, so N jobs use about N cores.
+  verdicts travel back. Each child marks itself daemonic, which engines read as "do not fork
+  workers of your own" (the ReLU engine then runs its branch and bound in the child), and
+  limits BLAS/OpenMP to one thread, so N jobs use about N cores, not N times more.
 - a `Cluster` (`--scheduler ADDRESS`): the program is sent once to every Dask worker and
   each obligation is one task. Dask is imported only here, when asked for.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -48,6 +50,12 @@ def decide_all(model: Model, indices: Sequence[int], timeout: float, on_done: On
 
 
 def _child_init() -> None:
+    # engines fork their own workers only outside daemonic processes (`relu_route.workers`):
+    # marking the child daemonic keeps N jobs at N processes instead of N times theirs
+    try:
+        mp.current_process().daemon = True
+    except AssertionError:  # pragma: no cover - not a forked child after all
+        pass
     try:
         from threadpoolctl import threadpool_limits
 
@@ -99,8 +107,14 @@ def _forked(model: Model, indices: Sequence[int], timeout: float, jobs: int,
 # ---- Dask distributed -------------------------------------------------------------------------
 
 
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def _decide_remote(ob, program, timeout: float) -> Verdict:
-    return decide(ob, program, timeout)
+    # z3's default context and the engines' caches are not thread-safe: a worker with several
+    # threads decides one obligation at a time (run workers with --nthreads 1 to scale out)
+    with _ONE_AT_A_TIME:
+        return decide(ob, program, timeout)
 
 
 class Cluster:
@@ -128,7 +142,7 @@ class Cluster:
         futures = {self.client.submit(_decide_remote, model.obligations[i], program, timeout,
                                       pure=False): i for i in indices}
         try:
-            for fut in as_completed(futures):
+            for fut in as_completed(futures, loop=self.client.loop):
                 i = futures[fut]
                 try:
                     v = fut.result()
