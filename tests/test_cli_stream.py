@@ -378,3 +378,19 @@ def test_missing_dask_is_a_user_error(monkeypatch):
     with pytest.raises(SpecError, match="needs the Dask distributed package") as info:
         Cluster("tcp://127.0.0.1:8786")
     assert "pip install" in info.value.fix
+
+
+def test_allow_import_admits_another_folder(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "defs.snn").write_text("input x : real in [0, 1]\n")
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "spec.snn").write_text('import "../lib/defs.snn"\nclaim c: x <= 1\n')
+    refused = verify("spec.snn", cwd=tmp_path / "main")
+    assert refused.returncode == 2
+    assert "reaches outside the spec's folder" in refused.stderr
+    allowed = verify("--allow-import", "../lib", "spec.snn", cwd=tmp_path / "main")
+    assert allowed.returncode == 0, allowed.stderr
+    assert rows(allowed.stdout) == {"c": "proved"}
+    missing = verify("--allow-import", "nowhere", "spec.snn", cwd=tmp_path / "main")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: --allow-import nowhere is not a directory")

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="decide obligations on a Dask distributed cluster "
                    "(e.g. tcp://127.0.0.1:8786)")
+    p.add_argument("--allow-import", action="append", default=[], metavar="DIR",
+                   help="let imports read spec files under DIR too (repeatable; besides "
+                   "the spec's folder, $SNN_VERIFY_IMPORT_PATH and the bundled library)")
     p.add_argument("--closed-form", action="store_true",
                    help="also export fully inlined terms (refused above a size limit)")
     p.add_argument("--version", action="version", version=f"verify (snn-verify) "
@@ -106,6 +109,10 @@ def _options(args):
     if not 0 < args.timeout < float("inf"):
         raise SpecError("--timeout must be positive")
     targets = _targets(args)
+    for d in args.allow_import:
+        if not os.path.isdir(d):
+            raise SpecError(f"--allow-import {d} is not a directory",
+                            fix="give a folder that holds the spec files to import")
     if args.output:
         from .run import check_output_dir
 
@@ -153,7 +160,7 @@ def _one_spec(path, args, targets, cache, cluster, reporter) -> int:
     from . import run
 
     try:
-        model = run.load(path)
+        model = run.load(path, import_roots=args.allow_import)
         model.closed_form = args.closed_form
         reporter.begin(path, model)
         if not model.obligations and not model.derivations:

@@ -14,15 +14,17 @@ from .engines.verdict import Verdict
 from .obligations import Model, build_model
 
 
-def load(path: str) -> Model:
+def load(path: str, import_roots=None) -> Model:
     """Parse, elaborate and translate a spec (raises SpecError for any user mistake).
 
-    A spec with symbolic sizes (`dim`) is elaborated once per size tuple.
+    A spec with symbolic sizes (`dim`) is elaborated once per size tuple. `import_roots`:
+    folders besides the spec's own (and the bundled library) that imports may read from.
     """
-    spec = elaborate(path)
+    spec = elaborate(path, import_roots=import_roots)
     if len(spec.instantiations) <= 1:
         return build_model(spec)
-    instances = [spec if dict(inst) == dict(spec.dims) else elaborate(path, dict(inst))
+    instances = [spec if dict(inst) == dict(spec.dims)
+                 else elaborate(path, dict(inst), import_roots=import_roots)
                  for inst in spec.instantiations]
     return build_model(spec, instances)
 
