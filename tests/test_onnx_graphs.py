@@ -269,3 +269,16 @@ def test_skip_across_a_smooth_activation_is_refused_by_name(tmp_path):
 
     verdicts = {v.name: v.verdict for v in run.check(run.load(str(spec)), 20)}
     assert verdicts == {"low": "proved", "tight": "refuted"}
+
+
+def test_special_and_oversized_onnx_files_are_located_errors(tmp_path, monkeypatch):
+    import verifier.onnx_import as oi
+
+    link = tmp_path / "zero.onnx"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(SpecError, match="not a regular file"):
+        load_onnx(str(link))
+    path = save(tmp_path / "r.onnx", THREE["residual"], ONES, 2, 1)
+    monkeypatch.setattr(oi, "MAX_ONNX_BYTES", 16)
+    with pytest.raises(SpecError, match="larger than 16 bytes"):
+        load_onnx(path)

@@ -19,6 +19,7 @@ evaluated by numpy in their own dtype, as onnxruntime does.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -886,21 +887,38 @@ def _mp_fraction(r) -> Fraction:
     return Fraction(man * 2**exp) if exp >= 0 else Fraction(man, 2**-exp)
 
 
+MAX_ONNX_BYTES = 512 << 20  # an ONNX file (or its gzip stream, unpacked) above this is refused
+
+
 def read_model(path: str, span: Span | None = None):
-    """The onnx ModelProto of a `.onnx` or `.onnx.gz` file; errors are SpecErrors."""
+    """The onnx ModelProto of a `.onnx` or `.onnx.gz` file; errors are SpecErrors.
+
+    Only a regular file is read, and at most `MAX_ONNX_BYTES` of it (unpacked), so a device
+    such as /dev/zero or a gzip bomb is a located error, not a hang."""
+    from .fileio import read_regular_file
+
     try:
         import onnx
     except ImportError:
         raise SpecError("reading ONNX files needs the `onnx` package", span,
                         fix='pip install "snn-verify[onnx]"') from None
-    if not os.path.exists(path):
-        raise SpecError(f"ONNX file not found: {path}", span)
+    try:
+        data = read_regular_file(path, MAX_ONNX_BYTES, "ONNX file", span)
+    except FileNotFoundError:
+        raise SpecError(f"ONNX file not found: {path}", span) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read ONNX file {path}: {exc.strerror or exc}", span) from None
     try:
         if path.endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                return onnx.load_from_string(fh.read())
-        return onnx.load(path)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                data = fh.read(MAX_ONNX_BYTES + 1)
+            if len(data) > MAX_ONNX_BYTES:
+                raise SpecError(f"ONNX file {path} unpacks to more than {MAX_ONNX_BYTES} bytes",
+                                span)
+        return onnx.load_from_string(data)
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - protobuf and gzip raise several unrelated types
         raise SpecError(f"cannot read ONNX file {path}: {exc}", span) from None
 
 
