@@ -394,3 +394,33 @@ def test_allow_import_admits_another_folder(tmp_path):
     missing = verify("--allow-import", "nowhere", "spec.snn", cwd=tmp_path / "main")
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: --allow-import nowhere is not a directory")
+
+
+def test_terminal_gets_rows_progress_and_summary(tmp_path):
+    """stdout on a pseudo-terminal: the rich progress display, the same rows, the summary;
+    errors still go to stderr when stderr is not the terminal."""
+    import pty
+
+    write(tmp_path, fast=FAST, bad=BAD)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command("--jobs", "1", "fast.snn", "bad.snn"), cwd=tmp_path,
+                            stdout=follower, stderr=subprocess.PIPE, env=env_with())
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO once the child has closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 2
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode()).replace("\r", "\n")
+    lines = [line.rstrip() for line in text.split("\n")]
+    assert rows("\n".join(lines)) == FAST_VERDICTS
+    assert any("━" in line and "fast.snn" in line for line in lines)  # the progress bar
+    assert SUMMARY.match(next(line for line in reversed(lines) if line))
+    assert err.startswith("bad.snn:2:15: error: unknown name `y`")

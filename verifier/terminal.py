@@ -85,15 +85,18 @@ class Plain:
         for f in written:
             self.say(f"  wrote {f}")
 
+    def complain(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     def warning(self, path: str, message: str, fix: str) -> None:
-        print(f"{path}: warning: {message}\n   fix: {fix}", file=sys.stderr, flush=True)
+        self.complain(f"{path}: warning: {message}\n   fix: {fix}")
 
     def error(self, path: str, err: SpecError) -> None:
-        print(err.render(), file=sys.stderr, flush=True)
+        self.complain(err.render())
 
     def internal_error(self, path: str, err: Exception) -> None:
-        print(f"{path}: {_internal_message(err)}\nThis is a bug in snn-verify; please report "
-              f"it with the spec that triggered it.", file=sys.stderr, flush=True)
+        self.complain(f"{path}: {_internal_message(err)}\nThis is a bug in snn-verify; please "
+                      f"report it with the spec that triggered it.")
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
@@ -119,7 +122,7 @@ class Live(Plain):
         # inherit a lock held by a drawing thread
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                 auto_refresh=False, transient=True)
+                                 auto_refresh=False, transient=True, redirect_stderr=False)
         self.progress.start()
         self.task = None
         return self
@@ -130,6 +133,13 @@ class Live(Plain):
     def say(self, text: str) -> None:
         self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
         self.progress.refresh()
+
+    def complain(self, text: str) -> None:
+        if sys.stderr.isatty():  # the same terminal: above the bar, like the rows
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            self.progress.refresh()
+        else:
+            super().complain(text)
 
     def begin(self, path: str, model) -> None:
         super().begin(path, model)
