@@ -67,10 +67,14 @@ def decide(ob: Obligation, program: Program, timeout: float) -> Verdict:
 
 
 def _attach_smt(v: Verdict, ob: Obligation, program: Program) -> None:
-    """Every obligation gets its SMT-LIB file: the plain encoding, with z3's answer on it.
+    """Every obligation gets its SMT-LIB file where that file backs the verdict: the plain
+    encoding, with z3's answer on it.
 
     For a claim refuted by a replayed search point, z3 answers `sat` on this text (or runs out
-    of its short budget, which the report then says).
+    of its short budget, which the report then says). For a proved claim the file is written
+    only when z3 answers `unsat`: with smooth functions the whole-box encoding is an
+    abstraction coarser than the branch and bound that proved the claim, and a file that z3
+    answers `sat` must never stand next to a `proved`.
     """
     from ..emit.smtlib import encode
     from .z3run import run_z3
@@ -79,5 +83,11 @@ def _attach_smt(v: Verdict, ob: Obligation, program: Program) -> None:
         query = encode(ob, program)
     except NotImplementedError:
         return
+    answer = run_z3(query.text, 2.0).answer
+    if v.verdict == PROVED and answer != "unsat":
+        v.details.setdefault("notes", []).append(
+            f"no whole-box SMT-LIB file: z3 answers `{answer}` on the whole-box encoding, "
+            "which is coarser than the proof")
+        return
     v.smt = query.text
-    v.smt_answer = run_z3(query.text, 2.0).answer
+    v.smt_answer = answer

@@ -639,6 +639,9 @@ def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
 # ---- branch and bound over input boxes -------------------------------------------------------
 
 
+KEEP_LEAVES = 64  # closed boxes remembered for per-leaf SMT-LIB files
+
+
 @dataclass
 class BabResult:
     """How a batched branch and bound ended: "proved" (every box closed), "timeout" or
@@ -701,6 +704,8 @@ class BatchedBab:
         self.evaluated = self.closed = 0
         self.closed_bound = -INF
         self.pool = _Pool(bt.n, len(ops))
+        self.leaves: list[tuple[np.ndarray, np.ndarray]] = []  # closed boxes (lo, hi), kept
+        # while there are at most KEEP_LEAVES, for the per-leaf SMT-LIB files of a proof
 
     def _closes(self, ab) -> np.ndarray:
         ok = np.where(self.strict, ab < self.tol, ab <= self.tol)
@@ -780,6 +785,8 @@ class BatchedBab:
     def _file(self, lo, hi, at, ab, dim) -> None:
         done = self._closes(ab)
         if done.any():
+            if self.closed + int(done.sum()) <= KEEP_LEAVES:
+                self.leaves += list(zip(lo[done], hi[done]))
             self.closed += int(done.sum())
             self.closed_bound = max(self.closed_bound, float(ab[done].max()))
         self.pool.add(~done, lo, hi, at, ab, dim)

@@ -49,6 +49,7 @@ Z3_EVERY = 8  # z3 on one box in this many (plus one more per box it closes): sp
 Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one box in 64
 NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
+LEAF_FILES_SECONDS = 8.0  # z3 on the boxes of a batched proof, for per-box files
 BATCHED_SHARE = 0.75  # of the remaining time for batched branch and bound; the rest goes to
 # the exact path (z3 leaves, exact short sums), which settles ties at an attained bound
 SEARCH_EVERY = 25  # boxes before the first local search in the current worst box; the gaps
@@ -297,9 +298,14 @@ class _Decider:
         if res.status == "proved":
             art = (f"batched branch and bound: {res.closed} boxes, each closed by float interval "
                    f"and affine bounds rounded outward ({res.evaluated} evaluated)")
-            return self._verdict(PROVED, engine, artifact=art, details={
-                "boxes": res.closed, "boxes_evaluated": res.evaluated,
-                "leaves_by_engine": {"batched-bounds": res.closed}})
+            details = {"boxes": res.closed, "boxes_evaluated": res.evaluated,
+                       "leaves_by_engine": {"batched-bounds": res.closed}}
+            files, kw = self._leaf_files(bab), {}
+            if files:
+                art += f"; z3 answers unsat on the SMT-LIB file of each box ({len(files)})"
+                details["smt_leaves"] = files
+                kw = {"smt": files[0], "smt_answer": "unsat"}
+            return self._verdict(PROVED, engine, artifact=art, details=details, **kw)
         open_boxes = res.evaluated - res.closed  # upper bound on open boxes (split ones too)
         details = {"boxes": res.closed, "boxes_evaluated": res.evaluated}
         details.update(self._batched_bound(bab, res.bound))
@@ -310,6 +316,29 @@ class _Decider:
         return self._verdict(UNKNOWN, engine, reason=(
             f"{why} after {res.evaluated} boxes in batched branch and bound "
             f"({res.closed} closed, {open_boxes} split or open)"), details=details)
+
+    def _leaf_files(self, bab: BatchedBab) -> list[str] | None:
+        """One SMT-LIB file per box the batched proof closed (the encoding with that box's
+        enclosures), when z3 answers `unsat` on every one within `LEAF_FILES_SECONDS`; else
+        None (and no file backs the proof: never one that z3 answers `sat`)."""
+        if not bab.leaves or bab.closed > len(bab.leaves):
+            return None
+        end = time.perf_counter() + min(LEAF_FILES_SECONDS, max(self.remaining(), 0.0))
+        texts = []
+        for lo, hi in bab.leaves:
+            bounds = dict(self.root)
+            for i, s in enumerate(bab.bt.leaves):
+                rlo, rhi = self.root[s]
+                bounds[s] = (max(Fraction(float(lo[i])), rlo), min(Fraction(float(hi[i])), rhi))
+            box = self._box(bounds, tuple(range(len(self.ob.goal))))
+            extra = {s: b for s, b in bounds.items() if b != self.root.get(s)}
+            q = self._encode(self.ob, enclosures=self.tape.enclosures(box.ev),
+                             extra_bounds=extra, note=_box_note(extra))
+            left = end - time.perf_counter()
+            if q is None or left <= 0.02 or run_z3(q.text, min(left, 1.0)).answer != "unsat":
+                return None
+            texts.append(q.text)
+        return texts
 
     def _batched_bound(self, bab: BatchedBab, bound: float) -> dict:
         """The certified bound of the worst atom, in the report's form."""

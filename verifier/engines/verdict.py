@@ -32,4 +32,6 @@ class Verdict:
             "reason": self.reason, "artifact": self.artifact, "smt_answer": self.smt_answer,
         }
         out.update({k: v for k, v in self.details.items() if k not in out})
+        if "smt_leaves" in out:  # the texts are files of their own (`<claim>.box<k>.smt2`)
+            out["smt_leaves"] = len(out["smt_leaves"])
         return out
