@@ -12,19 +12,22 @@ each verdict as soon as it exists (`on_done(index, verdict)`) and put them back 
   each obligation is one task. Dask is imported only here, when asked for.
 
 The per-obligation timeout is the engines' own (`engines.decide(ob, program, timeout)`),
-unchanged by where they run.
+unchanged by where they run. Forked workers are also watched: one that dies, or gives no
+verdict long after the timeout (`hard_limit`), is killed and replaced, and its obligation is
+`unknown` with the reason (never cached).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import connection
 
-from .diagnostics import SpecError
+from .diagnostics import InternalError, SpecError
 from .engines import decide
 from .engines.verdict import UNKNOWN, Verdict
 from .obligations import Model
@@ -50,6 +53,7 @@ def decide_all(model: Model, indices: Sequence[int], timeout: float, on_done: On
 
 
 def _child_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # engines fork their own workers only outside daemonic processes (`relu_route.workers`):
     # marking the child daemonic keeps N jobs at N processes instead of N times theirs
     try:
@@ -66,42 +70,111 @@ def _child_init() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _decide_forked(i: int) -> tuple[int, Verdict]:
-    obligations, program, timeout = _FORKED
-    return i, decide(obligations[i], program, timeout)
-
-
 def _lost(model: Model, i: int, why: str) -> Verdict:
     ob = model.obligations[i]
     return Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine=LOST,
                    reason=f"the worker process deciding it {why}")
 
 
+def hard_limit(timeout: float) -> float:
+    """Seconds after which a forked decider is stopped: engines keep their own timeout, and
+    overrun it a little (the final z3 check of the emitted SMT-LIB, replaying a point); this
+    only catches one that hangs."""
+    return timeout + max(GRACE_MIN, timeout)
+
+
+GRACE_MIN = 30.0
+
+
+def _serve(conn) -> None:
+    """A forked worker: decide the obligation indices it is sent until it is sent None."""
+    _child_init()
+    obligations, program, timeout = _FORKED
+    while True:
+        i = conn.recv()
+        if i is None:
+            return
+        try:
+            conn.send((i, decide(obligations[i], program, timeout)))
+        except Exception as err:  # noqa: BLE001 - our bug: the parent reports it, no traceback
+            conn.send((i, f"{type(err).__name__}: {err}"))
+
+
+class _Worker:
+    def __init__(self, ctx) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), daemon=False)
+        self.proc.start()
+        child.close()
+        self.task: int | None = None
+        self.since = 0.0
+
+    def give(self, i: int) -> None:
+        self.task, self.since = i, time.monotonic()
+        self.conn.send(i)
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                self.proc.kill()
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
 def _forked(model: Model, indices: Sequence[int], timeout: float, jobs: int,
             on_done: OnDone) -> None:
+    """`jobs` forked workers, each sent one index at a time; a worker that dies or runs past
+    `hard_limit` is killed (its obligation is unknown) and replaced."""
     global _FORKED
     _FORKED = (model.obligations, model.program, timeout)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork"),
-                               initializer=_child_init)
+    ctx = mp.get_context("fork")
+    todo = list(reversed(indices))
+    workers: list[_Worker] = []
+    limit = hard_limit(timeout)
     try:
-        pending = {pool.submit(_decide_forked, i): i for i in indices}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = pending.pop(fut)
-                try:
-                    _, v = fut.result()
-                except BrokenProcessPool:
-                    v = _lost(model, i, "died (out of memory or killed)")
+        workers = [_Worker(ctx) for _ in range(jobs)]
+        for w in workers:
+            if todo:
+                w.give(todo.pop())
+        while any(w.task is not None for w in workers):
+            busy = [w for w in workers if w.task is not None]
+            left = min(w.since + limit for w in busy) - time.monotonic()
+            ready = connection.wait([w.conn for w in busy], timeout=max(left, 0))
+            for k, w in enumerate(workers):
+                if w.task is None:
+                    continue
+                v = None
+                if w.conn in ready:
+                    try:
+                        _, v = w.conn.recv()
+                    except (EOFError, OSError):
+                        v = _lost(model, w.task, "died (out of memory or killed)")
+                    if isinstance(v, str):
+                        raise InternalError(f"deciding {model.obligations[w.task].name}: {v}")
+                elif time.monotonic() - w.since >= limit:
+                    v = _lost(model, w.task, f"gave no verdict within {limit:g} s (the time "
+                                             f"limit is {timeout:g} s) and was stopped")
+                if v is None:
+                    continue
+                i = w.task
+                w.task = None
+                if v.engine == LOST:
+                    w.stop(kill=True)
+                    w = workers[k] = _Worker(ctx)
                 on_done(i, v)
-    except BaseException:
-        for p in list(getattr(pool, "_processes", {}).values()):  # do not wait for them
-            p.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
+                if todo:
+                    w.give(todo.pop())
     finally:
         _FORKED = None
-    pool.shutdown(wait=True)
+        for w in workers:
+            w.stop(kill=w.task is not None)
 
 
 # ---- Dask distributed -------------------------------------------------------------------------
