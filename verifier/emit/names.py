@@ -209,7 +209,7 @@ variable universe Type Prop Sort deriving mutual for unless return try catch fin
 continue mut calc suffices obtain nomatch nofun this sorry local private protected scoped
 noncomputable partial unsafe macro macro_rules syntax notation infix infixl infixr prefix
 postfix attribute set_option omit include export using termination_by decreasing_by forall
-exists fun_prop
+exists fun_prop as
 """.split())  # noqa: SIM905
 
 LEAN_GLOBALS = frozenset("""
