@@ -36,5 +36,6 @@ EMITTERS: dict[str, Emitter] = {
     "lean": Emitter("lean", "lean", ".lean"),
     "json": Emitter("json", "json_export", ".json"),
     "latex": Emitter("latex", "latex", ".tex"),
+    "cert": Emitter("cert", "certificate", ".cert.json"),
     "html": Emitter("html", "html", ".html", links=True),
 }

@@ -640,6 +640,7 @@ def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
 
 
 KEEP_LEAVES = 64  # closed boxes remembered for per-leaf SMT-LIB files
+KEEP_NODES = 50_000  # split-tree nodes kept for a proof's certificate
 
 
 @dataclass
@@ -665,6 +666,7 @@ class _Pool:
         self.at = np.empty((0, n))
         self.ab = np.empty((0, k))  # per atom badness bound (inherited by children)
         self.dim = np.empty(0, dtype=np.intp)
+        self.ids = np.empty(0, dtype=np.int64)  # node of the split tree
 
     def __len__(self) -> int:
         return self.lo.shape[0]
@@ -672,7 +674,8 @@ class _Pool:
     def bad(self) -> np.ndarray:
         return self.ab.max(1)
 
-    def add(self, keep, lo, hi, at, ab, dim) -> None:
+    def add(self, keep, lo, hi, at, ab, dim, ids) -> None:
+        self.ids = np.concatenate([self.ids, ids[keep]])
         self.lo = np.concatenate([self.lo, lo[keep]])
         self.hi = np.concatenate([self.hi, hi[keep]])
         self.at = np.concatenate([self.at, at[keep]])
@@ -680,11 +683,12 @@ class _Pool:
         self.dim = np.concatenate([self.dim, dim[keep]])
 
     def take(self, idx) -> tuple:
-        out = (self.lo[idx], self.hi[idx], self.at[idx], self.ab[idx], self.dim[idx])
+        out = (self.lo[idx], self.hi[idx], self.at[idx], self.ab[idx], self.dim[idx],
+               self.ids[idx])
         rest = np.ones(len(self), dtype=bool)
         rest[idx] = False
         self.lo, self.hi, self.at = self.lo[rest], self.hi[rest], self.at[rest]
-        self.ab, self.dim = self.ab[rest], self.dim[rest]
+        self.ab, self.dim, self.ids = self.ab[rest], self.dim[rest], self.ids[rest]
         return out
 
 
@@ -706,6 +710,11 @@ class BatchedBab:
         self.pool = _Pool(bt.n, len(ops))
         self.leaves: list[tuple[np.ndarray, np.ndarray]] = []  # closed boxes (lo, hi), kept
         # while there are at most KEEP_LEAVES, for the per-leaf SMT-LIB files of a proof
+        # the split tree, for a proof's certificate: node -> (dim, mid, low child, high
+        # child); closed node -> its certified badness per atom (None once too large)
+        self.splits: dict[int, tuple] | None = {}
+        self.closed_nodes: dict[int, list[float]] = {}
+        self._next_id = 1
 
     def _closes(self, ab) -> np.ndarray:
         ok = np.where(self.strict, ab < self.tol, ab <= self.tol)
@@ -743,7 +752,7 @@ class BatchedBab:
     def run(self, deadline: float, on_round: Callable | None = None) -> BabResult:
         lo, hi = self.root_lo[None].copy(), self.root_hi[None].copy()
         ab, at, dim = self.evaluate(lo, hi, None)
-        self._file(lo, hi, at, ab, dim)
+        self._file(lo, hi, at, ab, dim, np.zeros(1, dtype=np.int64))
         rounds, size = 0, 8  # the batch grows while rounds stay short (deadlines stay sharp)
         while len(self.pool):
             start = time.perf_counter()
@@ -752,19 +761,22 @@ class BatchedBab:
             bad = self.pool.bad()
             m = min(size, len(bad))
             idx = np.argpartition(-bad, m - 1)[:m] if m < len(bad) else np.arange(len(bad))
-            plo, phi, pat, pab, pdim = self.pool.take(idx)
+            plo, phi, pat, pab, pdim, pids = self.pool.take(idx)
             rows = np.arange(m)
             mid = 0.5 * (plo[rows, pdim] + phi[rows, pdim])
             if not np.all((plo[rows, pdim] < mid) & (mid < phi[rows, pdim])):
-                self.pool.add(np.ones(m, dtype=bool), plo, phi, pat, pab, pdim)
+                self.pool.add(np.ones(m, dtype=bool), plo, phi, pat, pab, pdim, pids)
                 return self._result("stalled")
+            ids = self._next_id + np.arange(2 * m, dtype=np.int64)
+            self._next_id += 2 * m
+            self._record_splits(pids, pdim, mid, ids)
             lo = np.concatenate([plo, plo])
             hi = np.concatenate([phi, phi])
             hi[rows, pdim] = mid
             lo[m + rows, pdim] = mid
             ab, at, dim = self.evaluate(lo, hi, np.concatenate([pat, pat]),
                                         np.concatenate([pab, pab]))
-            self._file(lo, hi, at, ab, dim)
+            self._file(lo, hi, at, ab, dim, ids)
             rounds += 1
             now = time.perf_counter()
             spent, left = now - start, deadline - now
@@ -782,14 +794,37 @@ class BatchedBab:
                     return res
         return self._result("proved")
 
-    def _file(self, lo, hi, at, ab, dim) -> None:
+    def _record_splits(self, pids, pdim, mid, ids) -> None:
+        if self.splits is None:
+            return
+        m = len(pids)
+        if len(self.splits) + m > KEEP_NODES:
+            self.splits = None  # too large for a certificate file
+            self.closed_nodes = {}
+            return
+        for r in range(m):
+            self.splits[int(pids[r])] = (int(pdim[r]), float(mid[r]), int(ids[r]),
+                                         int(ids[m + r]))
+
+    def certificate_tree(self) -> dict | None:
+        """The split tree of a finished proof: {"splits": {node: [dim, mid, lo, hi]},
+        "closed": {node: badness per atom}}, floats exact; None when it was too large."""
+        if self.splits is None:
+            return None
+        return {"splits": {n: [d, float(m_), a, b] for n, (d, m_, a, b) in self.splits.items()},
+                "closed": dict(self.closed_nodes)}
+
+    def _file(self, lo, hi, at, ab, dim, ids) -> None:
         done = self._closes(ab)
+        if done.any() and self.splits is not None:
+            for i in np.flatnonzero(done):
+                self.closed_nodes[int(ids[i])] = [float(t) for t in ab[i]]
         if done.any():
             if self.closed + int(done.sum()) <= KEEP_LEAVES:
                 self.leaves += list(zip(lo[done], hi[done]))
             self.closed += int(done.sum())
             self.closed_bound = max(self.closed_bound, float(ab[done].max()))
-        self.pool.add(~done, lo, hi, at, ab, dim)
+        self.pool.add(~done, lo, hi, at, ab, dim, ids)
 
     def worst_box(self):
         if not len(self.pool):

@@ -50,6 +50,7 @@ Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one
 NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
 LEAF_FILES_SECONDS = 8.0  # z3 on the boxes of a batched proof, for per-box files
+CERT_FORMAT = "snn-verify-certificate/1"
 BATCHED_SHARE = 0.75  # of the remaining time for batched branch and bound; the rest goes to
 # the exact path (z3 leaves, exact short sums), which settles ties at an attained bound
 SEARCH_EVERY = 25  # boxes before the first local search in the current worst box; the gaps
@@ -300,6 +301,12 @@ class _Decider:
                    f"and affine bounds rounded outward ({res.evaluated} evaluated)")
             details = {"boxes": res.closed, "boxes_evaluated": res.evaluated,
                        "leaves_by_engine": {"batched-bounds": res.closed}}
+            tree = bab.certificate_tree()
+            if tree is not None:
+                details["certificate"] = self._certificate(
+                    "batched-branch-and-bound", bab.bt.leaves,
+                    [(Fraction(float(a)), Fraction(float(b))) for a, b in
+                     zip(bab.root_lo, bab.root_hi)], tree)
             files, kw = self._leaf_files(bab), {}
             if files:
                 art += f"; z3 answers unsat on the SMT-LIB file of each box ({len(files)})"
@@ -372,8 +379,22 @@ class _Decider:
             r = run_z3(q.text, min(self.remaining(), ARTIFACT_Z3_SECONDS))
             if r.answer == "unsat":
                 kw = {"smt": q.text, "smt_answer": "unsat"}
+        leaves = [v.symbol for v in self.ob.variables if None not in self.root[v.symbol]]
+        cert = self._certificate("interval", leaves, [self.root[x] for x in leaves],
+                                 {"splits": {}, "closed": {0: None}})
         return self._verdict(PROVED, "interval", artifact=f"interval enclosure: {art}",
-                             details={"boxes": 1}, **kw)
+                             details={"boxes": 1, "certificate": cert}, **kw)
+
+    def _certificate(self, engine: str, leaves, root, tree: dict) -> dict:
+        """What `verifier.check` re-validates: the claim, the root box over the split
+        variables (exact rationals, containing the claim's box) and the split tree whose
+        leaves were closed. Every other variable keeps its declared range."""
+        return {"format": CERT_FORMAT, "engine": engine, "claim": self.ob.name,
+                "text": self.ob.text, "variables": [s.name for s in leaves],
+                "root": [[str(lo), str(hi)] for lo, hi in root],
+                "splits": {str(n): [d, str(Fraction(m)), a, b]
+                           for n, (d, m, a, b) in sorted(tree["splits"].items())},
+                "closed": {str(n): bad for n, bad in sorted(tree["closed"].items())}}
 
     def _search(self, box, *, budget: float, samples: int, starts=(), seed: int = 0):
         if self.searcher is None or budget <= 0:

@@ -34,4 +34,7 @@ class Verdict:
         out.update({k: v for k, v in self.details.items() if k not in out})
         if "smt_leaves" in out:  # the texts are files of their own (`<claim>.box<k>.smt2`)
             out["smt_leaves"] = len(out["smt_leaves"])
+        if "certificate" in out:  # a file of its own (`<claim>.cert.json`): its size here
+            out["certificate"] = {"closed_boxes": len(out["certificate"]["closed"]),
+                                  "splits": len(out["certificate"]["splits"])}
         return out
