@@ -15,16 +15,15 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
+from spec_oracle import derivation, values
 
-from verifier.diagnostics import SpecError  # noqa: E402
-from verifier.elaborate import elaborate  # noqa: E402
-from verifier.engines.relu_bab import decide  # noqa: E402
-from verifier.obligations import build_model  # noqa: E402
-from verifier.onnx_import import load_onnx  # noqa: E402
-from verifier.vnnlib import parse_vnnlib  # noqa: E402
-
-from spec_oracle import derivation, values  # noqa: E402
+from verifier.diagnostics import SpecError
+from verifier.elaborate import elaborate
+from verifier.engines.relu_bab import decide
+from verifier.obligations import build_model
+from verifier.onnx_import import load_onnx
+from verifier.vnnlib import parse_vnnlib
 
 
 def save(path, nodes, inits, n_in, n_out, opset=13):

@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from verifier import run  # noqa: E402
-from verifier.vnn import check  # noqa: E402
-from verifier.vnnlib import read_vnnlib  # noqa: E402
+from verifier import run
+from verifier.vnn import check
+from verifier.vnnlib import read_vnnlib
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

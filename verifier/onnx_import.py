@@ -213,7 +213,6 @@ def lower_graph(net: OnnxNet, lo, hi) -> list[tuple[Affine, Act | None]]:
     or leaky_relu and h_s - l_s >= 1 there. The next layer reads them back as entry + l_s.
     A carry through any other activation is refused with the block's node named.
     """
-    K = len(net.blocks)
     sizes = net.sizes()
     last_use: dict[int, int] = {}
     for k, blk in enumerate(net.blocks, start=1):

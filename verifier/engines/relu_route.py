@@ -59,8 +59,8 @@ def network_of(app) -> OnnxNet:
     """The `OnnxNet` of a network application with concrete weights (dense or onnx_graph)."""
     net = app.network
     tensors = {t.name: t for t in app.tensors}
-    kw = dict(path=net.name, in_shape=(len(app.inputs),), out_shape=(len(app.outputs),),
-              input_name="x", output_name="y")
+    kw = {"path": net.name, "in_shape": (len(app.inputs),),
+          "out_shape": (len(app.outputs),), "input_name": "x", "output_name": "y"}
     if [la.kind for la in net.layers] == ["onnx_graph"]:
         layer = net.layers[0]
         names = iter(layer.params)
@@ -81,7 +81,7 @@ def network_of(app) -> OnnxNet:
         if la.kind != "dense":
             raise _Decline(f"layer {la.kind}")
         W = tensors[la.params[0]]
-        n_out, n_in = W.shape
+        n_out = W.shape[0]
         b = (_fractions(tensors[la.params[1]], (n_out,)) if la.option("bias")
              else np.full((n_out,), Fraction(0), dtype=object))
         layers.append(Affine(W=_fractions(W, W.shape), b=b))
