@@ -6,7 +6,8 @@ An entry is keyed by a SHA-256 over what the engine reads and how it was asked:
   variables with their ranges) and the `srepr` of every program definition it depends on, so
   the weights and the spec text that produced the terms are in the key through the terms
   themselves (editing a comment or another claim of the spec keeps the entry valid);
-- the engine version: the package version and `CACHE_FORMAT`;
+- the engine version: the package version, a digest of the package's source files and
+  `CACHE_FORMAT`;
 - the options that can change a verdict (the per-obligation timeout).
 
 Entries live in `$SNN_VERIFY_CACHE`, else `$XDG_CACHE_HOME/snn-verify`, else
@@ -34,10 +35,29 @@ ENV_DIR = "SNN_VERIFY_CACHE"
 
 
 def package_version() -> str:
-    try:
-        return metadata.version("snn-verify")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
+    """The package version and a digest of its source: an edited engine (an editable install,
+    a patched file) never reads the verdicts of the code before it."""
+    global _VERSION
+    if _VERSION is None:
+        try:
+            version = metadata.version("snn-verify")
+        except metadata.PackageNotFoundError:  # a source tree that is not installed
+            version = "0+unknown"
+        h = hashlib.sha256()
+        root = os.path.dirname(os.path.abspath(__file__))
+        for folder, dirs, files in sorted(os.walk(root)):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".py", ".lark")):
+                    path = os.path.join(folder, name)
+                    h.update(os.path.relpath(path, root).encode() + b"\0")
+                    with open(path, "rb") as fh:
+                        h.update(fh.read())
+        _VERSION = f"{version}+{h.hexdigest()[:16]}"
+    return _VERSION
+
+
+_VERSION: str | None = None
 
 
 def default_dir() -> str | None:
