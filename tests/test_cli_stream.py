@@ -424,3 +424,34 @@ def test_terminal_gets_rows_progress_and_summary(tmp_path):
     assert any("━" in line and "fast.snn" in line for line in lines)  # the progress bar
     assert SUMMARY.match(next(line for line in reversed(lines) if line))
     assert err.startswith("bad.snn:2:15: error: unknown name `y`")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def test_interrupted_json_run_still_prints_json(tmp_path):
+    import signal
+
+    write(tmp_path, slow=SLOW)
+    proc = subprocess.Popen(command("--json", "--jobs", "2", "--timeout", "30", "slow.snn"),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env_with(), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not _children(proc.pid) and time.monotonic() < deadline:  # deciding has begun
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert json.loads(out) == {"exit": 130, "error": {
+        "file": None, "line": None, "col": None, "message": "interrupted", "fix": None}}
+    assert err == "interrupted\n"

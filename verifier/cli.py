@@ -6,9 +6,10 @@ import argparse
 import os
 import sys
 
-from .diagnostics import EXIT_BAD_INPUT, EXIT_INTERNAL, SpecError, run_guarded
+from .diagnostics import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, SpecError,
+                          run_guarded)
 from .emit import EMITTERS
-from .terminal import json_error
+from .terminal import REPORT_FIX, json_error
 
 EMPTY_SPEC = "the spec has no claim and no derivation, so nothing is proved"
 EMPTY_FIX = "add a `claim` or a `derive` to the spec"
@@ -94,7 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.json_errors = "--json" in argv
     args = parser.parse_args(argv)
-    return run_guarded(lambda: _main(args))
+    return run_guarded(lambda: _main_json(args) if args.json else _main(args))
+
+
+def _main_json(args) -> int:
+    """`_main`, but stdout is valid JSON even when the run is interrupted or hits our bug."""
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print(json_error(SpecError("interrupted"), exit_status=EXIT_INTERRUPTED))
+        raise
+    except Exception as err:
+        message = f"internal error ({type(err).__name__}): {err}"
+        print(json_error(SpecError(message, fix=REPORT_FIX), exit_status=EXIT_INTERNAL))
+        raise
 
 
 SEVERITY = {0: 0, 3: 1, 1: 2, EXIT_BAD_INPUT: 3, EXIT_INTERNAL: 4}  # README "Exit status"

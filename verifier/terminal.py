@@ -38,9 +38,9 @@ def error_object(err: SpecError, path: str | None = None) -> dict:
             "col": span.column if span else None, "message": err.message, "fix": err.fix}
 
 
-def json_error(err: SpecError) -> str:
-    """A usage error as the whole JSON output of the command."""
-    return json.dumps({"error": error_object(err), "exit": EXIT_BAD_INPUT}, indent=2,
+def json_error(err: SpecError, exit_status: int = EXIT_BAD_INPUT) -> str:
+    """A usage error (or an interrupted run) as the whole JSON output of the command."""
+    return json.dumps({"error": error_object(err), "exit": exit_status}, indent=2,
                       sort_keys=True)
 
 
