@@ -455,3 +455,37 @@ def test_interrupted_json_run_still_prints_json(tmp_path):
     assert json.loads(out) == {"exit": 130, "error": {
         "file": None, "line": None, "col": None, "message": "interrupted", "fix": None}}
     assert err == "interrupted\n"
+
+
+ARTIFACTS = """input x : real in [0, 1]
+input y : real in [-1, 1]
+claim one: x * 1 == x
+claim wrong: (x + y) ^ 2 == x ^ 2 + y ^ 2
+claim t: tanh(x) * y <= 0.8
+claim tight: x + y < 2
+derive output tanh(x + y)
+"""
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_artifacts_do_not_depend_on_jobs_or_the_cache(tmp_path):
+    """Every artifact kind, byte for byte: decided in one process, answered from the cache,
+    decided on two processes."""
+    write(tmp_path, art=ARTIFACTS)
+    env = env_with(SNN_VERIFY_CACHE=str(tmp_path / "cache"))
+    first = verify("--jobs", "1", "-o", "one", "art.snn", cwd=tmp_path, env=env)
+    cached = verify("--jobs", "1", "-o", "cached", "art.snn", cwd=tmp_path, env=env)
+    forked = verify("--jobs", "2", "--no-cache", "-o", "forked", "art.snn", cwd=tmp_path)
+    assert first.returncode == cached.returncode == forked.returncode == 1, first.stderr
+    assert cached.stdout.count("[cached]") == 4
+    files = snapshot(tmp_path / "one")
+    assert any(name.endswith(".smt2") for name in files) and "art.json" in files
+    assert snapshot(tmp_path / "cached") == files  # with the seconds of the first run
+
+    def timeless(snap):  # the HTML page shows each verdict's seconds, which vary per run
+        return {k: re.sub(rb"\d+\.\d\d s", b"T s", v) for k, v in snap.items()}
+
+    assert timeless(snapshot(tmp_path / "forked")) == timeless(files)

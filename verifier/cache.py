@@ -35,14 +35,19 @@ ENV_DIR = "SNN_VERIFY_CACHE"
 
 
 def package_version() -> str:
+    """The installed package's version (what `verify --version` prints)."""
+    try:
+        return metadata.version("snn-verify")
+    except metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
+def engine_version() -> str:
     """The package version and a digest of its source: an edited engine (an editable install,
     a patched file) never reads the verdicts of the code before it."""
     global _VERSION
     if _VERSION is None:
-        try:
-            version = metadata.version("snn-verify")
-        except metadata.PackageNotFoundError:  # a source tree that is not installed
-            version = "0+unknown"
+        version = package_version()
         h = hashlib.sha256()
         root = os.path.dirname(os.path.abspath(__file__))
         for folder, dirs, files in sorted(os.walk(root)):
@@ -76,7 +81,7 @@ class Keys:
 
     def __init__(self, model: Model, timeout: float) -> None:
         self.program = model.program
-        self.prefix = json.dumps({"format": CACHE_FORMAT, "version": package_version(),
+        self.prefix = json.dumps({"format": CACHE_FORMAT, "version": engine_version(),
                                   "timeout": repr(float(timeout))}, sort_keys=True)
         self._defs: dict[sp.Symbol, bytes] = {}
 
