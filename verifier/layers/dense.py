@@ -83,9 +83,21 @@ def forward(layer: Layer, x: np.ndarray, params: dict[str, np.ndarray], program:
     k = layer.index
     out = np.empty(layer.out_shape, dtype=object)
     for i in range(layer.out_shape[0]):
-        terms = [W[i, j] * x[j] for j in range(layer.in_shape[0])]
+        terms = [_times(W[i, j], x[j]) for j in range(layer.in_shape[0])]
         if b is not None:
             terms.append(b[i])
         z = program.assign(sp.Add(*terms), f"{tag}.z{k}[{i}]")
         out[i] = program.assign(act.build(z, *act_params), f"{tag}.a{k}[{i}]")
     return out
+
+
+def _times(w, x):
+    """w * x; a concrete weight times a program symbol is built in its canonical form directly
+    (sympy's general product costs most of the translation of a wide trained network)."""
+    if getattr(w, "is_Rational", False) and getattr(x, "is_Symbol", False):
+        if w == 1:
+            return x
+        if w == 0:
+            return sp.S.Zero
+        return sp.Mul._from_args((w, x))
+    return w * x
