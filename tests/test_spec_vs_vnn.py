@@ -20,48 +20,9 @@ pytest.importorskip("onnx")
 
 from verifier import run
 from verifier.vnn import check
-from verifier.vnnlib import read_vnnlib
+from verifier.vnnlib import exact_numeral, read_vnnlib, spec_text
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
-
-
-def decimal(q: Fraction) -> str:
-    """An exact numeral for q: a finite decimal when there is one, else p/q."""
-    d, k = q.denominator, 0
-    while d % 10 == 0 or d % 2 == 0 or d % 5 == 0:
-        if d % 10 == 0:
-            d //= 10
-        elif d % 2 == 0:
-            d //= 2
-        else:
-            d //= 5
-        k += 1
-    if d != 1:
-        return f"({q.numerator}/{q.denominator})"
-    scaled = q * 10**k
-    assert scaled.denominator == 1
-    digits = str(abs(scaled.numerator)).rjust(k + 1, "0")
-    text = digits[:-k] + "." + digits[-k:] if k else digits
-    return ("-" if q < 0 else "") + text
-
-
-def spec_text(prop, onnx_name: str) -> str:
-    """The property's negation as one claim over its input box."""
-    (d,) = prop.disjuncts
-    cons = d.output_constraints()
-    assert cons and all(not c.strict and not c.x for c in cons)
-    exprs = []
-    for c in cons:  # unsafe where sum a_j Y_j + const <= 0, so safe where some sum > 0
-        parts = [f"{decimal(a)} * n(x)[{j}]" for j, a in c.y]
-        if c.const:
-            parts.append(decimal(c.const))
-        exprs.append(" + ".join(parts))
-    safe = exprs[0] if len(exprs) == 1 else f"max({', '.join(exprs)})"
-    lo = ", ".join(decimal(v) for v in d.lo)
-    hi = ", ".join(decimal(v) for v in d.hi)
-    return (f"input x : real[{prop.n_inputs}] in box([{lo}], [{hi}])\n"
-            f'network n(in={prop.n_inputs}) load "{onnx_name}" {{ }}\n'
-            f"claim safe: {safe} > 0\n")
 
 
 @pytest.mark.parametrize("net,prop,expected", [
@@ -84,4 +45,11 @@ def test_acasxu_property_as_spec_agrees_with_vnn(net, prop, expected, tmp_path):
     if expected == "sat":
         # the counterexample replayed on the spec's own terms, exactly
         assert v.violation["exact"] is True
-        assert set(v.counterexample) == {f"x[{i}]" for i in range(5)}
+        assert set(v.counterexample) == {f"x_0[{i}]" for i in range(5)}
+
+
+def test_exact_numerals():
+    for q in (Fraction(-303531156, 10**9), Fraction(1, 3), Fraction(0), Fraction(-7, 8),
+              Fraction(5), Fraction(1, 1024)):
+        text = exact_numeral(q)
+        assert Fraction(text.strip("()")) == q

@@ -311,3 +311,63 @@ def read_vnnlib(path: str) -> Property:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read VNN-LIB file {path}: {exc}") from None
     return parse_vnnlib(text, path)
+
+
+# ---- the same question as a .snn spec ----------------------------------------------------------
+
+def exact_numeral(q: Fraction) -> str:
+    """q as a .snn numeral: a finite decimal when there is one (exact, as .snn reads it), else
+    the quotient `(p/q)`."""
+    d, twos, fives = q.denominator, 0, 0
+    while d % 2 == 0:
+        d, twos = d // 2, twos + 1
+    while d % 5 == 0:
+        d, fives = d // 5, fives + 1
+    if d != 1:
+        return f"({q.numerator}/{q.denominator})"
+    k = max(twos, fives)
+    digits = str(abs(q.numerator) * 10**k // q.denominator).rjust(k + 1, "0")
+    text = digits[:-k] + "." + digits[-k:] if k else digits
+    return ("-" if q < 0 else "") + text
+
+
+def _linear_text(terms: list[tuple[Fraction, str]], const: Fraction) -> str:
+    out = ""
+    for c, t in terms:
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        mag = "" if abs(c) == 1 else f"{exact_numeral(abs(c))} * "
+        out += f" {sign} {mag}{t}" if out else ("-" if c < 0 else "") + f"{mag}{t}"
+    if const or not out:
+        out += (f" {'-' if const < 0 else '+'} {exact_numeral(abs(const))}" if out
+                else exact_numeral(const))
+    return out
+
+
+def spec_text(prop: Property, onnx_file: str, network: str = "n") -> str:
+    """A .snn spec whose claims hold exactly when the property is `unsat` on the network.
+
+    Disjunct k (unsafe where every constraint `lhs <= 0` holds, `< 0` if strict) becomes an input
+    `x_k` over its box and `claim safe_k: max(lhs_1, ..., lhs_m) > 0` (`>= 0` when every
+    constraint is strict). A disjunct that mixes strict and non-strict constraints has no such
+    form and raises ValueError.
+    """
+    n_in = prop.n_inputs
+    lines = [f'network {network}(in={n_in}) load "{onnx_file}" {{ }}']
+    for k, d in enumerate(prop.disjuncts):
+        x = f"x_{k}"
+        lo = ", ".join(exact_numeral(v) for v in d.lo)
+        hi = ", ".join(exact_numeral(v) for v in d.hi)
+        lines.insert(k, f"input {x} : real[{n_in}] in box([{lo}], [{hi}])")
+        cons = d.output_constraints()
+        if not cons:
+            raise ValueError(f"disjunct {k} is the whole box: the property is sat")
+        if len({c.strict for c in cons}) > 1:
+            raise ValueError(f"disjunct {k} mixes strict and non-strict constraints")
+        exprs = [_linear_text([(a, f"{network}({x})[{j}]") for j, a in c.y]
+                              + [(a, f"{x}[{i}]") for i, a in c.x], c.const) for c in cons]
+        op = ">=" if cons[0].strict else ">"
+        safe = exprs[0] if len(exprs) == 1 else f"max({', '.join(exprs)})"
+        lines.append(f"claim safe_{k}: {safe} {op} 0")
+    return "\n".join(lines) + "\n"

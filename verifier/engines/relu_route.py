@@ -200,8 +200,9 @@ def as_property(ob: Obligation, program: Program):
     if ob.kind != "bound" or ob.hypotheses or not ob.goal:
         return None
     try:
-        apps = {id(origin[0]): origin[0] for origin in program.network_terms.values()
-                if origin[1] == "output"}
+        used = set(program.closure([t for a in ob.goal for t in (a.lhs, a.rhs)]))
+        apps = {id(origin[0]): origin[0] for s, origin in program.network_terms.items()
+                if origin[1] == "output" and s in used}
         if len(apps) != 1:
             return None
         app = next(iter(apps.values()))
