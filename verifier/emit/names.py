@@ -176,7 +176,7 @@ def defined_in_template(name: str) -> frozenset:
     text = (template_dir() / name).read_text(encoding="utf-8")
     return frozenset(re.findall(
         r"^\s*(?:Global\s+)?(?:Definition|Lemma|Theorem|Ltac|Instance|Fixpoint|def|theorem|"
-        r"lemma|abbrev|instance)\s+([A-Za-z_][A-Za-z0-9_']*)", text, flags=re.M))
+        r"lemma|abbrev|instance)\s+([A-Za-z_][A-Za-z0-9_']*)", text, flags=re.MULTILINE))
 
 
 # Coq 8.16's lexer refuses these as identifiers once Reals, Coquelicot and Interval are loaded
