@@ -61,6 +61,11 @@ class Program:
     def __len__(self) -> int:
         return len(self.order)
 
+    def reserve(self, names) -> None:
+        """Names program symbols must not take: the spec's leaves. A symbol is its name, so an
+        input called `exp` and the program symbol of an `exp(...)` term would be one symbol."""
+        self._names.update(names)
+
     def fresh_name(self, hint: str) -> str:
         if hint not in self._names:
             return hint

@@ -61,6 +61,7 @@ class Translator:
                 for e in t.entries:
                     if isinstance(e, sp.Symbol):
                         self.leaf_names[e] = t.name
+            self.program.reserve(e.name for e in self.leaf_names)
             self.networks = {n.name: n for n in spec.networks}
             self.lets = dict(spec.lets)
 
