@@ -154,7 +154,18 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
             cex = {s.name: str(v) for s, v in sorted(point.items(), key=lambda kv: kv[0].name)}
             violation = {"atom": _text(r.atom), "lhs": show_value(r.lhs),
                          "rhs": show_value(r.rhs), "exact": r.exact}
-            return verdict(REFUTED, counterexample=cex, violation=violation)
+            # the exact encoding with the input fixed at the witness: z3 answers `sat` at
+            # once (every ReLU decided), a file that shows the violation without a search
+            kw = {}
+            try:
+                q = encode(ob, program, extra_bounds={s: (v, v) for s, v in point.items()},
+                           note="the input fixed at the counterexample")
+                r3 = run_z3(q.text, 10.0)
+                if r3.answer == "sat":
+                    kw = {"smt": q.text, "smt_answer": "sat"}
+            except NotImplementedError:
+                pass
+            return verdict(REFUTED, counterexample=cex, violation=violation, **kw)
         return None  # a witness of the network that the spec's terms do not confirm
     return verdict(UNKNOWN, reason=f"ReLU engine: {res.answer}"
                    + (f" ({res.reason})" if res.reason else ""))
