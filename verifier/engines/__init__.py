@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..obligations import Obligation
-from ..symbolic.program import Program
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
+
+if TYPE_CHECKING:  # sympy stays unimported for users of one engine (verify-vnn)
+    from ..obligations import Obligation
+    from ..symbolic.program import Program
 
 
 def _identity(ob, program, timeout):

@@ -32,9 +32,11 @@ def _chord(la: FLayer, l, u):
 
 
 def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
-                     layers: list[FLayer], betas: list[np.ndarray]):
+                     layers: list[FLayer], betas: list[np.ndarray], rows_grad: bool = False):
     """Float CROWN upper bound (B, k) of rows `spec(a) + D x` with lower slopes `betas`
-    (one (B, k, m) array per layer) and its gradient with respect to each of them."""
+    (one (B, k, m) array per layer) and its gradient with respect to each of them. `D` is
+    (k, n) or per box (B, k, n). `rows_grad`: also return the gradients with respect to the
+    rows themselves, (d/d spec.W (B, k, m), d/d D (B, k, n)); d/d spec.b is 1."""
     B = box.lo.shape[0]
     if spec.W.ndim == 3:
         Lam = spec.W
@@ -64,7 +66,7 @@ def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
         K = K + Lam2 @ la.b
         m = Lam2.shape[2]
         Lam = (Lam2.reshape(B * k, m) @ la.W).reshape(B, k, la.W.shape[1])
-    G = Lam + D[None, :, :]
+    G = Lam + (D if D.ndim == 3 else D[None, :, :])
     ub = np.einsum("bkn,bn->bk", G, box.ctr) + np.einsum("bkn,bn->bk", np.abs(G),
                                                           box.rad) + K
     dLam = box.ctr[:, None, :] + np.sign(G) * box.rad[:, None, :]
@@ -77,6 +79,9 @@ def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
             continue
         grads[j] = np.where((~pos) & unstable[:, None, :], dLam2 * Lam_in, 0.0)
         dLam = np.where(pos, dLam2 * s_pos + t[:, None, :], dLam2 * s_neg)
+    if rows_grad:
+        xstar = box.ctr[:, None, :] + np.sign(G) * box.rad[:, None, :]
+        return ub, grads, dLam, xstar
     return ub, grads
 
 
@@ -126,7 +131,76 @@ def optimize_betas(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
     return best
 
 
-__all__ = ["crown_value_grad", "initial_betas", "optimize_betas"]
+def optimize_combination(spec: FLayer, D: np.ndarray, groups: list[np.ndarray],
+                         bounds: Bounds, box: Box, layers: list[FLayer], iters: int = 20,
+                         lr: float = 0.5, row_ub: np.ndarray | None = None):
+    """Per box and per group of rows (the rows of one conjunction, all >= 0 at an unsafe
+    point), weights lam >= 0 summing to 1 and lower slopes that (approximately) minimise the
+    CROWN bound of the combined row `sum_k lam_k row_k`: the box is safe for the group as soon
+    as one such combination is negative on it. With optimised slopes this is the LP bound of
+    the triangle relaxation for all rows at once (its dual), where fixed rows or averages see
+    one row at a time. `row_ub` (B, k): bounds of the single rows, to start from weights
+    favouring the tightest ones. Returns (lam (B, G, k) with zeros outside each group, betas).
+
+    Float heuristic, like `optimize_betas`: the caller recomputes the bound soundly."""
+    B = box.lo.shape[0]
+    k = spec.W.shape[0]
+    G = len(groups)
+    mask = np.zeros((G, k), dtype=bool)
+    for g, idx in enumerate(groups):
+        mask[g, idx] = True
+    theta = np.zeros((B, G, k))
+    if row_ub is not None:  # softmax weights leaning towards each group's tightest rows
+        for g, idx in enumerate(groups):
+            r = row_ub[:, idx]
+            spread = np.maximum(r.max(axis=1, keepdims=True) - r.min(axis=1, keepdims=True),
+                                1e-12)
+            theta[:, g, idx] = -4.0 * (r - r.min(axis=1, keepdims=True)) / spread
+    lows = [(la.alpha if la.act == "leaky_relu" else 0.0) for la in layers]
+
+    def lam_of(th):
+        z = np.where(mask[None], th, -np.inf)
+        z = np.exp(z - z.max(axis=2, keepdims=True))
+        return z / z.sum(axis=2, keepdims=True)
+
+    betas = initial_betas(layers, bounds, G)
+    params = [theta] + betas
+    m1 = [np.zeros_like(p) for p in params]
+    m2 = [np.zeros_like(p) for p in params]
+    best_ub, best = None, None
+    b1, b2, eps = 0.9, 0.999, 1e-12
+    for it in range(1, iters + 1):
+        lam = lam_of(params[0])
+        row = FLayer(W=np.einsum("bgk,km->bgm", lam, spec.W), b=lam @ spec.b, EW=None,
+                     Eb=None, exact=None, act=None)
+        Dg = np.einsum("bgk,kn->bgn", lam, D)
+        ub, grads, dW, dD = crown_value_grad(row, Dg, bounds, box, layers, params[1:],
+                                             rows_grad=True)
+        if best_ub is None:
+            best_ub, best = ub, [p.copy() for p in params]
+        else:
+            better = ub < best_ub
+            best_ub = np.where(better, ub, best_ub)
+            best = [np.where(better[:, :, None], p, q) for p, q in zip(params, best)]
+        if it == iters:
+            break
+        glam = np.einsum("bgm,km->bgk", dW, spec.W) + spec.b[None, None, :] + np.einsum(
+            "bgn,kn->bgk", dD, D)
+        gtheta = lam * (glam - np.sum(lam * glam, axis=2, keepdims=True))
+        allg = [gtheta] + list(grads)
+        for j, g in enumerate(allg):
+            if g is None:
+                continue
+            m1[j] = b1 * m1[j] + (1 - b1) * g
+            m2[j] = b2 * m2[j] + (1 - b2) * g * g
+            step = lr * (m1[j] / (1 - b1 ** it)) / (np.sqrt(m2[j] / (1 - b2 ** it)) + eps)
+            params[j] = params[j] - step
+            if j:
+                params[j] = np.clip(params[j], lows[j - 1], 1.0)
+    return lam_of(best[0]), best[1:]
+
+
+__all__ = ["crown_value_grad", "initial_betas", "optimize_betas", "optimize_combination"]
 
 
 def tighten_layers(net, box: Box, bounds: Bounds, iters: int = 8, first: int = 1,

@@ -409,6 +409,9 @@ def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, 
                    layers: list[FLayer], mode: str = "adaptive", betas: list | None = None):
     """CROWN: rigorous upper bound (B, k) of rows spec(a_{L-1}) + D x over each box.
 
+    `spec.W` is (k, m) for rows shared by the boxes or (B, k, m) per box; `D`, `ED` likewise
+    (k, n) or (B, k, n).
+
     `betas`: per layer, lower slopes (B, k, m) of the unstable neurons per box and row (from
     `alpha_crown.optimize_betas`), used instead of `mode`; any slope in [alpha, 1] is sound.
 
@@ -439,8 +442,10 @@ def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, 
         err = np.einsum("bkm,bm->bk", np.abs(Lam), err_vec) + gamma(m) * extra_abs
         K = nu(nu(nu(K + extra) + Lam @ la.b) + (err + TINY))
         Lam = (Lam.reshape(B * k, m) @ la.W).reshape(B, k, la.W.shape[1])
-    G = Lam + D[None, :, :]
-    gerr = 2 * U * np.abs(G) + ED[None, :, :]
+    if D.ndim == 2:  # rows shared by all boxes; (B, k, n): per-box rows
+        D, ED = D[None, :, :], ED[None, :, :]
+    G = Lam + D
+    gerr = 2 * U * np.abs(G) + ED
     K = nu(K + (np.einsum("bkn,bn->bk", gerr, box.mag) + TINY))
     ub = _upper(G, K, box)
     return ub, G

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..onnx_import import OnnxNet
 from ..vnnlib import Disjunct, Property
-from .alpha_crown import optimize_betas, tighten_layers
+from .alpha_crown import optimize_betas, optimize_combination, tighten_layers
 from .crown import (
     Bounds,
     Box,
@@ -48,6 +48,7 @@ from .crown import (
     best_backward_bound,
     float_error,
     forward_bounds,
+    gamma,
     nd,
     nu,
     single_thread_blas,
@@ -60,7 +61,10 @@ Z3_SHARE = 0.05  # at most this share of the time limit goes to z3 leaves (they 
 MIN_WIDTH = 1e-12
 PIECES_PER_WORKER = 4  # with several workers, the boxes are cut into this many pieces each
 SMEAR = "interval"  # split score: |d row / dx_i| over the box (interval) or |CROWN coef|
-ALPHA_ITERS = 6  # α-CROWN steps per layer on boxes that plain CROWN leaves open (0: off)  # relative width below which a box is not split further
+ALPHA_ITERS = 6  # α-CROWN steps per layer on boxes that plain CROWN leaves open (0: off)
+HINGE_TARGET = 1e-7  # the search pushes every row this far past zero, so replays succeed
+TIGHTEN_ITERS = 6  # α-CROWN steps for the intermediate bounds of those boxes (0: off)
+COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes together (0: off)
 
 
 @dataclass
@@ -143,12 +147,20 @@ class _Spec:
             strict = [c.strict for c in rows]
             for w in _combinations(len(rows)):  # bounding rows: rows and averages of them
                 used = [k for k, t in enumerate(w) if t]
-                Rb.append([sum((w[k] * Rg[k][j] for k in used), Fraction(0))
-                           for j in range(n_out)])
-                Db.append([sum((w[k] * Dg[k][i] for k in used), Fraction(0))
-                           for i in range(n_in)])
-                eb.append(sum((w[k] * eg[k] for k in used), Fraction(0)))
-                sb.append(any(strict[k] for k in used))
+                rb = [sum((w[k] * Rg[k][j] for k in used), Fraction(0)) for j in range(n_out)]
+                db = [sum((w[k] * Dg[k][i] for k in used), Fraction(0)) for i in range(n_in)]
+                cb = sum((w[k] * eg[k] for k in used), Fraction(0))
+                st = any(strict[k] for k in used)
+                if len(used) > 1 and not any(rb) and not any(db) and (
+                        cb > 0 or (cb == 0 and not st)):
+                    # a constant average that never closes a box (the two sides of a band
+                    # |Y_1| <= r average to r): useless, and as the smallest bound it would
+                    # choose the split with a zero gradient
+                    continue
+                Rb.append(rb)
+                Db.append(db)
+                eb.append(cb)
+                sb.append(st)
                 bowner.append(g)
                 lam.append((len(R), w))
             R += Rg
@@ -175,6 +187,12 @@ class _Spec:
         self.ef = np.array([float(v) for v in e])
         self.Dobj = Dobj
         self.lo, self.hi, self.lo_in, self.hi_in = _float_box(self.d)
+        # disjuncts with several rows get a per-box optimised combination of them
+        self.multi = [np.nonzero(self.owner == g)[0] for g in range(len(self.ds))
+                      if np.sum(self.owner == g) > 1]
+        self.multi_g = np.array([g for g in range(len(self.ds)) if np.sum(self.owner == g) > 1],
+                                dtype=np.int64)
+        self.base = fnet.spec_layer(R, e) if len(self.multi) else None
 
     def rows_float(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return y @ self.Rf.T + x @ self.D.T + self.ef
@@ -192,17 +210,51 @@ class _Spec:
         """Float violation margin per point: >= 0 where some disjunct looks unsafe."""
         return self._per_group(r, self.owner, -np.inf).max(axis=1)
 
+    def hinge(self, r, target: float = 0.0):
+        """Total violation of the least violated disjunct per point, sum_k max(0, t - r_k)
+        over its rows, and the weights (B, rows) whose row combination is its gradient."""
+        short = np.maximum(target - r, 0.0)
+        tot = np.full((r.shape[0], len(self.ds)), np.inf)
+        for g in range(len(self.ds)):
+            cols = self.owner == g
+            if cols.any():
+                tot[:, g] = short[:, cols].sum(axis=1)
+        g = np.argmin(tot, axis=1)
+        w = np.where((short > 0) & (self.owner[None, :] == g[:, None]), -1.0, 0.0)
+        return tot[np.arange(len(r)), g], w
+
     def grad_row(self, r):
         """The row to ascend per point: the smallest row of the least safe disjunct."""
         g = np.argmax(self._per_group(r, self.owner, -np.inf), axis=1)
         masked = np.where(self.owner[None, :] == g[:, None], r, np.inf)
         return np.argmin(masked, axis=1)
 
-    def closed(self, ub):
-        """Boxes certified safe: for every disjunct, some bounding row is negative."""
+    def closed(self, ub, comb_ub=None):
+        """Boxes certified safe: for every disjunct, some bounding row is negative, or
+        (`comb_ub`, (B, len(multi)): bounds of the combined rows of `multi_g`) its combined
+        row is."""
         neg = np.where(self.strict[None, :], ub <= 0, ub < 0)
-        return np.all(self._per_group(~neg, self.bowner, True) == 0, axis=1) if len(
-            self.ds) > 1 else np.any(neg, axis=1)
+        safe = ~self._per_group(~neg, self.bowner, True)
+        if comb_ub is not None:
+            safe[:, self.multi_g] |= comb_ub < 0
+        return np.all(safe, axis=1)
+
+    def combined_bound(self, fnet: FloatNet, lam, betas, bounds: Bounds, box: Box):
+        """Sound upper bounds (B, G) of the combined rows sum_k lam_k r_k (lam >= 0 floats,
+        (B, G, k)): the combination is formed in floats, its rounding bounded and added."""
+        base = self.base
+        k = base.W.shape[0]
+        gk = gamma(k + 1)
+        up = 1.0 + gk  # the error sums are rounded too
+        W = np.einsum("bgk,km->bgm", lam, base.W)
+        EW = nu(up * np.einsum("bgk,km->bgm", lam, base.EW + gk * np.abs(base.W)))
+        b = lam @ base.b
+        Eb = nu(up * (lam @ (base.Eb + gk * np.abs(base.b))))
+        D = np.einsum("bgk,kn->bgn", lam, self.D)
+        ED = nu(up * np.einsum("bgk,kn->bgn", lam, self.ED + gk * np.abs(self.D)))
+        row = FLayer(W=W, b=b, EW=EW, Eb=Eb, exact=base.exact, act=None)
+        ub, _ = backward_bound(row, D, ED, bounds, box, fnet.hidden, betas=betas)
+        return ub
 
     def worst(self, ub):
         """Per box, the bound of the least safe disjunct (its best bounding row)."""
@@ -346,12 +398,52 @@ class Engine:
         if hit or not len(s.rows):
             return hit
         best = pts[np.argsort(-self._margin(s, pts))[:starts]]
+        hinge_starts = pts[np.argsort(self._hinge(s, pts))[:starts]]
         while True:
+            hit, ends = self._descend(s, hinge_starts, lo, hi, end)
+            if hit or time.perf_counter() > end:
+                return hit
             hit = self._ascend(s, best, lo, hi, end)
             if hit or time.perf_counter() > end:
                 return hit
-            pts = self._points(lo, hi, 8 * starts)
+            pts = self._points(lo, hi, samples // 2)
             best = pts[np.argsort(-self._margin(s, pts))[:starts]]
+            # half fresh starts, half near the least violating end points (jittered)
+            elite = ends[np.argsort(self._hinge(s, ends))[:starts // 8]]
+            near = np.repeat(elite, 4, axis=0)
+            scale = np.repeat([[0.05], [0.01], [0.002], [0.0004]], len(elite), axis=1).T
+            near = np.clip(near + scale.reshape(-1, 1) * (hi - lo)
+                           * self.rng.standard_normal(near.shape), lo, hi)
+            hinge_starts = np.vstack([pts[np.argsort(self._hinge(s, pts))[:starts // 2]], near])
+
+    def _hinge(self, s: _Spec, x: np.ndarray) -> np.ndarray:
+        return s.hinge(s.rows_float(x, self.fnet.forward(x)), HINGE_TARGET)[0]
+
+    def _descend(self, s: _Spec, x, lo, hi, end, iters: int = 150):
+        """Projected Adam on the summed violation of all rows of the least violated
+        disjunct (`_Spec.hinge`), steps scaled to the box: every constraint is pushed at
+        once, where ascending the smallest row alone zigzags between the two sides of a thin
+        band (|Y_1| <= r). Coordinates run onto the box's faces and stay there when the
+        gradient pushes outward."""
+        width = hi - lo
+        m1 = np.zeros_like(x)
+        m2 = np.zeros_like(x)
+        lr = 0.05
+        for it in range(1, iters + 1):
+            if time.perf_counter() > end:
+                break
+            g, _ = self._grad(s, x, hinge=True)
+            g = g * width  # in box units
+            m1 = 0.9 * m1 + 0.1 * g
+            m2 = 0.999 * m2 + 0.001 * g * g
+            step = (m1 / (1 - 0.9 ** it)) / (np.sqrt(m2 / (1 - 0.999 ** it)) + 1e-30)
+            x = np.clip(x + lr * width * step, lo, hi)
+            if it % 10 == 0:
+                hit = self._try(s, x)
+                if hit:
+                    return hit, x
+                lr *= 0.8
+        return self._try(s, x), x
 
     def _points(self, lo, hi, k: int) -> np.ndarray:
         """k points in the box: uniform, and (second half) each coordinate moved to a face
@@ -377,8 +469,9 @@ class Engine:
                 step = step * 0.7
         return self._try(s, x)
 
-    def _grad(self, s: _Spec, x: np.ndarray):
-        """Gradient of min_k r_k at each point (subgradient through ReLU)."""
+    def _grad(self, s: _Spec, x: np.ndarray, hinge: bool = False):
+        """Gradient of min_k r_k at each point (subgradient through ReLU); `hinge`: of
+        minus the summed violation `_Spec.hinge` instead."""
         acts, pre = [x], []
         v = x
         for la in self.fnet.layers:
@@ -387,9 +480,13 @@ class Engine:
             v = act_float(la, z)
             acts.append(v)
         r = s.rows_float(x, v)
-        k = s.grad_row(r)
-        gy = s.Rf[k]  # (B, n_out)
-        gx = s.D[k].copy()
+        if hinge:
+            _, w = s.hinge(r, HINGE_TARGET)
+            gy, gx = -w @ s.Rf, -w @ s.D
+        else:
+            k = s.grad_row(r)
+            gy = s.Rf[k]  # (B, n_out)
+            gx = s.D[k].copy()
         g = gy
         for j in range(len(self.fnet.layers) - 1, -1, -1):
             la = self.fnet.layers[j]
@@ -583,7 +680,8 @@ class Engine:
             return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
         box = Box(lo, hi)
-        bounds = tighten_layers(self.fnet, box, bounds, iters=ALPHA_ITERS)
+        if TIGHTEN_ITERS:
+            bounds = tighten_layers(self.fnet, box, bounds, iters=TIGHTEN_ITERS)
         betas = optimize_betas(s.spec, s.Db, bounds, box, self.fnet.hidden,
                                iters=2 * ALPHA_ITERS)
         ub2, G2 = backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden,
@@ -592,6 +690,16 @@ class Engine:
         ub = np.where(better, ub2, ub)
         G = np.where(better[:, :, None], G2, G)
         keep = ~s.closed(ub)
+        if not keep.any() or not s.multi or not COMB_ITERS:
+            return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        box = Box(lo, hi)
+        base = FLayer(W=s.base.W, b=s.base.b, EW=s.base.EW, Eb=s.base.Eb, exact=None, act=None)
+        lam, betas = optimize_combination(base, s.D, s.multi, bounds, box, self.fnet.hidden,
+                                          iters=COMB_ITERS)
+        cub = s.combined_bound(self.fnet, lam, betas, bounds, box)
+        self.stats["comb_closed"] = self.stats.get("comb_closed", 0) + int(np.sum(cub < 0))
+        keep = ~s.closed(ub, cub)
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
 
     def search_boxes(self, s: _Spec, lo, hi, ub):
