@@ -52,9 +52,15 @@ def verify(spec: str, *args: str, cache: str | None) -> tuple[float, dict]:
     return seconds, report
 
 
-def verdicts(report: dict) -> list[tuple]:
-    return [(o["name"], o["verdict"], o["engine"]) for s in report["specs"]
-            for o in s.get("obligations", [])]
+def verdicts(report: dict, field: str = "verdict") -> list[tuple]:
+    return [(o["name"], o[field]) for s in report["specs"] for o in s.get("obligations", [])]
+
+
+def engine_changes(a: dict, b: dict) -> list[str]:
+    """Obligations whose deciding engine differs (e.g. a z3 confirmation that made its short
+    budget in one run and not in the other)."""
+    return [f"{n}: {x} / {y}" for (n, x), (_, y) in zip(verdicts(a, "engine"),
+                                                        verdicts(b, "engine")) if x != y]
 
 
 def counts(report: dict) -> str:
@@ -77,12 +83,14 @@ def main() -> None:
         tc, rc = verify(args.spec, "--jobs", str(args.jobs), *opts, cache=cache)
     load_after = uptime()
     same = verdicts(r1) == verdicts(rn) == verdicts(rc)
+    engines = engine_changes(r1, rn)
     hits = sum(o.get("cached", False) for s in rc["specs"] for o in s.get("obligations", []))
     n = len(verdicts(r1))
     rows = [
         f"`verify {args.spec} --timeout {args.timeout:g}`: {n} obligations, {counts(r1)}; "
         f"verdicts identical in all three runs: {'yes' if same else 'NO'}; cache hits on the "
-        f"re-run: {hits}/{n}. Load average (1, 5, 15 min) before: {load_before}; after: "
+        f"re-run: {hits}/{n}; engines that differ between --jobs 1 and --jobs {args.jobs}: "
+        f"{len(engines)}{(' (' + '; '.join(engines[:4]) + ')') if engines else ''}. Load average (1, 5, 15 min) before: {load_before}; after: "
         f"{load_after}; {os.cpu_count()} cores.",
         "",
         "| run | wall (s) | ratio to --jobs 1 |",
