@@ -80,6 +80,15 @@ class SmtPrinter(SMTLibPrinter):
         return self._s_expr("+", sorted(e.args, key=sp.default_sort_key))
 
     def _print_Mul(self, e):
+        args = e.args
+        if len(args) == 2 and args[0].is_Rational and args[1].is_Symbol:
+            # a weight times a symbol, the bulk of a trained network: the general path's text
+            # without sympy's as_numer_denom
+            c, x = args
+            p, q = int(c.p), int(c.q)
+            num = (self._print(x) if p == 1 else f"(- {self._print(x)})" if p == -1
+                   else self._s_expr("*", [sp.Integer(p), x]))
+            return num if q == 1 else f"(/ {num} {self._print(sp.Integer(q))})"
         num, den = e.as_numer_denom()
         if den != 1:
             return f"(/ {self._print(num)} {self._print(den)})"
