@@ -25,10 +25,26 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 
-import mpmath
 import numpy as np
 
 from .diagnostics import Span, SpecError
+
+
+class _Lazy:
+    """A module imported on first use: ReLU networks never need mpmath (smooth ones do)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        module = importlib.import_module(self._name)
+        globals()[self._name] = module
+        return getattr(module, attr)
+
+
+mpmath = _Lazy("mpmath")
 
 ACTIVATION_OPS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid",
                   "Tanh": "tanh", "Softmax": "softmax"}

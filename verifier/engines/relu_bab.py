@@ -60,9 +60,12 @@ Z3_LEAF_TIMEOUT = 2.0
 Z3_SHARE = 0.05  # at most this share of the time limit goes to z3 leaves (they often time out)
 MIN_WIDTH = 1e-12
 PIECES_PER_WORKER = 4  # with several workers, the boxes are cut into this many pieces each
+SLICE = 2.0  # seconds a worker spends on a piece before handing its open boxes back
 SMEAR = "interval"  # split score: |d row / dx_i| over the box (interval) or |CROWN coef|
 ALPHA_ITERS = 6  # α-CROWN steps per layer on boxes that plain CROWN leaves open (0: off)
 HINGE_TARGET = 1e-7  # the search pushes every row this far past zero, so replays succeed
+ROW_ALPHA = 0  # also optimise slopes per bounding row where every disjunct gets combinations
+COMB_SMEAR = 1  # split along the smear of the combined row where it was computed
 TIGHTEN_ITERS = 6  # α-CROWN steps for the intermediate bounds of those boxes (0: off)
 COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes together (0: off)
 
@@ -507,8 +510,13 @@ class Engine:
     def _bab_parallel(self, specs):
         """Branch and bound of the disjuncts' boxes cut into pieces, on `workers` forked
         processes; yields (disjunct, outcome) with every witness replayed here again.
-        Every piece must close for `unsat`; a piece that timed out yields "timeout"."""
+        Every piece must close for `unsat`; a piece that timed out yields "timeout".
+
+        A worker spends at most `SLICE` seconds on a piece and hands back the boxes it left
+        open, which are cut into new pieces: no worker idles while another holds all the
+        hard boxes, and the box counts come back as the work goes."""
         import multiprocessing as mp
+        from collections import deque
 
         global _FORKED
         pieces = [(k, s.lo, s.hi) for k, s in enumerate(specs)]
@@ -529,25 +537,41 @@ class Engine:
         yield from done
         _FORKED = (self, specs)
         pool = mp.get_context("fork").Pool(self.workers)
+        queue = deque((k, lo, hi, None) for k, lo, hi in pieces)
+        running: list = []
         try:
-            it = pool.imap_unordered(_piece_worker, pieces)
-            for _ in pieces:
-                try:
-                    k, res, stats, smt = it.next(timeout=max(self.time_left(), 0) + 1.0)
-                except mp.TimeoutError:
-                    raise _Timeout from None
-                for key, v in stats.items():
-                    self.stats[key] = self.stats.get(key, 0) + v
-                for _name, text in smt:
-                    self.smt.append((f"leaf{len(self.smt):05d}", text))
-                if isinstance(res, tuple):  # replayed in the worker; again here
-                    x, _ = res
-                    y = self.net.evaluate_exact(x)
-                    if specs[k].holds(x, y):
-                        yield k, (x, y)
-                        return
-                    res = "a worker's witness did not replay"
-                yield k, res
+            while queue or running:
+                while queue and len(running) < 2 * self.workers:
+                    running.append(pool.apply_async(_piece_worker, (queue.popleft(),)))
+                ready = [r for r in running if r.ready()]
+                if not ready:
+                    if self.time_left() < -1.0:
+                        raise _Timeout
+                    running[0].wait(0.02)
+                    continue
+                for r in ready:
+                    running.remove(r)
+                    k, res, stats, smt = r.get()
+                    for key, v in stats.items():
+                        self.stats[key] = self.stats.get(key, 0) + v
+                    for _name, text in smt:
+                        self.smt.append((f"leaf{len(self.smt):05d}", text))
+                    if isinstance(res, tuple) and res[0] == "more":
+                        _, lo, hi, L, U, reason = res
+                        if reason is not None:
+                            yield k, reason
+                        n = max(1, min(2 * self.workers, len(lo) // 8))
+                        for part in np.array_split(np.arange(len(lo)), n):
+                            queue.appendleft((k, lo[part], hi[part], (L[part], U[part])))
+                        continue
+                    if isinstance(res, tuple):  # replayed in the worker; again here
+                        x, _ = res
+                        y = self.net.evaluate_exact(x)
+                        if specs[k].holds(x, y):
+                            yield k, (x, y)
+                            return
+                        res = "a worker's witness did not replay"
+                    yield k, res
         finally:
             pool.terminate()
             pool.join()
@@ -569,22 +593,32 @@ class Engine:
         return int(np.argmax(score))
 
     # ---- branch and bound
-    def bab(self, s: _Spec, lo=None, hi=None):
+    def bab(self, s: _Spec, lo=None, hi=None, prior=None, until: float | None = None):
         """True (all closed), a witness (x, y), or a reason string; `lo`, `hi`: a part of
-        the disjunct's box to cover instead of all of it."""
+        the disjunct's box to cover instead of all of it, or a batch of boxes (P, n) with
+        `prior` their certified pre-activation bounds (L, U). `until`: a clock time after
+        which the boxes still open are handed back, `("more", lo, hi, L, U, reason)`, so
+        that the parallel driver can share them out."""
         if not s.rows:  # the input constraints alone: the box is the region
             hit = self.replay(s, 0.5 * (s.lo_in + s.hi_in))
             return hit if hit else "input constraints only, no point found"
-        stack_lo = [(s.lo if lo is None else lo)[None]]
-        stack_hi = [(s.hi if hi is None else hi)[None]]
         nh = sum(la.W.shape[0] for la in self.fnet.hidden)
-        stack_L = [np.full((1, nh), -np.inf)]  # certified pre-activation bounds (parents')
-        stack_U = [np.full((1, nh), np.inf)]
+        lo = s.lo if lo is None else lo
+        hi = s.hi if hi is None else hi
+        stack_lo = [lo if lo.ndim == 2 else lo[None]]
+        stack_hi = [hi if hi.ndim == 2 else hi[None]]
+        P = len(stack_lo[0])
+        if prior is None:  # certified pre-activation bounds (parents')
+            prior = (np.full((P, nh), -np.inf), np.full((P, nh), np.inf))
+        stack_L, stack_U = [prior[0]], [prior[1]]
         width0 = np.maximum(s.hi - s.lo, 1e-300)
         open_reason = None
         n_rounds = 0
         while stack_lo:
             self.check_time()
+            if until is not None and n_rounds and time.perf_counter() > until:
+                return ("more", np.concatenate(stack_lo), np.concatenate(stack_hi),
+                        np.concatenate(stack_L), np.concatenate(stack_U), open_reason)
             lo = np.concatenate(stack_lo)
             hi = np.concatenate(stack_hi)
             PL, PU = np.concatenate(stack_L), np.concatenate(stack_U)
@@ -599,6 +633,7 @@ class Engine:
             self.stats["boxes"] += len(lo)
             prior = Bounds.unflat(self.fnet, PL, PU)
             lo, hi, ub, G, bounds = self._bound(s, lo, hi, prior)
+            comb = self.comb_rows
             if not len(lo):
                 continue
             unstable = bounds.unstable(self.fnet)
@@ -631,7 +666,11 @@ class Engine:
                 continue
             BL, BU = bounds.flat()
             row = s.split_row(ub)
-            if SMEAR == "interval" and self.fnet.piecewise_linear:
+            if SMEAR == "interval" and self.fnet.piecewise_linear and comb is not None \
+                    and COMB_SMEAR:  # the combined row: the one that is to close the box
+                g = gradient_magnitude(self.fnet, bounds, comb[0][to_split],
+                                       comb[1][to_split])
+            elif SMEAR == "interval" and self.fnet.piecewise_linear:
                 g = gradient_magnitude(self.fnet, bounds, s.spec.W[row], s.Db[row])
             else:
                 g = np.abs(G[np.arange(len(lo)), row])  # (B, n)
@@ -664,7 +703,10 @@ class Engine:
         return True if open_reason is None else open_reason
 
     def _bound(self, s: _Spec, lo, hi, prior=None):
-        """Bounds on a batch; returns the boxes left open with their bounds."""
+        """Bounds on a batch; returns the boxes left open with their bounds. When the
+        combination stage ran, `self.comb_rows` holds the open boxes' combined rows of the
+        first multi-row disjunct (W (B, m), D (B, n)), else None."""
+        self.comb_rows = None
         box = Box(lo, hi)
         fwd = forward_bounds(self.fnet, box, prior)
         ub, G = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
@@ -682,13 +724,16 @@ class Engine:
         box = Box(lo, hi)
         if TIGHTEN_ITERS:
             bounds = tighten_layers(self.fnet, box, bounds, iters=TIGHTEN_ITERS)
-        betas = optimize_betas(s.spec, s.Db, bounds, box, self.fnet.hidden,
-                               iters=2 * ALPHA_ITERS)
-        ub2, G2 = backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden,
-                                 betas=betas)
-        better = ub2 < ub
-        ub = np.where(better, ub2, ub)
-        G = np.where(better[:, :, None], G2, G)
+        if ROW_ALPHA or len(s.multi) < len(s.ds):  # else the combinations below do it
+            betas = optimize_betas(s.spec, s.Db, bounds, box, self.fnet.hidden,
+                                   iters=2 * ALPHA_ITERS)
+            ub2, G2 = backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden,
+                                     betas=betas)
+            better = ub2 < ub
+            ub = np.where(better, ub2, ub)
+            G = np.where(better[:, :, None], G2, G)
+        else:
+            ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
         keep = ~s.closed(ub)
         if not keep.any() or not s.multi or not COMB_ITERS:
             return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
@@ -700,6 +745,8 @@ class Engine:
         cub = s.combined_bound(self.fnet, lam, betas, bounds, box)
         self.stats["comb_closed"] = self.stats.get("comb_closed", 0) + int(np.sum(cub < 0))
         keep = ~s.closed(ub, cub)
+        lam0 = lam[keep, 0, :]
+        self.comb_rows = (lam0 @ s.base.W, lam0 @ s.D)
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
 
     def search_boxes(self, s: _Spec, lo, hi, ub):
@@ -743,15 +790,16 @@ _FORKED = None  # (engine, specs) for the forked workers of `Engine._bab_paralle
 
 
 def _piece_worker(piece):
-    """One piece's branch and bound in a forked worker: (disjunct, outcome, stats, smt)."""
-    k, lo, hi = piece
+    """One piece's branch and bound in a forked worker for at most `SLICE` seconds:
+    (disjunct, outcome, stats, smt); the outcome may be the boxes left open (`bab`)."""
+    k, lo, hi, prior = piece
     eng, specs = _FORKED
     eng.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
     eng.smt = []
     eng.rng = np.random.default_rng(abs(hash((float(lo.sum()), float(hi.sum())))) % 2**32)
     try:
         with single_thread_blas():
-            res = eng.bab(specs[k], lo, hi)
+            res = eng.bab(specs[k], lo, hi, prior, until=time.perf_counter() + SLICE)
     except _Timeout:
         res = "timeout"
     eng.stats.pop("open_volume", None)
