@@ -436,3 +436,58 @@ def test_positive_by_construction_or_by_premise():
     assert coq.provably_positive(3 * (x * y + 2), known)
     assert not coq.provably_positive(x * y + 1, known)
     assert not coq.provably_positive(x, ())
+
+
+def test_case_analysis_above_the_bound_is_not_attempted():
+    zs = sp.symbols(f"z0:{coq.CASE_DECISIONS + 1}", real=True)
+    small = sum(step(t) for t in zs[:2])
+    assert coq.coq_plan(small, sum(1 - step(-t) for t in zs[:2]), (), 1000).mode == "cases"
+    big = sum(step(t) for t in zs)
+    plan = coq.coq_plan(big, sum(1 - step(-t) for t in zs), (), 1000)
+    assert plan.mode is None
+    assert f"({coq.CASE_DECISIONS} decisions)" in plan.reason
+    assert coq.case_decisions(big, sp.Max(x, y)) == len(zs) + 1
+
+
+def _aggregation_model() -> tuple[Model, list[Verdict]]:
+    """A graph layer's forward identity written in two orders of aggregation (the atoms
+    relu(w*x0 + w*x1) and relu(w*(x0 + x1)) differ until their arguments are expanded)."""
+    prog = Program()
+    w, v, b = S("g.w"), S("g.v"), S("g.b")
+    h = [prog.assign(relu(w * X[0] + w * X[1] + b), "g.h[0]"),
+         prog.assign(relu(v * X[0] - v * X[1]), "g.h[1]")]
+    y = prog.assign(relu(2 * h[0] + h[1] * 3), "g.y[0]")
+    rhs = relu((h[1] + h[1] + h[1]).xreplace({h[1]: relu(v * (X[0] - X[1]))})
+               + 2 * relu(w * (X[0] + X[1]) + b))
+    inputs = tuple(Variable(symbol=s, role="input") for s in X)
+    params = tuple(Variable(symbol=s, role="param") for s in (w, v, b))
+    ob = Obligation(name="forward", kind="identity", hypotheses=(), variables=inputs + params,
+                    goal=(Atom(lhs=y, op="==", rhs=rhs),), text="g(x)[0] == by hand")
+    model = Model(name="agg", source_path="agg.snn", program=prog, inputs=inputs,
+                  params=params, obligations=(ob,), derivations=())
+    return model, [Verdict(name="forward", kind="identity", verdict="proved", engine="id")]
+
+
+def test_activation_arguments_brought_to_one_form(tmp_path):
+    model, verdicts = _aggregation_model()
+    files = coq.emit(model, verdicts, coqc=None)
+    text = lemma(files["agg.v"], "forward")
+    assert text.count("by (f_equal; ring).") == 2  # the inner relus of the rhs; then the
+    # outer ones agree as written
+    assert "snn_cases" not in text and text.endswith("field; snn_side.\nQed.")
+    assert_compiles(tmp_path, files)
+
+
+def test_proof_counts_per_obligation():
+    from verifier.emit import proofs
+
+    model, verdicts = tanh_model()
+    counts = proofs.proof_counts(model, verdicts, coqc=None)
+    assert counts["dy_dx0"] == {"coq_qed": 1, "coq_admitted": 0, "lean_sorry": 1,
+                                "admitted_reasons": []}
+    assert counts["wrong"] == {"coq_qed": 0, "coq_admitted": 0, "lean_sorry": 0,
+                               "admitted_reasons": []}
+    assert counts["open"]["coq_admitted"] == 1 and counts["open"]["lean_sorry"] == 1
+    assert counts["open"]["admitted_reasons"] == [
+        "the claim was not proved, so this lemma is an open statement"]
+    assert counts["grad_x1"]["lean_sorry"] == 0  # `by ring`
