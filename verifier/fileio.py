@@ -78,11 +78,22 @@ def check_writable_target(path: str, what: str = "output file") -> None:
         raise SpecError(f"cannot write {what} {path}: {parent} is not a directory")
 
 
-def check_writable_dir(path: str, what: str = "output folder") -> None:
-    """Refuse a folder argument that exists and is not a directory (or a link to one)."""
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise SpecError(f"{what} {path} exists and is not a directory",
-                        fix="choose a new folder or an existing directory")
+def check_writable_dir(path: str, what: str = "output folder",
+                       fix: str = "choose a new folder or an existing directory") -> None:
+    """Refuse, before any work, a folder argument that exists but is not a directory (a
+    device, FIFO, socket, ordinary file, or a symbolic link to one or to nothing)."""
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links: a link to a FIFO is a FIFO
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise SpecError(f"{what} {path} is a symbolic link to nothing",
+                            fix="remove the link or " + fix) from None
+        return
+    except OSError as err:
+        raise SpecError(f"cannot use {what} {path}: {err.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        kind = "an ordinary file" if stat.S_ISREG(mode) else kind_of(mode)
+        raise SpecError(f"{what} {path} is {kind}, not a directory", fix=fix)
 
 
 def write_text_atomically(path: str, text: str, what: str = "output file") -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from collections.abc import Callable
 
 from .diagnostics import SpecError
 from .elaborate import elaborate
-from .fileio import check_writable_target, kind_of
 from .engines.verdict import Verdict
+from .fileio import check_writable_dir, check_writable_target
 from .obligations import Model, build_model
 
 
@@ -87,19 +86,7 @@ def artifacts(model: Model, verdicts: list[Verdict], targets: list[str]) -> dict
 def check_output_dir(outdir: str) -> None:
     """Refuse, before any work, an output path that exists but is not a directory (a device,
     FIFO, socket, ordinary file, or a symbolic link to one or to nothing)."""
-    try:
-        mode = os.stat(outdir).st_mode  # follows symbolic links: a link to a FIFO is a FIFO
-    except FileNotFoundError:
-        if os.path.islink(outdir):
-            raise SpecError(f"output directory {outdir} is a symbolic link to nothing",
-                            fix="remove the link or give -o another directory") from None
-        return
-    except OSError as err:
-        raise SpecError(f"cannot use output directory {outdir}: {err.strerror}") from None
-    if not stat.S_ISDIR(mode):
-        kind = "an ordinary file" if stat.S_ISREG(mode) else kind_of(mode)
-        raise SpecError(f"output directory {outdir} is {kind}, not a directory",
-                        fix="give -o a new or an existing directory")
+    check_writable_dir(outdir, "output directory", fix="give -o a new or an existing directory")
 
 
 def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
