@@ -56,3 +56,12 @@ def test_robot_sat_found_with_a_replayed_witness(name, tmp_path):
     xs = [float(v) for v in x]
     assert any(all(float(c.value(xs, [float(v) for v in yo])) <= 1e-4 for c in d.constraints)
                for d in prop.disjuncts)
+
+
+def test_robot_unsat_never_answered_sat():
+    """robot_3 has no counterexample; the proof takes 30-50 s with two workers on a busy
+    2-core machine (bench/RESULTS.md), so here a short limit only checks the answer is never
+    `sat`."""
+    code = vnn.main(["--onnx", NET, "--vnnlib", os.path.join(DATA, "robot_3.vnnlib.gz"),
+                     "--timeout", "6"])
+    assert code in (0, 3)

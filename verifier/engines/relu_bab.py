@@ -66,7 +66,7 @@ ALPHA_ITERS = 6  # α-CROWN steps per layer on boxes that plain CROWN leaves ope
 HINGE_TARGET = 1e-7  # the search pushes every row this far past zero, so replays succeed
 ROW_ALPHA = 0  # also optimise slopes per bounding row where every disjunct gets combinations
 COMB_SMEAR = 1  # split along the smear of the combined row where it was computed
-TIGHTEN_ITERS = 6  # α-CROWN steps for the intermediate bounds of those boxes (0: off)
+TIGHTEN_ITERS = 3  # α-CROWN steps for the intermediate bounds of those boxes (0: off)
 COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes together (0: off)
 
 
