@@ -4,7 +4,8 @@ Top-level keys: `model`, `input_symbols`, `parameter_count`, `output`, `jacobian
 (as in the reference export; terms in the CSE names), plus `cse` (the named intermediate
 quantities those terms need, in program order), `closed_form` (fully inlined terms, or why they
 were omitted), `derivations` (all of them, by name, with shape), `parameter_symbols`, `source`
-and `obligations` (each verdict with the claim text). Numbers are exact strings; output is
+and `obligations` (each verdict with the claim text, and under `proofs` its lemmas in the
+Coq and Lean files: `coq_qed`, `coq_admitted`, `lean_sorry`, `admitted_reasons`). Numbers are exact strings; output is
 deterministic (sorted keys, no timings, no absolute paths).
 """
 
@@ -468,14 +469,28 @@ def _closed_form(model: Model) -> dict:
     return out
 
 
+def _proofs(model: Model, verdicts: list[Verdict]) -> dict:
+    """Per obligation, the Qed / Admitted lemmas of the `.v` file and the `sorry`s of the
+    `.lean` file (emit/proofs.py); or why those files cannot be written."""
+    from .proofs import proof_counts  # proofs -> coq -> this module
+
+    try:
+        return proof_counts(model, verdicts)
+    except SpecError as exc:
+        omitted = {"status": "omitted", "reason": exc.message}
+        return {ob.name: omitted for ob in model.obligations}
+
+
 def _obligations(model: Model, verdicts: list[Verdict]) -> list[dict]:
     by_name = {v.name: v for v in verdicts}
+    proofs = _proofs(model, verdicts)
     out = []
     for ob in model.obligations:
         v = by_name.pop(ob.name, None)
         entry = _verdict_json(v) if v is not None else {"name": ob.name, "verdict": None}
         entry.update(claim=ob.text, obligation_kind=ob.kind,
-                     goal=[[_string(a.lhs), a.op, _string(a.rhs)] for a in ob.goal])
+                     goal=[[_string(a.lhs), a.op, _string(a.rhs)] for a in ob.goal],
+                     proofs=proofs[ob.name])
         out.append(entry)
     out += [_verdict_json(v) for _, v in sorted(by_name.items())]
     return out
