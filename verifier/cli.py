@@ -169,6 +169,26 @@ def _main(args) -> int:
     return status
 
 
+def _attach_proofs(model, verdicts, files: dict[str, str]) -> None:
+    """Per obligation, the Qed / Admitted lemmas of the written .v file (with the reasons) and
+    the sorry theorems of the .lean file, for the table and the JSON report."""
+    from .emit.proofs import counts_of
+
+    coq = next((t for f, t in files.items() if f.endswith(".v")), None)
+    lean = next((t for f, t in files.items() if f.endswith(".lean")), None)
+    if coq is None and lean is None:
+        return
+    counts = counts_of(model, coq or "", lean or "")
+    for v in verdicts:
+        c = counts.get(v.name)
+        if c is not None:
+            if coq is None:
+                c = {"lean_sorry": c["lean_sorry"]}
+            elif lean is None:
+                c = {k: x for k, x in c.items() if k != "lean_sorry"}
+            v.details["proofs"] = c
+
+
 def _one_spec(path, args, targets, cache, cluster, reporter) -> int:
     """Load, decide and write one spec; a user error or our own bug ends this spec only."""
     from . import run
@@ -186,6 +206,7 @@ def _one_spec(path, args, targets, cache, cluster, reporter) -> int:
             files = run.artifacts(model, verdicts, targets)
             written = run.write_atomically(args.output, files)
             _attach_paths(model, verdicts, written)
+            _attach_proofs(model, verdicts, files)
         reporter.end(path, model, verdicts, written)
     except SpecError as err:
         reporter.error(path, err)

@@ -31,6 +31,19 @@ def row(v, cached: bool = False) -> str:
             f"{v.seconds:7.2f}s{mark}{extra}")
 
 
+def proof_text(c: dict) -> str:
+    """`3 Qed, 1 Admitted (reason), 4 sorry` of an obligation's proof counts."""
+    parts = []
+    if "coq_qed" in c:
+        parts.append(f"Coq {c['coq_qed']} Qed, {c['coq_admitted']} Admitted")
+        if c.get("admitted_reasons"):
+            why = "; ".join(c["admitted_reasons"])
+            parts[-1] += f" ({why[:120]}{' ...' if len(why) > 120 else ''})"
+    if "lean_sorry" in c:
+        parts.append(f"Lean {c['lean_sorry']} sorry")
+    return ", ".join(parts)
+
+
 def error_object(err: SpecError, path: str | None = None) -> dict:
     """{file, line, col, message, fix} of a user error (file: the spec when unlocated)."""
     span = err.span
@@ -82,6 +95,10 @@ class Plain:
         self.say(row(v, cached))
 
     def end(self, path: str, model, verdicts, written) -> None:
+        for v in verdicts:
+            c = v.details.get("proofs")
+            if c and any(c.get(k) for k in ("coq_qed", "coq_admitted", "lean_sorry")):
+                self.say(f"  {v.name:<24} proofs    " + proof_text(c))
         for f in written:
             self.say(f"  wrote {f}")
 
