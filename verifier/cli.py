@@ -6,8 +6,7 @@ import argparse
 import os
 import sys
 
-from .diagnostics import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, SpecError,
-                          run_guarded)
+from .diagnostics import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, SpecError, run_guarded
 from .emit import EMITTERS
 from .terminal import REPORT_FIX, json_error
 

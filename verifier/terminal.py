@@ -132,8 +132,13 @@ class Live(Plain):
     """Plain's rows, printed above a rich progress bar (stdout is a terminal)."""
 
     def __enter__(self):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         # no refresh thread: the bar is redrawn on each verdict, and forked deciders never
         # inherit a lock held by a drawing thread
