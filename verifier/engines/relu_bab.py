@@ -3,8 +3,9 @@
 Disjuncts with the same input box are decided together (`_Spec`): disjunct g has rows
 `r_k(x) = -(constraint lhs)` and is unsafe iff every `r_k >= 0` (`> 0` for strict ones).
 
-1. counterexample search in float64 (random points, then projected sign-gradient ascent on
-   the least safe disjunct's `min_k r_k`); a candidate counts only after exact replay in
+1. counterexample search in float64 (random points, then projected Adam descent on the
+   least violated disjunct's summed violation `sum_k max(0, -r_k)`, and sign-gradient ascent
+   on `min_k r_k`); a candidate counts only after exact replay in
    `Fraction`s (60-digit mpmath for smooth activations) on the imported network, against
    every constraint of a disjunct, strictness included;
 2. branch and bound on the input box, many boxes per numpy batch (`crown`): a box is closed
@@ -13,11 +14,13 @@ Disjuncts with the same input box are decided together (`_Spec`): disjunct g has
    a strict row is involved) on all of it. Bounds: a forward pass with the parent box's
    certified intervals, then backward CROWN for the still-unstable neurons and the best of
    four lower-slope choices for the rows, then, on boxes still open, α-CROWN
-   (`alpha_crown`: slopes optimised per box and row, layer by layer, then for the rows).
+   (`alpha_crown`: slopes optimised per box and row, layer by layer, then for the rows,
+   and for a disjunct with several rows a per-box nonnegative combination of its rows
+   optimised with the slopes, which sees all the rows at once).
    An open box is split in half along the input with the largest interval gradient x width
    (ReluVal's smear); its centre and the corner maximising its linear bound are tried as
    counterexamples. With `workers > 1` the boxes are cut into pieces that forked processes
-   take in turn;
+   take in turn, each for a time slice after which its open boxes become new pieces;
 3. boxes with few unstable ReLUs left go to z3 as exact SMT-LIB (stable neurons fixed to
    their certified phase, unstable ones as `ite`): z3's `unsat` closes the box and its text
    is kept; `sat` gives a point that is replayed like any other candidate.
