@@ -2,12 +2,14 @@
 
     python -m verifier.vnn --onnx NET.onnx --vnnlib PROP.vnnlib [--timeout S]
                            [--answer FILE] [--artifacts DIR] [--json] [--workers N]
+                           [--scheduler ADDRESS]
 
 Prints `unsat` (the property holds: the unsafe region of the VNN-LIB file is empty), `sat`
 followed by a witness `((X_0 v) ... (Y_0 v))` that was replayed exactly on the network, or
 `unknown` / `timeout` with the reason. `--answer FILE` writes the same in VNN-COMP's result
 file format. `--artifacts DIR` keeps every SMT-LIB leaf that z3 answered `unsat` and a
-`summary.json`. `--workers N` runs branch and bound on N forked processes (default 2).
+`summary.json`. `--workers N` runs branch and bound on N forked processes (default 2);
+`--scheduler ADDRESS` sends its subtrees to the workers of a Dask distributed cluster instead.
 Exit status: 0 unsat, 1 sat, 3 unknown or timeout, 2 bad input, 4 our bug.
 """
 
@@ -35,7 +37,7 @@ def _num(v) -> str:
 
 
 def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = True,
-          seed: int = 0, workers: int = 1):
+          seed: int = 0, workers: int = 1, cluster=None):
     """Load both files and decide; returns (Result, seconds). Raises SpecError on bad input."""
     from .engines.relu_bab import decide
     from .onnx_import import load_onnx
@@ -45,7 +47,8 @@ def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool 
     net = load_onnx(onnx_path)
     prop = read_vnnlib(vnnlib_path)
     left = max(timeout - (time.perf_counter() - start), 0.01)
-    result = decide(net, prop, left, use_z3=use_z3, seed=seed, workers=workers)
+    result = decide(net, prop, left, use_z3=use_z3, seed=seed, workers=workers,
+                    cluster=cluster)
     return result, time.perf_counter() - start
 
 
@@ -84,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the z3 leaf queries (.smt2) and a summary.json")
     p.add_argument("--json", action="store_true", help="print a JSON report instead")
     p.add_argument("--no-z3", action="store_true", help="never call z3 on leaves")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="send branch-and-bound subtrees to a Dask distributed cluster "
+                        "(workers with one thread each, e.g. `dask worker --nthreads 1`)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="processes for branch and bound (default: 2, or 1 on one core)")
     return p
@@ -106,8 +112,18 @@ def _run(args) -> int:
     from .fileio import write_text_atomically
 
     check_outputs(args)
-    result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
-                            workers=args.workers)
+    cluster = None
+    if args.scheduler:
+        from .parallel import Cluster
+
+        cluster = Cluster(args.scheduler)
+    try:
+        result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
+                                workers=args.workers,
+                                cluster=cluster.client if cluster is not None else None)
+    finally:
+        if cluster is not None:
+            cluster.close()
     text = answer_text(result)
     if args.answer:
         write_text_atomically(args.answer, text, "answer file")

@@ -287,7 +287,7 @@ def _groups(prop: Property) -> list[list[Disjunct]]:
 
 class Engine:
     def __init__(self, net: OnnxNet, prop: Property, timeout: float, seed: int = 0,
-                 use_z3: bool = True, workers: int = 1):
+                 use_z3: bool = True, workers: int = 1, cluster=None):
         if prop.n_inputs != net.n_in or prop.n_outputs != net.n_out:
             from ..diagnostics import SpecError
 
@@ -299,10 +299,18 @@ class Engine:
         self.deadline = time.perf_counter() + timeout
         self.budget = timeout
         self.workers = max(1, workers)
+        self.cluster = cluster  # a distributed.Client: pieces go to its workers
+        if cluster is not None:
+            self.workers = max(self.workers, _cluster_workers(cluster))
         self.rng = np.random.default_rng(seed)
         self.use_z3 = use_z3
         self.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
         self.smt: list = []
+
+    def __getstate__(self) -> dict:  # sent to cluster workers: without the connection
+        state = dict(self.__dict__)
+        state["cluster"] = None
+        return state
 
     def time_left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -328,7 +336,7 @@ class Engine:
                 if hit:
                     return self._sat(hit)
             incomplete = []
-            if self.workers > 1 and any(s.rows for s in specs):
+            if (self.workers > 1 or self.cluster is not None) and any(s.rows for s in specs):
                 outcomes = self._bab_parallel(specs)
             else:
                 outcomes = ((k, self.bab(s)) for k, s in enumerate(specs))
@@ -517,11 +525,10 @@ class Engine:
 
         A worker spends at most `SLICE` seconds on a piece and hands back the boxes it left
         open, which are cut into new pieces: no worker idles while another holds all the
-        hard boxes, and the box counts come back as the work goes."""
-        import multiprocessing as mp
+        hard boxes, and the box counts come back as the work goes. With a Dask cluster
+        (`cluster`) the pieces are tasks on its workers instead."""
         from collections import deque
 
-        global _FORKED
         pieces = [(k, s.lo, s.hi) for k, s in enumerate(specs)]
         done = [(k, self.bab(s)) for k, s in enumerate(specs) if not s.rows]
         pieces = [p for p in pieces if specs[p[0]].rows]
@@ -538,14 +545,14 @@ class Engine:
             hi1[d] = lo2[d] = mid
             pieces += [(k, lo, hi1), (k, lo2, hi)]
         yield from done
-        _FORKED = (self, specs)
-        pool = mp.get_context("fork").Pool(self.workers)
+        pool = _DaskPool(self.cluster, self, specs) if self.cluster is not None else \
+            _ForkPool(self, specs, self.workers)
         queue = deque((k, lo, hi, None) for k, lo, hi in pieces)
         running: list = []
         try:
             while queue or running:
                 while queue and len(running) < 2 * self.workers:
-                    running.append(pool.apply_async(_piece_worker, (queue.popleft(),)))
+                    running.append(pool.submit(queue.popleft()))
                 ready = [r for r in running if r.ready()]
                 if not ready:
                     if self.time_left() < -1.0:
@@ -576,9 +583,7 @@ class Engine:
                         res = "a worker's witness did not replay"
                     yield k, res
         finally:
-            pool.terminate()
-            pool.join()
-            _FORKED = None
+            pool.close()
 
     def _root_split(self, s: _Spec, lo, hi):
         """The dimension branch and bound would split the box along, None if it closes."""
@@ -790,6 +795,81 @@ class Engine:
 
 
 _FORKED = None  # (engine, specs) for the forked workers of `Engine._bab_parallel`
+
+
+class _ForkPool:
+    """Pieces on forked processes that inherit the engine (`_FORKED`)."""
+
+    def __init__(self, eng, specs, workers: int) -> None:
+        import multiprocessing as mp
+
+        global _FORKED
+        _FORKED = (eng, specs)
+        self.pool = mp.get_context("fork").Pool(workers)
+
+    def submit(self, piece):
+        return self.pool.apply_async(_piece_worker, (piece,))  # ready() / wait(t) / get()
+
+    def close(self) -> None:
+        global _FORKED
+        self.pool.terminate()
+        self.pool.join()
+        _FORKED = None
+
+
+class _DaskPool:
+    """Pieces as tasks of a Dask distributed cluster: the engine and the disjuncts are sent
+    to every worker once; each task runs one piece for at most `SLICE` seconds, like a forked
+    worker, and its witness is replayed here again before it counts."""
+
+    def __init__(self, client, eng, specs) -> None:
+        self.client, self.eng = client, eng
+        self.state = client.scatter([(eng, specs)], broadcast=True, hash=False)[0]
+        self.futures: list = []
+
+    def submit(self, piece):
+        fut = self.client.submit(_piece_task, self.state, piece, self.eng.time_left(),
+                                 pure=False)
+        self.futures.append(fut)
+        return _DaskHandle(fut)
+
+    def close(self) -> None:
+        self.client.cancel(self.futures + [self.state])
+
+
+class _DaskHandle:
+    def __init__(self, fut) -> None:
+        self.fut = fut
+
+    def ready(self) -> bool:
+        return self.fut.done()
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def get(self):
+        return self.fut.result()
+
+
+def _cluster_workers(client) -> int:
+    try:
+        return max(1, sum(w.get("nthreads", 1) for w in
+                          client.scheduler_info()["workers"].values()))
+    except Exception:  # noqa: BLE001 - a scheduler that does not say: assume two
+        return 2
+
+
+def _piece_task(state, piece, seconds: float):
+    """`_piece_worker` on a cluster worker: a copy of the engine with its own clock (the
+    deadline is counted from here) and its own statistics."""
+    import copy
+
+    global _FORKED
+    eng, specs = state
+    eng = copy.copy(eng)
+    eng.deadline = time.perf_counter() + seconds
+    _FORKED = (eng, specs)
+    return _piece_worker(piece)
 
 
 def _piece_worker(piece):
