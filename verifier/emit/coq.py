@@ -17,8 +17,10 @@ What gets a proof (`Qed`), and how:
   decision inside step, relu, leaky_relu and piecewise definitions whose decisions do not
   depend on the variable (nerva's conventions at the kinks, stated where the argument is not
   at the kink);
-- plain identities: `field`, with activation applications as opaque atoms, or the scripts
-  above;
+- plain identities: `field`, with activation applications as opaque atoms, after bringing the
+  arguments of applications that differ only by ring arithmetic to one form (`replace ... by
+  (f_equal; ring)`: a graph layer's aggregation written in two orders), or the scripts above;
+  a case analysis on more than CASE_DECISIONS decisions is not attempted (3^n cases);
 - small bounds over an input box: the `interval` tactic, kept only when coqc confirms it;
 - Jacobians of an output (derivations): `is_derive` lemmas linking the two Definitions.
 A proof is attempted only when a sympy pre-check predicts that the tactic succeeds; everything
@@ -708,6 +710,7 @@ class Ctx:
             self.sym_name(sym)
         self.printer = self.printer_class(self.sym_name)
         self.inlined: dict = {}
+        self.printed: dict = {}
         self.interval_attempts = 0
 
     def sym_name(self, sym: sp.Symbol) -> str:
@@ -716,7 +719,13 @@ class Ctx:
         return self.names.name(("sym" if sym in self.prog.defs else "leaf", sym.name), sym.name)
 
     def p(self, e) -> str:
-        return self.printer.doprint(sp.sympify(e))
+        """The printed form of `e`, memoised: a CSE step shared by several Definitions (and
+        checked by check_supported) is printed once."""
+        e = sp.sympify(e)
+        text = self.printed.get(e)
+        if text is None:
+            text = self.printed[e] = self.printer.doprint(e)
+        return text
 
     def inline(self, e):
         """`e` over leaves only; TooLarge above STATEMENT_OPS operations."""
