@@ -61,7 +61,7 @@ def decide(ob: Obligation, program: Program, timeout: float) -> Verdict:
                 v = Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine=engine.name,
                             reason=f"numeric failure in the {engine.name} engine: "
                                    f"{type(err).__name__}: {err}")
-            if v.smt is None:
+            if v.smt is None and not v.details.pop("no_whole_box_smt", False):
                 _attach_smt(v, ob, program)
             v.seconds = time.perf_counter() - start
             return v

@@ -144,6 +144,11 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
     if res.answer == "unsat":
         if smt:
             details["smt_leaves"] = smt
+        else:  # z3 does not decide the whole box of a network this wide in seconds
+            details["no_whole_box_smt"] = True
+            details["notes"] = ["no SMT-LIB file: every box was closed by CROWN bounds, and "
+                                "z3 does not decide the whole-box encoding of a network "
+                                "this wide in seconds"]
         return verdict(PROVED, artifact="branch and bound over the input box, every box closed "
                        "by CROWN bounds or by z3", smt=smt[0] if smt else None,
                        smt_answer="unsat" if smt else None)
