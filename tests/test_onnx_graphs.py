@@ -128,7 +128,8 @@ def test_residual_mlp_exported_by_torch(tmp_path):
     path = str(tmp_path / "res.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model.float(), torch.zeros(1, 3), path, input_names=["X"],
+        torch.onnx.export(model.float(), torch.zeros(1, 3, dtype=torch.float32), path,
+                          input_names=["X"],
                           output_names=["Y"], dynamo=False)
     ops = [n.op_type for n in onnx.load(path).graph.node]
     assert "Add" in ops and "Relu" in ops
