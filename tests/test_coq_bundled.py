@@ -110,6 +110,8 @@ def test_json_counts_are_those_of_the_files(emitted, name):
         assert proofs["coq_qed"] == block.count("\nQed."), ob_name
         assert proofs["coq_admitted"] == block.count("\nAdmitted."), ob_name
         assert proofs["lean_sorry"] == lean_blocks[ob_name].count("\n  sorry\n"), ob_name
+        if not proofs["coq_qed"] + proofs["coq_admitted"]:
+            assert proofs["not_stated"], ob_name  # a claim without a lemma says why
         if proofs["coq_admitted"]:
             assert proofs["admitted_reasons"], ob_name
             for reason in proofs["admitted_reasons"]:

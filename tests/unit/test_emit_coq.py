@@ -484,9 +484,9 @@ def test_proof_counts_per_obligation():
     model, verdicts = tanh_model()
     counts = proofs.proof_counts(model, verdicts, coqc=None)
     assert counts["dy_dx0"] == {"coq_qed": 1, "coq_admitted": 0, "lean_sorry": 1,
-                                "admitted_reasons": []}
+                                "admitted_reasons": [], "not_stated": None}
     assert counts["wrong"] == {"coq_qed": 0, "coq_admitted": 0, "lean_sorry": 0,
-                               "admitted_reasons": []}
+                               "admitted_reasons": [], "not_stated": "the claim is false"}
     assert counts["open"]["coq_admitted"] == 1 and counts["open"]["lean_sorry"] == 1
     assert counts["open"]["admitted_reasons"] == [
         "the claim was not proved, so this lemma is an open statement"]

@@ -17,6 +17,8 @@ from ..obligations import Model
 _COQ_OBLIGATION = re.compile(r"^\(\* obligation (\S+) \(", re.MULTILINE)
 _COQ_END = re.compile(r"^(Qed|Admitted)\.$", re.MULTILINE)
 _COQ_REASON = re.compile(r"^\(\* Admitted: (.*) \*\)$", re.MULTILINE)
+_COQ_NOT_STATED = re.compile(r"^\(\* not stated(?: as a lemma)?: (.*) \*\)$"
+                             r"|^\(\* (entries \S+ are not stated .*) \*\)$", re.MULTILINE)
 _LEAN_OBLIGATION = re.compile(r"^-- obligation (\S+) \(", re.MULTILINE)
 _LEAN_SORRY = re.compile(r"^  sorry$", re.MULTILINE)
 
@@ -29,12 +31,15 @@ def _blocks(pattern: re.Pattern, text: str) -> dict[str, str]:
 
 
 def coq_counts(text: str) -> dict[str, dict]:
-    """{obligation: {coq_qed, coq_admitted, admitted_reasons}} of a `.v` file's text."""
+    """{obligation: {coq_qed, coq_admitted, admitted_reasons, not_stated}} of a `.v` file's
+    text; `not_stated`: why the claim (or some of its entries) has no lemma, else None."""
     out = {}
     for name, block in _blocks(_COQ_OBLIGATION, text).items():
         ends = _COQ_END.findall(block)
+        missing = [a or b for a, b in _COQ_NOT_STATED.findall(block)]
         out[name] = {"coq_qed": ends.count("Qed"), "coq_admitted": ends.count("Admitted"),
-                     "admitted_reasons": sorted(set(_COQ_REASON.findall(block)))}
+                     "admitted_reasons": sorted(set(_COQ_REASON.findall(block))),
+                     "not_stated": "; ".join(missing) if missing else None}
     return out
 
 
@@ -45,10 +50,11 @@ def lean_counts(text: str) -> dict[str, int]:
 
 
 def counts_of(model: Model, coq_text: str, lean_text: str) -> dict[str, dict]:
-    """{obligation: {coq_qed, coq_admitted, lean_sorry, admitted_reasons}} of the two files,
-    every obligation of the model present (zeros where it has no lemma: a refuted claim)."""
+    """{obligation: {coq_qed, coq_admitted, lean_sorry, admitted_reasons, not_stated}} of the
+    two files, every obligation of the model present (zeros where it has no lemma)."""
     coq, lean = coq_counts(coq_text), lean_counts(lean_text)
-    empty = {"coq_qed": 0, "coq_admitted": 0, "admitted_reasons": []}
+    empty = {"coq_qed": 0, "coq_admitted": 0, "admitted_reasons": [],
+             "not_stated": "no obligation comment in the Coq file"}
     return {ob.name: {**coq.get(ob.name, empty), "lean_sorry": lean.get(ob.name, 0)}
             for ob in model.obligations}
 
