@@ -25,7 +25,8 @@ class Emitter:
 def render(model, verdicts, targets) -> dict[str, str]:
     """{file: text} of every target, the linking emitters last (they see the others' files)."""
     files: dict[str, str] = {}
-    for t in sorted(targets, key=lambda t: EMITTERS[t].links):
+    order = list(EMITTERS)  # the registry's order: the JSON export after the Coq file
+    for t in sorted(targets, key=lambda t: (EMITTERS[t].links, order.index(t))):
         files.update(EMITTERS[t].emit(model, verdicts, files))
     return files
 

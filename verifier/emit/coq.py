@@ -1130,6 +1130,14 @@ def emit(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") ->
     return dict(files)
 
 
+def emitted(model: Model, verdicts: list[Verdict], *, coqc: str | None = "auto") -> bool:
+    """Whether the `.v` file of this model and verdicts was just emitted (and is kept)."""
+    if coqc == "auto":
+        coqc = shutil.which("coqc")
+    return bool(_LAST) and _LAST[0][0] is model and _LAST[0][1] == list(verdicts) \
+        and _LAST[0][2] == coqc
+
+
 def _emit(model: Model, verdicts: list[Verdict], coqc: str | None) -> dict[str, str]:
     ctx = Ctx(model)
     check_supported(ctx)

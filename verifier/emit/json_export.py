@@ -472,8 +472,13 @@ def _closed_form(model: Model) -> dict:
 def _proofs(model: Model, verdicts: list[Verdict]) -> dict:
     """Per obligation, the Qed / Admitted lemmas of the `.v` file and the `sorry`s of the
     `.lean` file (emit/proofs.py); or why those files cannot be written."""
+    from . import coq
     from .proofs import proof_counts  # proofs -> coq -> this module
 
+    if not coq.emitted(model, verdicts):  # counts only of a .v written with this file: a
+        # JSON-only run does not pay for a Coq emission (and its interval confirmations)
+        absent = {"status": "omitted", "reason": "no .v file written with this export"}
+        return {ob.name: absent for ob in model.obligations}
     try:
         return proof_counts(model, verdicts)
     except SpecError as exc:
