@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from coq_tool import coqc as _coqc
 from test_batch_backprop import FILES, _base, _path, decided
 
 from verifier.emit import coq
@@ -41,12 +41,6 @@ _OBLIGATION = re.compile(r"^\(\* obligation (\S+) \(", re.MULTILINE)
 _LEMMA = re.compile(r"^Lemma (\S+) :\n(?:.*\n)*?(Qed|Admitted)\.$", re.MULTILINE)
 
 
-def _coqc() -> str | None:
-    path = shutil.which("coqc")
-    if path is None and os.environ.get("CI") == "true":
-        pytest.fail("coqc is required in CI (apt-get install coq libcoq-coquelicot "
-                    "libcoq-interval)")
-    return path
 
 
 def _blocks(text: str) -> dict[str, list[tuple[str, str]]]:

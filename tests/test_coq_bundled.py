@@ -11,16 +11,15 @@ a file as soon as it is written, while the next ones are emitted, two at a time.
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from coq_tool import coqc as _coqc
 
 from verifier import run
 from verifier.emit import coq, json_export, lean
@@ -36,12 +35,6 @@ _OBLIGATION = re.compile(r"^\(\* obligation (\S+) \(", re.MULTILINE)
 _LEAN_OBLIGATION = re.compile(r"^-- obligation (\S+) \(", re.MULTILINE)
 
 
-def _coqc() -> str | None:
-    path = shutil.which("coqc")
-    if path is None and os.environ.get("CI") == "true":
-        pytest.fail("coqc is required in CI (apt-get install coq libcoq-coquelicot "
-                    "libcoq-interval)")
-    return path
 
 
 def _limit_memory():

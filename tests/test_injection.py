@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import z3
+from coq_tool import coqc as _coqc
 
 from verifier.cli import main
 
@@ -58,11 +58,6 @@ STANDARD_AXIOM_MODULES = frozenset({
 })
 
 
-def _coqc():
-    path = shutil.which("coqc")
-    if path is None and os.environ.get("CI") == "true":
-        pytest.fail("coqc is required in CI")
-    return path
 
 
 def _verify(spec: Path, out: Path, capsys) -> dict:
