@@ -18,7 +18,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = os.path.join(HERE, "..", "..", "shared", "benchmarks", "vnncomp2021-acasxu")
+DEFAULT = os.path.join(HERE, "..", "tests", "data", "vnncomp2021-acasxu")  # shipped
 
 
 def _short(onnx: str) -> str:

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = os.path.join(HERE, "..", "..", "shared", "benchmarks", "vnncomp2021-acasxu")
+DEFAULT = os.path.join(HERE, "..", "tests", "data", "vnncomp2021-acasxu")  # shipped
 INSTANCES = ["1_1/prop_3", "1_1/prop_4", "1_6/prop_1", "1_6/prop_3", "1_7/prop_3",
              "1_7/prop_4", "2_1/prop_2", "3_3/prop_1", "4_5/prop_4", "5_9/prop_2"]
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             spec = os.path.join(work, f"{net}_{prop}.snn")
             with open(spec, "w") as fh:
                 fh.write(spec_text(read_vnnlib(vnnlib), "net.onnx"))
-            code_v, t_v, out_v = run([sys.executable, "-m", "verifier.vnn", "--onnx", onnx,
+            _, t_v, out_v = run([sys.executable, "-m", "verifier.vnn", "--onnx", onnx,
                                       "--vnnlib", vnnlib, "--timeout", str(args.timeout),
                                       "--workers", str(args.workers)], args.timeout + 60)
             code_s, t_s, _ = run([sys.executable, "-m", "verifier", spec, "--timeout",

@@ -34,7 +34,6 @@ HERE = os.path.dirname(__file__)
 DATA = os.path.join(HERE, "data")  # third-party files, sources in data/README.md
 ZOO = sorted(glob.glob(os.path.join(DATA, "marabou-layer-zoo", "*.onnx")))
 # optional: a folder holding the full VNN-COMP 2021 sets (not shipped, see data/README.md)
-EXTRA = os.environ.get("SNN_BENCHMARKS")
 REFUSED = {  # file -> words the error must contain
     "conv.onnx": ["Conv", "#0"],
     "maxpool.onnx": ["MaxPool", "#0"],
@@ -90,14 +89,7 @@ def test_benchmark_networks_match_onnxruntime(path):
 
 
 def _acasxu_networks():
-    if not EXTRA:
-        return [pytest.param(None, marks=pytest.mark.skip(
-            reason="SNN_BENCHMARKS is not set (the 45 ACAS Xu networks are not shipped)"))]
-    found = sorted(glob.glob(os.path.join(EXTRA, "vnncomp2021-acasxu", "*.onnx")))
-    if not found:
-        return [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"no vnncomp2021-acasxu/*.onnx under SNN_BENCHMARKS={EXTRA}"))]
-    return found
+    return sorted(glob.glob(os.path.join(DATA, "vnncomp2021-acasxu", "*.onnx")))
 
 
 @pytest.mark.parametrize("path", _acasxu_networks(), ids=lambda p: os.path.basename(p or "none"))
