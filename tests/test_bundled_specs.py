@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tools import require
 
 from verifier import api, run
 from verifier.elaborate import elaborate
@@ -38,14 +37,6 @@ def test_bundled_spec_runs(path):
         assert {"identity", "bound"} <= kinds, kinds
 
 
-def require(name: str):
-    """Import a test dependency; outside CI a missing one skips, in CI (CI=true) it fails."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"{name} is not installed")
 
 
 def _torch_net(name: str, weights: dict, torch):

@@ -22,8 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from coq_tool import coqc as _coqc
 from test_batch_backprop import FILES, _base, _path, decided
+from tools import coqc as _coqc
 
 from verifier.emit import coq
 from verifier.engines.verdict import PROVED, Verdict

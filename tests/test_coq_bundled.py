@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from coq_tool import coqc as _coqc
+from tools import coqc as _coqc
 
 from verifier import run
 from verifier.emit import coq, json_export, lean

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import z3
-from coq_tool import coqc as _coqc
+from tools import coqc as _coqc
 
 from verifier.cli import main
 

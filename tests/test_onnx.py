@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import glob
 import gzip
-import importlib
 import os
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from tools import require
 
 from verifier.diagnostics import SpecError
-
-
-def require(name: str):
-    """Import a test dependency; outside CI a missing one skips, in CI (CI=true) it fails."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"{name} is not installed", allow_module_level=True)
-
 
 onnx = require("onnx")
 ort = require("onnxruntime")

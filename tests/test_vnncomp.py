@@ -7,25 +7,15 @@ onnxruntime (VNN-COMP's rule: the constraints hold within 1e-4).
 from __future__ import annotations
 
 import csv
-import importlib
 import os
 import re
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from tools import require
 
 from verifier.diagnostics import SpecError
-
-
-def require(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"{name} is not installed", allow_module_level=True)
-
 
 require("onnx")
 ort = require("onnxruntime")

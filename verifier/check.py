@@ -80,8 +80,12 @@ class Intervals:
 
     def __init__(self, program, terms):
         import mpmath
+        import sympy as sp
+
+        from .layers import activations
 
         self.iv = mpmath.iv
+        self.sp, self.act = sp, activations  # looked up once, not per evaluated node
         self.slice = program.slice(terms)
         self.terms = terms
 
@@ -99,10 +103,9 @@ class Intervals:
         return [self.eval(t, env) for t in self.terms]
 
     def eval(self, e, env):
-        import sympy as sp
-
-        from .layers.activations import leaky_relu, leaky_step, relu, sigmoid, softplus, step
-
+        sp, a_ = self.sp, self.act
+        leaky_relu, leaky_step, relu = a_.leaky_relu, a_.leaky_step, a_.relu
+        sigmoid, softplus, step = a_.sigmoid, a_.softplus, a_.step
         iv = self.iv
         if e.is_Symbol:
             if e not in env:

@@ -134,14 +134,7 @@ def _pretty_names(symbols) -> dict[str, tuple]:
 # ---------------------------------------------------------------- verdict table
 
 def _detail(v: Verdict | None) -> str:
-    if v is None:
-        return "no verdict was computed"
-    if v.counterexample:
-        return "counterexample: " + ", ".join(
-            f"{k} = {val}" for k, val in sorted(v.counterexample.items()))
-    if v.reason:
-        return v.reason
-    return f"backed by {jx.artifact_label(v.artifact)}" if v.artifact else ""
+    return jx.verdict_detail(v, "no verdict was computed", "backed by ")
 
 
 def _smt2_link(model: Model, name: str, others) -> str | None:

@@ -77,6 +77,19 @@ def artifact_label(artifact: str | None) -> str | None:
     return PurePath(artifact).name if PurePath(artifact).is_absolute() else one_line(artifact)
 
 
+def verdict_detail(v: Verdict | None, missing: str, backed: str) -> str:
+    """One phrase for a verdict table: the counterexample, else the reason, else what backs it
+    (`backed` + the artifact); `missing` where there is no verdict."""
+    if v is None:
+        return missing
+    if v.counterexample:
+        return "counterexample: " + ", ".join(
+            f"{k} = {val}" for k, val in sorted(v.counterexample.items()))
+    if v.reason:
+        return v.reason
+    return f"{backed}{artifact_label(v.artifact)}" if v.artifact else ""
+
+
 def verdict_note(v: Verdict | None) -> list[str]:
     """Comment lines saying who decided an obligation and how."""
     if v is None:

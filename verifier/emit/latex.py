@@ -300,14 +300,7 @@ def _derivations(model: Model, tex: _Tex) -> str:
 
 
 def _detail(v: Verdict | None) -> str:
-    if v is None:
-        return "no verdict"
-    if v.counterexample:
-        return "counterexample: " + ", ".join(
-            f"{k} = {val}" for k, val in sorted(v.counterexample.items()))
-    if v.reason:
-        return v.reason
-    return f"artifact: {jx.artifact_label(v.artifact)}" if v.artifact else ""
+    return jx.verdict_detail(v, "no verdict", "artifact: ")
 
 
 def _obligations(model: Model, verdicts: list[Verdict]) -> str:

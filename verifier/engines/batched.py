@@ -639,7 +639,6 @@ def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
 # ---- branch and bound over input boxes -------------------------------------------------------
 
 
-KEEP_LEAVES = 64  # closed boxes remembered for per-leaf SMT-LIB files
 KEEP_NODES = 50_000  # split-tree nodes kept for a proof's certificate
 
 
@@ -708,8 +707,6 @@ class BatchedBab:
         self.evaluated = self.closed = 0
         self.closed_bound = -INF
         self.pool = _Pool(bt.n, len(ops))
-        self.leaves: list[tuple[np.ndarray, np.ndarray]] = []  # closed boxes (lo, hi), kept
-        # while there are at most KEEP_LEAVES, for the per-leaf SMT-LIB files of a proof
         # the split tree, for a proof's certificate: node -> (dim, mid, low child, high
         # child); closed node -> its certified badness per atom (None once too large)
         self.splits: dict[int, tuple] | None = {}
@@ -814,14 +811,30 @@ class BatchedBab:
         return {"splits": {n: [d, float(m_), a, b] for n, (d, m_, a, b) in self.splits.items()},
                 "closed": dict(self.closed_nodes)}
 
+    def closed_boxes(self, limit: int) -> list | None:
+        """(lo, hi) of every closed box, in the order they closed (node ids grow with time),
+        read off the split tree; None when the tree was not kept or has over `limit`."""
+        if self.splits is None or len(self.closed_nodes) > limit:
+            return None
+        found = {}
+        stack = [(0, self.root_lo, self.root_hi)]
+        while stack:
+            node, lo, hi = stack.pop()
+            if node in self.closed_nodes:
+                found[node] = (lo, hi)
+            elif node in self.splits:
+                d, mid, low, high = self.splits[node]
+                h, l_ = hi.copy(), lo.copy()
+                h[d] = l_[d] = mid
+                stack += [(low, lo, h), (high, l_, hi)]
+        return [found[n] for n in sorted(found)]
+
     def _file(self, lo, hi, at, ab, dim, ids) -> None:
         done = self._closes(ab)
         if done.any() and self.splits is not None:
             for i in np.flatnonzero(done):
                 self.closed_nodes[int(ids[i])] = [float(t) for t in ab[i]]
         if done.any():
-            if self.closed + int(done.sum()) <= KEEP_LEAVES:
-                self.leaves += list(zip(lo[done], hi[done]))
             self.closed += int(done.sum())
             self.closed_bound = max(self.closed_bound, float(ab[done].max()))
         self.pool.add(~done, lo, hi, at, ab, dim, ids)

@@ -50,6 +50,7 @@ Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one
 NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
 LEAF_FILES_SECONDS = 8.0  # z3 on the boxes of a batched proof, for per-box files
+LEAF_FILES_MAX = 64  # a batched proof with more closed boxes writes no per-box files
 CERT_FORMAT = "snn-verify-certificate/1"
 BATCHED_SHARE = 0.75  # of the remaining time for batched branch and bound; the rest goes to
 # the exact path (z3 leaves, exact short sums), which settles ties at an attained bound
@@ -146,9 +147,9 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
             details["smt_leaves"] = smt
         else:  # z3 does not decide the whole box of a network this wide in seconds
             details["no_whole_box_smt"] = True
-            details["notes"] = ["no SMT-LIB file: every box was closed by CROWN bounds, and "
-                                "z3 does not decide the whole-box encoding of a network "
-                                "this wide in seconds"]
+            details["notes"] = [("no SMT-LIB file: every box was closed by CROWN bounds, and "
+                                 "z3 does not decide the whole-box encoding of a network "
+                                 "this wide in seconds")]
         return verdict(PROVED, artifact="branch and bound over the input box, every box closed "
                        "by CROWN bounds or by z3", smt=smt[0] if smt else None,
                        smt_answer="unsat" if smt else None)
@@ -156,9 +157,7 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
         point = {s: Fraction(x) for s, x in zip(inputs, res.witness_x)}
         r = replay(ob, program, point)
         if r.violated:
-            cex = {s.name: str(v) for s, v in sorted(point.items(), key=lambda kv: kv[0].name)}
-            violation = {"atom": _text(r.atom), "lhs": show_value(r.lhs),
-                         "rhs": show_value(r.rhs), "exact": r.exact}
+            cex, violation = _refutation(point, r)
             # the exact encoding with the input fixed at the witness: z3 answers `sat` at
             # once (every ReLU decided), a file that shows the violation without a search
             kw = {}
@@ -224,9 +223,7 @@ class _Decider:
             pt = self._complete(p)
             r = replay(self.ob, self.program, pt)
             if r.violated:
-                violation = {"atom": _text(r.atom), "lhs": show_value(r.lhs),
-                             "rhs": show_value(r.rhs), "exact": r.exact}
-                cex = {s.name: str(v) for s, v in sorted(pt.items(), key=lambda kv: kv[0].name)}
+                cex, violation = _refutation(pt, r)
                 return self._verdict(REFUTED, engine, counterexample=cex, violation=violation,
                                      **kw)
         return None
@@ -344,11 +341,12 @@ class _Decider:
         """One SMT-LIB file per box the batched proof closed (the encoding with that box's
         enclosures), when z3 answers `unsat` on every one within `LEAF_FILES_SECONDS`; else
         None (and no file backs the proof: never one that z3 answers `sat`)."""
-        if not bab.leaves or bab.closed > len(bab.leaves):
+        boxes = bab.closed_boxes(LEAF_FILES_MAX)
+        if not boxes:
             return None
         end = time.perf_counter() + min(LEAF_FILES_SECONDS, max(self.remaining(), 0.0))
         texts = []
-        for lo, hi in bab.leaves:
+        for lo, hi in boxes:
             bounds = dict(self.root)
             for i, s in enumerate(bab.bt.leaves):
                 rlo, rhi = self.root[s]
@@ -700,6 +698,14 @@ def _tighter(old: Verdict, batched: Verdict) -> Verdict:
     old.details["batched_boxes"] = batched.details.get("boxes_evaluated")
     old.reason = f"{old.reason}; before that, {batched.reason}"
     return old
+
+
+def _refutation(point: dict, r) -> tuple[dict, dict]:
+    """A replayed violation in the report's form: the point by variable name, exact, and the
+    failing atom with both sides' values."""
+    cex = {s.name: str(v) for s, v in sorted(point.items(), key=lambda kv: kv[0].name)}
+    return cex, {"atom": _text(r.atom), "lhs": show_value(r.lhs), "rhs": show_value(r.rhs),
+                 "exact": r.exact}
 
 
 def _frac(q) -> Fraction | None:

@@ -96,10 +96,10 @@ def network_of(app) -> OnnxNet:
 Lin = dict  # ("x", i) | ("y", j) | 1 -> Fraction
 
 
-def _add(a: Lin, b: Lin, c: Fraction = Fraction(1)) -> Lin:
+def _add(a: Lin, b: Lin) -> Lin:
     out = dict(a)
     for k, v in b.items():
-        out[k] = out.get(k, Fraction(0)) + c * v
+        out[k] = out.get(k, Fraction(0)) + v
     return out
 
 
@@ -119,8 +119,7 @@ class _Pieces:
         hit = self.memo.get(e)
         if hit is None:
             hit = self.memo[e] = self._of(e)
-            if sum(len(p) for p in hit) > MAX_PIECES:
-                raise _Decline("too many linear pieces")
+            self._check(hit)
         return hit
 
     def _of(self, e) -> list[list[Lin]]:
