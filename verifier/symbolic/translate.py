@@ -339,15 +339,37 @@ def _abs(tr, node):
 
 
 def _maxmin(fn):
+    """max(e) of a tensor's entries, max(e, axis=k) along an axis (nerva's rows_max is
+    axis=1), max(a, b, ...) entrywise over tensors of one shape (scalars broadcast)."""
+
     def rule(tr: Translator, node):
         if not node.args:
             raise SpecError(f"`{node.func}` needs at least one argument", node.span)
-        if len(node.args) == 1:
-            return scalar(fn(*tr.value(node.args[0]).flat))
         vals = [tr.value(a) for a in node.args]
-        if any(v.shape != () for v in vals):
-            raise SpecError(f"`{node.func}` takes one tensor or several scalars", node.span)
-        return scalar(fn(*(v[()] for v in vals)))
+        if len(vals) == 1:
+            v = vals[0]
+            if not node.kwargs:
+                return scalar(fn(*v.flat))
+            if v.ndim == 0:
+                raise SpecError(f"`{node.func}` of a scalar has no axis", node.span)
+            moved = np.moveaxis(v, _axis(tr, node, 0, v.ndim), -1)
+            out = np.empty(moved.shape[:-1], dtype=object)
+            for idx in np.ndindex(out.shape):
+                out[idx] = fn(*moved[idx])
+            return out
+        if node.kwargs:
+            raise SpecError(f"axis= is for `{node.func}` of one tensor", node.span)
+        shapes = sorted({v.shape for v in vals if v.shape != ()})
+        if len(shapes) > 1:
+            raise SpecError(f"`{node.func}` of shapes " + " and ".join(
+                _shape(np.empty(s)) for s in shapes) + " entrywise", node.span,
+                fix="give tensors of one shape (scalars broadcast), or one tensor")
+        shape = shapes[0] if shapes else ()
+        parts = [np.broadcast_to(v, shape) for v in vals]
+        out = np.empty(shape, dtype=object)
+        for idx in np.ndindex(shape):
+            out[idx] = fn(*(p[idx] for p in parts))
+        return out
 
     return rule
 
