@@ -403,7 +403,7 @@ class Elaborator:
         wf = self._net_file
         key = wf.find((short, *file_keys)) or wf.match(torch_kind, shape, index, short, decl)
         arr = wf.take(key, index)
-        if arr.dtype.kind not in "fiu":
+        if arr.dtype.kind not in "fiub":
             raise SpecError(f"array `{key}` in {wf.name} is not numeric", wf.span)
         if tuple(arr.shape) != shape:
             raise SpecError(f"array `{key}` in {wf.name} has shape "

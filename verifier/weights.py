@@ -85,7 +85,9 @@ def _state_dict(raw: bytes, base: str, span: Span | None) -> dict[str, np.ndarra
         if value.is_complex() or value.is_sparse or value.is_quantized:
             raise SpecError(f"tensor `{key}` of weight file {base} is not a dense real tensor",
                             span)
-        out[key] = value.detach().double().numpy()
+        # bool tensors stay bool: a boolean attention mask is not an additive one
+        out[key] = value.detach().numpy() if value.dtype == torch.bool else \
+            value.detach().double().numpy()
     return out
 
 

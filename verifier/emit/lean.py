@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import sympy as sp
 
+from ..diagnostics import SpecError
 from ..engines.verdict import PROVED, REFUTED, Verdict
 from ..obligations import Atom, Model, Obligation
 from . import json_export as jx
@@ -200,10 +201,13 @@ def module_name(model_name: str) -> str:
 def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
     """{`NAME.lean`: text} with the model's derivations and obligations as Lean statements."""
     ctx = LeanCtx(model)
-    blocks, defs = definitions(ctx, _define(ctx), lean_comment)
-    blocks += _jacobian_theorems(ctx, defs)
-    by_name = {v.name: v for v in verdicts}
-    obs = [_obligation(ctx, ob, by_name.get(ob.name)) for ob in model.obligations]
+    try:
+        blocks, defs = definitions(ctx, _define(ctx), lean_comment)
+        blocks += _jacobian_theorems(ctx, defs)
+        by_name = {v.name: v for v in verdicts}
+        obs = [_obligation(ctx, ob, by_name.get(ob.name)) for ob in model.obligations]
+    except UnsupportedTerm as exc:  # e.g. gelu's normal_cdf, which has no Mathlib name here
+        raise SpecError(f"the Lean emitter cannot express {exc}") from None
     name = module_name(model.name)
     text = render("lean.lean.j2", file=f"{name}.lean", namespace=name,
                   source=lean_comment_text(file_label(model.source_path)),

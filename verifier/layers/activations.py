@@ -125,6 +125,93 @@ class softplus(sp.Function):
         return sp.log(1 + sp.exp(x)).evalf(prec)
 
 
+class normal_cdf(sp.Function):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal distribution function (GELU's
+    gate: gelu(x) = x * Phi(x), PyTorch's exact `approximate='none'`)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_zero:
+            return sp.Rational(1, 2)
+        return None
+
+    def fdiff(self, argindex=1):
+        return normal_pdf(self.args[0])
+
+    def _eval_evalf(self, prec):
+        x = self.args[0]._eval_evalf(prec)
+        if x is None or not x.is_Number:
+            return None
+        return ((1 + sp.erf(x / sp.sqrt(2))) / 2).evalf(prec)
+
+    def _numpycode(self, printer):  # compiled evaluation: numpy has no erf, the math module has
+        x = printer._print(self.args[0])
+        return f"(0.5*(1.0 + numpy.vectorize(__import__('math').erf)(({x})*0.7071067811865476)))"
+
+    def _latex(self, printer):
+        return rf"\Phi\left({printer._print(self.args[0])}\right)"
+
+
+class normal_pdf(sp.Function):
+    """phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the derivative of `normal_cdf`."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return -self.args[0] * self
+
+    def _eval_evalf(self, prec):
+        x = self.args[0]._eval_evalf(prec)
+        if x is None or not x.is_Number:
+            return None
+        return (sp.exp(-x**2 / 2) / sp.sqrt(2 * sp.pi)).evalf(prec)
+
+    def _numpycode(self, printer):
+        x = printer._print(self.args[0])
+        return f"(0.3989422804014327*numpy.exp(-0.5*({x})**2))"
+
+    def _latex(self, printer):
+        return rf"\varphi\left({printer._print(self.args[0])}\right)"
+
+
+# PyTorch's gelu(approximate='tanh') constant sqrt(2/pi), as the float64 it computes with
+# (M_SQRT2 * M_2_SQRTPI * 0.5), kept exact: the approximation is then a rational polynomial in
+# tanh, which every engine and back end handles.
+GELU_TANH_BETA = sp.Rational("0.7978845608028654")
+GELU_TANH_KAPPA = sp.Rational("0.044715")
+
+
+def gelu_term(x):
+    """x * Phi(x): the gate one program symbol, so reverse mode reuses it."""
+    return x * normal_cdf(x)
+
+
+def gelu_tanh_term(x):
+    """PyTorch's gelu(approximate='tanh'): x/2 (1 + tanh(beta (x + kappa x^3)))."""
+    return x * (1 + sp.tanh(GELU_TANH_BETA * (x + GELU_TANH_KAPPA * x**3))) / 2
+
+
+def _mp_normal_cdf(x):
+    return mpmath.ncdf(x)
+
+
+def _mp_normal_pdf(x):
+    return mpmath.npdf(x)
+
+
+def _np_gelu(x):
+    from scipy.special import ndtr
+
+    return x * ndtr(x)
+
+
+def _np_gelu_tanh(x):
+    b, k = float(GELU_TANH_BETA), float(GELU_TANH_KAPPA)
+    return 0.5 * x * (1.0 + np.tanh(b * (x + k * x**3)))
+
+
 def _mp_sigmoid(x):
     return 1 / (1 + mpmath.exp(-x))
 
@@ -184,11 +271,23 @@ ACTIVATIONS: dict[str, Activation] = {
         name="softplus", arity=1, build=softplus, smooth=True, range=(0, None, True, False),
         mp=_mp_softplus, np=_np_softplus,
     ),
+    # GELU as PyTorch's nn.GELU(): exact (erf) by default, `gelu_tanh` its tanh approximation.
+    # gelu is not monotone (minimum about -0.17 at x about -0.75).
+    "gelu": Activation(
+        name="gelu", arity=1, build=gelu_term, smooth=True, monotone=False,
+        range=(sp.Rational(-17, 100), None, True, False),
+        mp=lambda x: x * mpmath.ncdf(x), np=_np_gelu,
+    ),
+    "gelu_tanh": Activation(
+        name="gelu_tanh", arity=1, build=gelu_tanh_term, smooth=True, monotone=False,
+        range=(sp.Rational(-17, 100), None, True, False),
+        mp=None, np=_np_gelu_tanh,
+    ),
 }
 
 # sympy function classes of smooth activations (and exp/log) that z3 cannot interpret:
 # each application is an opaque atom for the SMT encodings.
-SMOOTH_FUNCTIONS = (sp.tanh, sigmoid, softplus, sp.exp, sp.log)
+SMOOTH_FUNCTIONS = (sp.tanh, sigmoid, softplus, sp.exp, sp.log, normal_cdf, normal_pdf)
 PIECEWISE_FUNCTIONS = (relu, step, leaky_relu, leaky_step, sp.Piecewise)
 
 
@@ -200,6 +299,8 @@ def output_rule(fn: sp.Expr, out: sp.Symbol) -> sp.Expr | None:
         return out * (1 - out)
     if isinstance(fn, sp.exp):
         return out
+    if isinstance(fn, normal_pdf):
+        return -fn.args[0] * out
     return None
 
 
@@ -209,4 +310,6 @@ MP_FUNCTIONS: dict[type, Callable] = {
     softplus: _mp_softplus,
     sp.exp: mpmath.exp,
     sp.log: mpmath.log,
+    normal_cdf: _mp_normal_cdf,
+    normal_pdf: _mp_normal_pdf,
 }

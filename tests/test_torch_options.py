@@ -1,0 +1,259 @@
+"""PyTorch options of the layer families against PyTorch itself, in float64.
+
+Transformer: `norm_first` (pre-LN), `ff_act=gelu` / `gelu_tanh`, `bias=false`, the final norm
+of `nn.TransformerEncoder`, attention masks (`src_mask`, `src_key_padding_mask`). Recurrent:
+`bidirectional`, LSTM `proj_size`, nonzero initial states. GCN: a torch_geometric `GCNConv`
+state_dict and an `edge_index` graph, against GCNConv's message-passing formula written out in
+torch (self-loops added where missing, in-degrees at the target, scatter-add of messages).
+
+Every case compares our terms (evaluated exactly / at 60 digits at a random rational point)
+with the torch module's output and `torch.autograd` input Jacobian; the transformer cases also
+every parameter gradient.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from spec_oracle import derivation, random_point, values, with_gradients, write
+
+from verifier.diagnostics import SpecError
+from verifier.elaborate import elaborate
+from verifier.obligations import build_model
+
+torch = pytest.importorskip("torch")
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+TOL = 1e-9
+
+
+def close(ours, theirs) -> None:
+    np.testing.assert_allclose(ours, np.asarray(theirs, dtype=np.float64), rtol=TOL, atol=TOL)
+
+
+def tensor(a, grad: bool = False):
+    return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+
+
+def spec_value(v) -> str:
+    if isinstance(v, Fraction):
+        return f"{v.numerator}/{v.denominator}"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return "[" + ", ".join(spec_value(x) for x in v) + "]"
+    return str(v)
+
+
+# ---- transformer -------------------------------------------------------------------------------
+
+FF_ACTS = {"relu": "relu", "gelu": "gelu",
+           "gelu_tanh": lambda x: nn.functional.gelu(x, approximate="tanh")}
+
+
+class TorchEncoder:
+    """nn.TransformerEncoderLayer / nn.TransformerEncoder for a config, functional in X and the
+    parameters (named as ours), with the config's masks."""
+
+    def __init__(self, cfg: dict, arrays: dict, net: str = "t"):
+        d, heads, n_layers = cfg["d"], cfg.get("heads", 1), cfg.get("layers", 1)
+        eps = float(cfg.get("eps", Fraction(1, 100000)))
+        bias = cfg.get("bias", True)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, cfg.get("ff", 4 * d), dropout=0.0, batch_first=True,
+            norm_first=cfg.get("norm_first", False), bias=bias,
+            activation=FF_ACTS[cfg.get("ff_act", "relu")], layer_norm_eps=eps,
+            dtype=torch.float64)
+        final = cfg.get("final_norm", False)
+        self.wrapped = n_layers > 1 or final
+        self.module = nn.TransformerEncoder(
+            layer, n_layers, enable_nested_tensor=False,
+            norm=nn.LayerNorm(d, eps=eps, bias=bias, dtype=torch.float64) if final else None,
+        ) if self.wrapped else layer
+        self.cfg, self.net = cfg, net
+        self.leaves, self.params = {}, {}
+        for key, _ in self.module.named_parameters():
+            ours = self.ours(key)
+            self.params[key] = self.leaves[ours] = tensor(arrays[ours], grad=True)
+        for extra in ("proj_w", "proj_b"):
+            if f"{net}.{extra}" in arrays:
+                self.leaves[f"{net}.{extra}"] = tensor(arrays[f"{net}.{extra}"], grad=True)
+        T = cfg["T"]
+        self.mask = self.padding = None
+        if cfg.get("mask") == "causal":
+            self.mask = nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.float64)
+        elif "mask" in cfg:
+            self.mask = torch.tensor(cfg["mask"], dtype=torch.bool)
+        if "additive_mask" in cfg:
+            self.mask = tensor([[float(v) for v in row] for row in cfg["additive_mask"]])
+        if "key_padding_mask" in cfg:
+            pad = torch.tensor([cfg["key_padding_mask"]], dtype=torch.bool)
+            # one mask type, as PyTorch asks: a float padding mask next to a float src_mask
+            self.padding = pad if self.mask is None or self.mask.dtype == torch.bool else \
+                torch.zeros(pad.shape, dtype=torch.float64).masked_fill(pad, float("-inf"))
+
+    def ours(self, key: str) -> str:
+        if not self.wrapped or self.cfg.get("layers", 1) > 1 or key.startswith("norm."):
+            return f"{self.net}." + re.sub(r"^layers\.(\d+)\.", r"layers\1.", key)
+        return f"{self.net}." + key.removeprefix("layers.0.")  # one layer plus a final norm
+
+    def __call__(self, X):
+        y = functional_call(self.module, self.params, (X.unsqueeze(0), self.mask, self.padding))
+        h = y[0, self.cfg.get("position", 0)]
+        if self.cfg.get("output") == "vector":
+            return h
+        return self.leaves[f"{self.net}.proj_w"] @ h + self.leaves[f"{self.net}.proj_b"]
+
+
+def encoder_spec(cfg: dict) -> str:
+    T, d = cfg["T"], cfg["d"]
+    opts = [f"{k}={spec_value(v)}" for k, v in cfg.items() if k not in ("T", "d")]
+    return (f"input X : real[{T}, {d}]\n"
+            f"network t(in=[{T}, {d}]) {{\n  transformer({', '.join(opts)})\n}}\n"
+            "derive output t(X)\nderive jacobian t(X) wrt X\n")
+
+
+ENCODER_CASES = {
+    "pre_ln": {"T": 3, "d": 4, "heads": 2, "ff": 5, "norm_first": True},
+    "pre_ln_stack_gelu_final_norm": {"T": 2, "d": 4, "heads": 2, "ff": 3, "layers": 2,
+                                     "norm_first": True, "ff_act": "gelu", "final_norm": True,
+                                     "position": 1},
+    "post_ln_gelu_tanh_no_bias": {"T": 3, "d": 2, "heads": 1, "ff": 3, "ff_act": "gelu_tanh",
+                                  "bias": False, "output": "vector", "eps": Fraction(1, 100)},
+    "pre_ln_no_bias_final_norm": {"T": 3, "d": 4, "heads": 4, "ff": 2, "norm_first": True,
+                                  "bias": False, "final_norm": True, "position": 2},
+    "post_ln_final_norm_gelu": {"T": 2, "d": 2, "heads": 2, "ff": 4, "final_norm": True,
+                                "ff_act": "gelu"},
+    "causal_and_padding": {"T": 3, "d": 4, "heads": 2, "ff": 3, "mask": "causal",
+                           "key_padding_mask": [0, 1, 0], "position": 2},
+    "bool_mask_pre_ln": {"T": 3, "d": 2, "heads": 1, "ff": 2, "norm_first": True,
+                         "mask": [[0, 1, 1], [0, 0, 1], [1, 0, 0]], "position": 2},
+    "additive_mask_stack": {"T": 3, "d": 2, "heads": 2, "ff": 2, "layers": 2,
+                            "additive_mask": [[0, Fraction(-1, 2), 1], [Fraction(3, 4), 0, -2],
+                                              [1, 1, 0]],
+                            "key_padding_mask": [0, 0, 1], "position": 1},
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENCODER_CASES))
+def test_encoder_options_match_pytorch(tmp_path, case):
+    cfg = ENCODER_CASES[case]
+    spec, model, names = with_gradients(tmp_path, encoder_spec(cfg), "t", "t(X)[0]")
+    point, arrays = random_point(spec, seed=len(case))
+    ref = TorchEncoder(cfg, arrays)
+    X = tensor(arrays["X"], grad=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        out = ref(X)
+        close(values(model, derivation(model, "output").terms, point), out.detach().numpy())
+        jac = torch.autograd.functional.jacobian(ref, X).reshape(len(out), -1)
+        close(values(model, derivation(model, "jacobian").terms, point), jac.numpy())
+        grads = torch.autograd.grad(out[0], [ref.leaves[n] for n in names])
+    for k, (name, g) in enumerate(zip(names, grads)):
+        close(values(model, derivation(model, f"grad_{k}").terms, point), g.numpy())
+
+
+def _encoder_state(norm_first: bool, final: bool = False, bias: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.0, batch_first=True,
+                                       norm_first=norm_first, bias=bias, dtype=torch.float64)
+    module = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False,
+                                   norm=nn.LayerNorm(4, dtype=torch.float64) if final else None)
+    with torch.no_grad():  # LayerNorm's default gamma = 1, beta = 0 would hide mistakes
+        for name, p in module.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5) if name.endswith("weight") else p.uniform_(-0.5, 0.5)
+    head = nn.Linear(4, 1, dtype=torch.float64)
+    state = {**module.state_dict(), "proj.weight": head.weight.detach(),
+             "proj.bias": head.bias.detach()}
+    return module, head, state
+
+
+def _loaded_output(tmp_path, state, options: str, name: str):
+    torch.save(state, tmp_path / f"{name}.pt")
+    text = (f"input X : real[3, 4]\nnetwork t(in=[3, 4]) load \"{name}.pt\" {{ "
+            f"transformer(heads=2, ff=6, layers=2{', ' + options if options else ''}) }}\n"
+            "derive output t(X)\n")
+    spec = elaborate(write(tmp_path, text, name))
+    model = build_model(spec)
+    point, arrays = random_point(spec, seed=5)
+    return values(model, derivation(model, "output").terms, point)[0], arrays["X"]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_state_dicts_of_both_orders_load_with_the_matching_option(tmp_path, norm_first):
+    """A pre-LN and a post-LN model have the same state_dict names and shapes: the spec says
+    which one it is, and each order matches its torch module. Read in the other order the
+    output differs, which is why `norm_first` must be stated."""
+    module, head, state = _encoder_state(norm_first, final=True, seed=int(norm_first))
+    opts = "final_norm=true, position=1"
+    ours, X = _loaded_output(tmp_path, state, f"norm_first={str(norm_first).lower()}, {opts}",
+                             "right")
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        want = head(module(tensor(X).unsqueeze(0))[0, 1]).item()
+    assert abs(ours - want) < TOL
+    other, _ = _loaded_output(tmp_path, state,
+                              f"norm_first={str(not norm_first).lower()}, {opts}", "wrong")
+    assert abs(other - want) > 1e-3
+
+
+@pytest.mark.parametrize("state_opts, spec_opts, message", [
+    ({"final": True}, "", "has arrays no layer uses: norm.bias, norm.weight"),
+    ({"bias": False}, "", "has no array for layers0.self_attn.in_proj_bias"),
+    ({}, "bias=false", "has arrays no layer uses: layers.0.linear1.bias"),
+])
+def test_a_state_dict_with_other_options_is_an_error(tmp_path, state_opts, spec_opts, message):
+    _, _, state = _encoder_state(False, **state_opts)
+    with pytest.raises(SpecError) as info:
+        _loaded_output(tmp_path, state, spec_opts, "mismatch")
+    assert message in info.value.message
+
+
+def test_masks_from_the_weight_file(tmp_path):
+    """`mask=file` reads a bool `src_mask`, `additive_mask=file` a float one with -inf, and
+    `key_padding_mask=file` `src_key_padding_mask`, as PyTorch applies them."""
+    module, head, state = _encoder_state(True, seed=3)
+    causal = nn.Transformer.generate_square_subsequent_mask(3, dtype=torch.float64)
+    pad = torch.tensor([False, True, False])
+    for option, mask in (("mask", causal == float("-inf")), ("additive_mask", causal)):
+        text = {**state, "src_mask": mask, "src_key_padding_mask": pad}
+        ours, X = _loaded_output(tmp_path, text, f"norm_first=true, {option}=file, "
+                                 "key_padding_mask=file, position=2", option)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            y = module(tensor(X).unsqueeze(0), mask,
+                       pad[None] if mask.dtype == torch.bool else
+                       torch.zeros((1, 3), dtype=torch.float64).masked_fill(pad, float("-inf")))
+            want = head(y[0, 2]).item()
+        assert abs(ours - want) < TOL, option
+
+
+MASK_ERRORS = {
+    "mask=[[0, 1], [2, 0]]": "mask is boolean (1 where attention is blocked), got 2",
+    "key_padding_mask=[1, 1]": "the mask blocks every key for query position 0",
+    "mask=[[0, 1, 0]]": "mask has shape [1, 3], the sequence needs [2, 2]",
+    "mask=file": "mask=file, but the network loads no weight file",
+    "mask=causal, additive_mask=[[0, 0], [0, 0]]": "mask and additive_mask both given",
+    "bias=false, qkv_bias=true": "bias=false removes every bias, but qkv_bias=true",
+}
+
+
+@pytest.mark.parametrize("options", sorted(MASK_ERRORS))
+def test_located_option_errors(tmp_path, options):
+    text = f"network t(in=[2, 2]) {{\n  transformer({options})\n}}\n"
+    with pytest.raises(SpecError) as info:
+        elaborate(write(tmp_path, text))
+    assert info.value.message == MASK_ERRORS[options]
+    assert info.value.span.line == 2
+
+
+def test_a_boolean_mask_is_not_read_as_an_additive_one(tmp_path):
+    _, _, state = _encoder_state(False)
+    state["src_mask"] = torch.tensor([[False, True, True], [False, False, True],
+                                      [False, False, False]])
+    with pytest.raises(SpecError) as info:
+        _loaded_output(tmp_path, state, "additive_mask=file", "boolmask")
+    assert info.value.message == "array `src_mask` in boolmask.pt is boolean, not an additive mask"
