@@ -257,3 +257,116 @@ def test_a_boolean_mask_is_not_read_as_an_additive_one(tmp_path):
     with pytest.raises(SpecError) as info:
         _loaded_output(tmp_path, state, "additive_mask=file", "boolmask")
     assert info.value.message == "array `src_mask` in boolmask.pt is boolean, not an additive mask"
+
+
+# ---- recurrent ---------------------------------------------------------------------------------
+
+
+def recurrent_spec(kind: str, T: int, n: int, options: str) -> str:
+    return (f"input x : real[{T}, {n}]\nnetwork f(in=[{T}, {n}]) {{\n  {kind}({options})\n}}\n"
+            "derive output f(x)\nderive jacobian f(x) wrt x\n")
+
+
+def torch_recurrent(kind: str, opts: dict, p: dict, x):
+    """torch.nn.LSTM / GRU (unbatched input, h_0 / c_0 rows for the layers read), then the
+    read-out of output[step - 1]."""
+    H, L = opts["hidden"], opts.get("layers", 1)
+    R, S = opts.get("readout_layer", L), opts.get("step", x.shape[0])
+    D = 2 if opts.get("bidirectional") else 1
+    P = opts.get("proj_size", 0)
+    extra = {"proj_size": P} if kind == "lstm" else {}
+    mod = (nn.LSTM if kind == "lstm" else nn.GRU)(
+        x.shape[1], H, num_layers=R, bidirectional=D == 2, batch_first=True,
+        dtype=torch.float64, **extra)
+    params = {name: p[name] for name, _ in mod.named_parameters()}
+    zeros = torch.zeros
+    h0 = p["h0"][:R * D] if "h0" in p else zeros(R * D, P or H, dtype=torch.float64)
+    c0 = p["c0"][:R * D] if "c0" in p else zeros(R * D, H, dtype=torch.float64)
+    y, _ = functional_call(mod, params, (x, (h0, c0) if kind == "lstm" else h0))
+    h = y[S - 1]
+    if opts.get("output") == "vector":
+        return h
+    if "unit" in opts:
+        return h[opts["unit"]:opts["unit"] + 1]
+    return p["proj_w"] @ h + p["proj_b"]
+
+
+RECURRENT_CASES = [  # kind, T, n, options (spec text), the same as torch options
+    ("lstm", 4, 2, "hidden=2, layers=2, bidirectional=true",
+     {"hidden": 2, "layers": 2, "bidirectional": True}),
+    ("gru", 3, 2, "hidden=3, bidirectional=true, step=2, output=vector",
+     {"hidden": 3, "bidirectional": True, "step": 2, "output": "vector"}),
+    ("lstm", 3, 3, "hidden=3, proj_size=2, layers=2, unit=1",
+     {"hidden": 3, "proj_size": 2, "layers": 2, "unit": 1}),
+    ("lstm", 3, 2, "hidden=2, proj_size=1, bidirectional=true, h0=symbolic, c0=symbolic, "
+     "output=vector", {"hidden": 2, "proj_size": 1, "bidirectional": True, "output": "vector"}),
+    ("gru", 3, 2, "hidden=2, layers=2, h0=[[1/2, -1], [1/4, 3/4]]", {"hidden": 2, "layers": 2}),
+    ("lstm", 4, 1, "hidden=2, layers=2, readout_layer=1, step=3, h0 in [-1, 1], c0=symbolic",
+     {"hidden": 2, "layers": 2, "readout_layer": 1, "step": 3}),
+    ("gru", 4, 2, "hidden=2, layers=2, bidirectional=true, step=2, unit=3, h0=symbolic",
+     {"hidden": 2, "layers": 2, "bidirectional": True, "step": 2, "unit": 3}),
+    ("lstm", 2, 2, "hidden=3, bidirectional=true, proj_size=2, layers=2, step=1, c0=[[1, 0, -1], "
+     "[0, 1, 0], [1, 1, 1], [-1, 0, 0]]",
+     {"hidden": 3, "bidirectional": True, "proj_size": 2, "layers": 2, "step": 1}),
+]
+
+
+@pytest.mark.parametrize("kind, T, n, options, opts", RECURRENT_CASES,
+                         ids=[f"{c[0]}({c[3]})"[:60] for c in RECURRENT_CASES])
+def test_recurrent_options_match_pytorch(tmp_path, kind, T, n, options, opts):
+    spec, model, names = with_gradients(tmp_path, recurrent_spec(kind, T, n, options), "f",
+                                        "f(x)[0]")
+    point, arrays = random_point(spec, seed=T * 10 + n + len(options))
+    p = {k.split(".", 1)[1]: tensor(v, grad=True) for k, v in arrays.items() if k != "x"}
+    x = tensor(arrays["x"], grad=True)
+    out = torch_recurrent(kind, opts, p, x)
+    close(values(model, derivation(model, "output").terms, point), out.detach().numpy())
+    jac = torch.autograd.functional.jacobian(lambda v: torch_recurrent(kind, opts, p, v), x)
+    close(values(model, derivation(model, "jacobian").terms, point),
+          jac.reshape(len(out), -1).numpy())
+    grads = torch.autograd.grad(out[0], [p[k.split(".", 1)[1]] for k in names],
+                                allow_unused=True)
+    for k, g in enumerate(grads):
+        ours = values(model, derivation(model, f"grad_{k}").terms, point)
+        close(ours, np.zeros(ours.shape) if g is None else g.numpy())
+
+
+def test_bidirectional_projected_lstm_state_dict_loads(tmp_path):
+    """A bidirectional LSTM with proj_size, its h_0 / c_0 and a head, from one state_dict."""
+    torch.manual_seed(4)
+    lstm = nn.LSTM(2, 3, num_layers=2, bidirectional=True, proj_size=2, batch_first=True,
+                   dtype=torch.float64)
+    head = nn.Linear(4, 1, dtype=torch.float64)
+    h0, c0 = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    state = {**{f"lstm.{k}": v for k, v in lstm.state_dict().items()}, "h0": h0, "c0": c0,
+             "proj.weight": head.weight.detach(), "proj.bias": head.bias.detach()}
+    torch.save(state, tmp_path / "bi.pt")
+    text = ("input x : real[4, 2]\nnetwork f(in=[4, 2]) load \"bi.pt\" {\n"
+            "  lstm(hidden=3, layers=2, bidirectional=true, proj_size=2, h0=file, c0=file, "
+            "step=2)\n}\nderive output f(x)\n")
+    spec = elaborate(write(tmp_path, text))
+    model = build_model(spec)
+    point, arrays = random_point(spec, seed=9)
+    with torch.no_grad():
+        y, _ = lstm(tensor(arrays["x"]), (h0, c0))
+        want = head(y[1]).numpy()
+    close(values(model, derivation(model, "output").terms, point), want)
+
+
+RECURRENT_ERRORS = {
+    "lstm(hidden=2, proj_size=2)": "proj_size 2 must be smaller than hidden=2",
+    "gru(hidden=2, proj_size=1)": "gru has no option `proj_size`",
+    "gru(hidden=2, c0=[[0, 0]])": "gru has no option `c0`",
+    "lstm(hidden=2, h0=[[0, 0]], bidirectional=true)": "h0 has shape [1, 2], expected [2, 2]",
+    "lstm(hidden=2, h0=file)": "h0=file, but the network loads no weight file",
+    "lstm(hidden=2, bidirectional=true, unit=4)": "unit 4 is out of range: it must be in 0..3",
+}
+
+
+@pytest.mark.parametrize("layer", sorted(RECURRENT_ERRORS))
+def test_recurrent_option_errors(tmp_path, layer):
+    text = f"network f(in=[3, 2]) {{\n  {layer}\n}}\n"
+    with pytest.raises(SpecError) as info:
+        elaborate(write(tmp_path, text))
+    assert info.value.message == RECURRENT_ERRORS[layer]
+    assert info.value.span.line == 2
