@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from ..diagnostics import Span, SpecError
@@ -14,6 +15,10 @@ from . import ast
 
 MAX_SOURCE_BYTES = 2_000_000
 MAX_EXPONENT = 1000
+MAX_DEPTH = 100  # levels of brackets or operators in one expression (later passes recurse)
+MAX_NUMERAL = 400  # characters of one numeral; 10^400 is beyond any weight or bound
+NESTING_FIX = "name the inner parts with `let` bindings"
+_BRACKETS = re.compile(r'[(\[]|[)\]]|#[^\n]*|"[^"\n]*"')
 
 # Common mistakes, recognised by the parser state they leave it in (lark's match_examples).
 _MISTAKES = {
@@ -89,10 +94,12 @@ def parse(text: str, path: str) -> ast.SpecFile:
     if len(text.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
         raise SpecError(f"spec file is larger than {MAX_SOURCE_BYTES} bytes",
                         Span(path=path, line=1, column=1, source=text))
+    _check_brackets(text, path)
     try:
         tree = parser().parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, path, text) from None
+    _check_depth(tree, path, text)
     try:
         items = _ToAst(path, text).transform(tree)
     except VisitError as err:
@@ -100,6 +107,50 @@ def parse(text: str, path: str) -> ast.SpecFile:
             raise err.orig_exc from None
         raise
     return ast.SpecFile(path=path, items=tuple(items), source=text)
+
+
+def _check_brackets(text: str, path: str) -> None:
+    """Refuse brackets nested more than MAX_DEPTH deep, at the first one too many (before the
+    parser builds a tree that deep)."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        ch = m.group()[0]
+        if ch in "([":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, m.start()) + 1
+                col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+                raise SpecError(f"brackets nested too deeply (more than {MAX_DEPTH} levels)",
+                                Span(path=path, line=line, column=col, end_line=line,
+                                     end_column=col + 1, source=text), fix=NESTING_FIX)
+        elif ch in ")]":
+            depth = max(depth - 1, 0)
+
+
+def _check_depth(tree: Tree, path: str, text: str) -> None:
+    """Refuse a tree deeper than MAX_DEPTH levels below its item (`- - - x`, a 10^4-term sum),
+    walked without recursion; the error points at the first node past the limit."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH + 2:  # start and item levels are not expression levels
+            meta = node.meta
+            where = Span(path=path, line=meta.line, column=meta.column, end_line=meta.line,
+                         end_column=meta.column + 1, source=text) if not meta.empty else None
+            raise SpecError(f"expression nested too deeply (more than {MAX_DEPTH} levels of "
+                            f"operators, calls or indexing)", where,
+                            fix=NESTING_FIX + "; a long sum can be written `sum([a, b, ...])`")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+
+
+def _numeral(tok: Token, span: Span | None) -> str:
+    text = str(tok)
+    if len(text) > MAX_NUMERAL:
+        raise SpecError(f"numeral of {len(text)} characters is too long (at most "
+                        f"{MAX_NUMERAL})", span,
+                        fix="numerals are exact; write a large or precise constant as a "
+                            "quotient of shorter ones, e.g. `(12345/1000)`")
+    return text
 
 
 @v_args(meta=True, inline=True)
@@ -120,6 +171,9 @@ class _ToAst(Transformer):
         return Span(path=self.path, line=tok.line, column=tok.column, end_line=tok.end_line,
                     end_column=tok.end_column, source=self.text)
 
+    def _int(self, tok: Token) -> int:
+        return int(_numeral(tok, self._tok_span(tok)))
+
     def _text(self, meta) -> str:
         return self.text[meta.start_pos:meta.end_pos]
 
@@ -131,11 +185,11 @@ class _ToAst(Transformer):
         return ast.Import(path=str(path)[1:-1], span=self._span(meta))
 
     def shape(self, meta, *dims):
-        return ast.Shape(dims=tuple(int(d) if d.type == "INT" else str(d) for d in dims),
+        return ast.Shape(dims=tuple(self._int(d) if d.type == "INT" else str(d) for d in dims),
                          span=self._span(meta))
 
     def size_tuple(self, meta, *sizes):
-        return tuple(int(n) for n in sizes)
+        return tuple(self._int(n) for n in sizes)
 
     def dim_decl(self, meta, *parts):
         names = tuple(str(p) for p in parts if isinstance(p, Token))
@@ -172,7 +226,7 @@ class _ToAst(Transformer):
         return (str(path)[1:-1], self._tok_span(path))
 
     def in_shape(self, meta, *dims):
-        return tuple(int(d) for d in dims)
+        return tuple(self._int(d) for d in dims)
 
     def network_decl(self, meta, name, size, *rest):
         load = None
@@ -223,11 +277,12 @@ class _ToAst(Transformer):
 
     # ---- expressions
     def number(self, meta, tok):
-        text = str(tok)
+        text = _numeral(tok, self._span(meta))
         _, _, exponent = text.lower().partition("e")
         if exponent and abs(int(exponent)) > MAX_EXPONENT:
             raise SpecError(f"numeral exponent {exponent} is out of range (at most "
-                            f"{MAX_EXPONENT})", self._span(meta))
+                            f"{MAX_EXPONENT})", self._span(meta),
+                            fix=f"exponents run from -{MAX_EXPONENT} to {MAX_EXPONENT}")
         return ast.Num(value=Fraction(text), span=self._span(meta))
 
     def qualname(self, meta, *names):
