@@ -217,7 +217,8 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     (tmp_path / "s.snn").write_text(spec_text("w.pt", "dense(1)", claim=""))
     proc = run(["s.snn"], tmp_path)
     clean_failure(proc)
-    assert "s.snn:2:" in proc.stderr and "corrupt weight file" in proc.stderr
+    assert "s.snn:2:" in proc.stderr and "pickled objects besides tensors" in proc.stderr
+    assert "fix: save `model.state_dict()`" in proc.stderr
     assert not marker.exists()
 
 

@@ -78,7 +78,7 @@ def test_strict_input_bound_is_kept_as_constraint():
     (HEAD + BOX + "(assert (not (<= Y_0 1)))", 8, 10, "unsupported operator `not`"),
     ("(declare-const Z Real)", 1, 16, "unsupported variable name"),
     ("(declare-const X_0 Int)", 1, 20, "unsupported sort"),
-    (HEAD + "(assert (<= X_0 1))", 1, 16, "X_0 has no lower bound"),
+    (HEAD + "(assert (<= X_0 1))", 1, 16, "X_0 is unbounded below"),
     (HEAD + BOX + "(push 1)", 8, 2, "unsupported command"),
 ])
 def test_errors_are_located(text, line, col, words):

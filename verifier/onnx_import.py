@@ -458,6 +458,10 @@ def _merge(a: dict[int, np.ndarray], b: dict[int, np.ndarray], sign: int) -> dic
     return out
 
 
+# element types stored one value per item (raw_data: itemsize bytes each)
+_WHOLE_BYTE_TYPES = frozenset(range(1, 8)) | {9, 10, 11, 12, 13}
+
+
 class _Importer:
     def __init__(self, path: str, span: Span | None):
         self.path = path
@@ -471,6 +475,35 @@ class _Importer:
             where = f" in node `{node.name or '(unnamed)'}` (#{index}, {node.op_type})"
         return SpecError(f"{os.path.basename(self.path)}: {msg}{where}", self.span, fix=fix)
 
+    def _check_initializer(self, init) -> None:
+        """Refuse, before numpy allocates anything, an initializer whose declared shape does
+        not match the values it holds (`dims` of 2^40 over 8 bytes) or that points at
+        external data (a file beside the model, which we do not read)."""
+        from onnx import TensorProto, helper
+
+        name = init.name or "(unnamed)"
+        if init.data_location == TensorProto.EXTERNAL:
+            raise self.error(f"initializer `{name}` keeps its values in an external file",
+                             fix="save the model with its weights inside: "
+                                 "onnx.save(model, PATH, save_as_external_data=False)")
+        dims = list(init.dims)
+        declared = math.prod(dims)
+        if any(d < 0 for d in dims) or declared > MAX_ONNX_BYTES:
+            raise self.error(f"initializer `{name}` declares shape {dims}, too large for an "
+                             f"ONNX file of at most {MAX_ONNX_BYTES} bytes",
+                             fix="check the file: the shape does not fit the data it holds")
+        if init.data_type not in _WHOLE_BYTE_TYPES:
+            return  # strings, packed 4-bit types: the importer reports them where used
+        size = helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        fields = (init.float_data, init.int32_data, init.int64_data, init.double_data,
+                  init.uint64_data, init.string_data)
+        held = len(init.raw_data) // max(size, 1) if init.raw_data else \
+            max(len(f) for f in fields)
+        if held != declared and not (held == 0 and declared == 0):
+            raise self.error(f"initializer `{name}` declares shape {dims} ({declared} values) "
+                             f"but holds {held}",
+                             fix="check the file: it is truncated or was written wrongly")
+
     # ---- graph
     def run(self, model) -> OnnxNet:
         from onnx import numpy_helper
@@ -478,6 +511,7 @@ class _Importer:
         g = model.graph
         self.values: dict[str, object] = {}
         for init in g.initializer:
+            self._check_initializer(init)
             self.values[init.name] = numpy_helper.to_array(init)
         inputs = [i for i in g.input if i.name not in self.values]
         if len(inputs) != 1:

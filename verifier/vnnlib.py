@@ -3,21 +3,34 @@
 A file declares `(declare-const X_0 Real) ...` and asserts formulas built from `and`, `or`
 and comparisons `<= >= < >` between linear terms (numbers, variables, `+`, `-`, and `*` by a
 number). The conjunction of all asserts is put in disjunctive normal form: the property is a
-list of `Disjunct`s, each a conjunction of linear constraints with, derived from its
-single-variable input bounds, a closed input box. The network is safe (VNN-LIB answer
-`unsat`) when no disjunct is satisfiable. Numerals are exact (`Fraction`, exponent notation
-included). Anything else is a `SpecError` at the offending token's file:line:col.
+list of `Disjunct`s, each a conjunction of linear constraints with a closed input box: from its
+single-variable input bounds, or, for an input without one, the exact range that its linear
+constraints over inputs allow (z3 optimisation; the constraints stay rows, so the region is
+exact). A disjunct whose input constraints have no solution (`X_0 > 1` and `X_0 < 1`) is
+empty and dropped. The network is safe (VNN-LIB answer `unsat`) when no disjunct is
+satisfiable. Numerals are exact (`Fraction`, exponent notation included, at most
+MAX_NUMERAL characters and exponents up to MAX_EXPONENT). Files are read up to
+MAX_VNNLIB_BYTES (unpacked), nesting up to MAX_DEPTH, normal forms up to MAX_DISJUNCTS
+disjuncts and MAX_ROWS constraints. Anything else is a `SpecError` at the offending token's
+file:line:col.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .diagnostics import Span, SpecError
+from .fileio import read_regular_file
 
-MAX_DISJUNCTS = 100_000
+MAX_DISJUNCTS = 10_000  # the engine keeps per-box arrays over every disjunct
+MAX_ROWS = 1_000_000  # constraints summed over all disjuncts of the normal form
+MAX_DEPTH = 100  # nesting of parentheses
+MAX_NUMERAL = 1000  # characters of one number
+MAX_EXPONENT = 1000
+MAX_VNNLIB_BYTES = 128 * 2**20
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _VAR = re.compile(r"([XY])_(\d+)")
 _TOKEN = re.compile(r"\s+|;[^\n]*|\(|\)|[^\s();]+")
@@ -99,6 +112,11 @@ def _sexprs(toks: list[_Tok], path: str, text: str):
         if t.text == "(":
             stack.append([])
             opens.append(t)
+            if len(opens) > MAX_DEPTH:
+                raise SpecError(f"parentheses nested too deeply (more than {MAX_DEPTH} "
+                                "levels)", t.span,
+                                fix="VNN-LIB properties are flat: assert the conjuncts one "
+                                    "by one, and write sums as (+ a b c ...)")
         elif t.text == ")":
             if not opens:
                 raise SpecError("unexpected `)`", t.span)
@@ -122,6 +140,8 @@ class _Reader:
         self.path = path
         self.text = text
         self.declared: dict[str, Span] = {}
+        self._last_span: Span | None = None
+        self._rows = 0
 
     def read(self) -> Property:
         conj = []
@@ -136,6 +156,7 @@ class _Reader:
                 if len(top.items) != 2:
                     raise SpecError("assert takes one formula", top.span)
                 conj.append(self._formula(top.items[1]))
+                self._last_span = top.span
             elif head in ("set-logic", "set-info", "check-sat", "exit", "get-model"):
                 continue
             else:
@@ -143,8 +164,9 @@ class _Reader:
                                 fix="VNN-LIB 1.0 uses declare-const and assert")
         n_in = self._count("X")
         n_out = self._count("Y")
-        disjuncts = self._dnf(("and", conj), None)
-        return Property(self.path, n_in, n_out, [self._disjunct(d, n_in) for d in disjuncts])
+        disjuncts = self._dnf(("and", conj), self._last_span)
+        kept = [self._disjunct(d, n_in) for d in disjuncts]
+        return Property(self.path, n_in, n_out, [d for d in kept if d is not None])
 
     def _head(self, lst: _List) -> str:
         h = lst.items[0]
@@ -208,7 +230,7 @@ class _Reader:
         """A linear term as {variable name or "" for the constant: coefficient}."""
         if isinstance(node, _Tok):
             if _NUMBER.fullmatch(node.text):
-                return {"": _fraction(node.text)}
+                return {"": _fraction(node.text, node.span)}
             if node.text in self.declared:
                 return {node.text: Fraction(1)}
             if _VAR.fullmatch(node.text):
@@ -246,36 +268,114 @@ class _Reader:
             for s in body:
                 out += self._dnf(s, span)
                 if len(out) > MAX_DISJUNCTS:
-                    raise SpecError(f"more than {MAX_DISJUNCTS} disjuncts", span)
+                    self._too_many(len(out), span)
+            self._check_size(out, span)
             return out
         out = [[]]
         for s in body:
             sub = self._dnf(s, span)
+            if len(out) * len(sub) > MAX_DISJUNCTS:
+                self._too_many(len(out) * len(sub), span)
             out = [a + b for a in out for b in sub]
-            if len(out) > MAX_DISJUNCTS:
-                raise SpecError(f"the property has more than {MAX_DISJUNCTS} disjuncts "
-                                "in normal form", span)
+            self._check_size(out, span)
         return out
 
-    def _disjunct(self, cons: list[Constraint], n_in: int) -> Disjunct:
+    @staticmethod
+    def _too_many(n: int, span) -> None:
+        raise SpecError(f"too large: the property has at least {n} disjuncts in normal form "
+                        f"(limit {MAX_DISJUNCTS})", span,
+                        fix="split the property into several files, one per group of "
+                            "disjuncts, and check each")
+
+    def _check_size(self, out: list, span) -> None:
+        if len(out) > MAX_DISJUNCTS:
+            self._too_many(len(out), span)
+        rows = sum(len(d) for d in out)
+        if rows > MAX_ROWS:
+            raise SpecError(f"too large: the normal form has ~{rows} constraints (limit "
+                            f"{MAX_ROWS})", span,
+                            fix="split the property into several files and check each")
+
+    def _disjunct(self, cons: list[Constraint], n_in: int) -> Disjunct | None:
+        """The disjunct with its input box, or None when its input constraints have no
+        solution (an empty region holds no counterexample)."""
         lo: list[Fraction | None] = [None] * n_in
         hi: list[Fraction | None] = [None] * n_in
+        open_lo: set[int] = set()
+        open_hi: set[int] = set()
         for c in cons:
             if c.y or len(c.x) != 1:
                 continue
             (i, a), = c.x
             bound = -c.const / a  # a X_i + const <= 0
             if a > 0:
-                hi[i] = bound if hi[i] is None else min(hi[i], bound)
-            else:
-                lo[i] = bound if lo[i] is None else max(lo[i], bound)
+                if hi[i] is None or bound < hi[i] or (bound == hi[i] and c.strict):
+                    hi[i] = bound
+                    open_hi.discard(i) if not c.strict else open_hi.add(i)
+            elif lo[i] is None or bound > lo[i] or (bound == lo[i] and c.strict):
+                lo[i] = bound
+                open_lo.discard(i) if not c.strict else open_lo.add(i)
         for i in range(n_in):
-            if lo[i] is None or hi[i] is None:
-                raise SpecError(f"input X_{i} has no {'lower' if lo[i] is None else 'upper'} "
-                                "bound in some disjunct", self.declared.get(f"X_{i}"),
-                                fix="VNN-LIB inputs range over a box: assert "
-                                    f"(>= X_{i} LO) and (<= X_{i} HI)")
+            if lo[i] is not None and hi[i] is not None and (
+                    lo[i] > hi[i] or (lo[i] == hi[i] and (i in open_lo or i in open_hi))):
+                return None  # e.g. X_0 > 1 and X_0 < 1: no input at all
+        missing = [i for i in range(n_in) if lo[i] is None or hi[i] is None]
+        if missing:
+            box = _input_range(cons, n_in, missing)
+            if box is None:
+                return None
+            for i, (a, b) in box.items():
+                if a is None or b is None:
+                    raise SpecError(
+                        f"input X_{i} is unbounded {'below' if a is None else 'above'} in some "
+                        "disjunct: its bounds and the linear constraints over inputs leave it "
+                        "free", self.declared.get(f"X_{i}"),
+                        fix="VNN-LIB inputs range over a bounded region: assert "
+                            f"(>= X_{i} LO) and (<= X_{i} HI)")
+                lo[i] = a if lo[i] is None else max(lo[i], a)
+                hi[i] = b if hi[i] is None else min(hi[i], b)
         return Disjunct(constraints=cons, lo=lo, hi=hi)
+
+
+def _input_range(cons: list[Constraint], n_in: int, which: list[int]):
+    """{i: (min, max)} of X_i over the inputs' constraints (closed: strict ones relaxed, so the
+    range holds the region; None for an unbounded side), or None if the constraints over
+    inputs, strictness included, have no solution. Exact: z3 over the rationals."""
+    import z3
+
+    xs = [z3.Real(f"X_{i}") for i in range(n_in)]
+
+    def lhs(c):
+        return z3.Sum([z3.RealVal(str(a)) * xs[i] for i, a in c.x] + [z3.RealVal(str(c.const))])
+
+    inputs_only = [c for c in cons if not c.y and c.x]
+    solver = z3.Solver()
+    solver.add([lhs(c) < 0 if c.strict else lhs(c) <= 0 for c in inputs_only])
+    if solver.check() == z3.unsat:
+        return None
+    out = {}
+    for i in which:
+        ends = []
+        for sense in ("min", "max"):
+            opt = z3.Optimize()
+            opt.add([lhs(c) <= 0 for c in inputs_only])
+            goal = opt.minimize(xs[i]) if sense == "min" else opt.maximize(xs[i])
+            if opt.check() != z3.sat:
+                raise SpecError(f"cannot bound input X_{i} from the linear constraints")
+            ends.append(_exact(goal.value()))
+        out[i] = tuple(ends)
+    return out
+
+
+def _exact(value):
+    """A z3 optimum as a Fraction, or None when it is infinite (unbounded)."""
+    import z3
+
+    if z3.is_int_value(value):
+        return Fraction(value.as_long())
+    if not z3.is_rational_value(value):
+        return None  # oo, or an expression in epsilon / oo
+    return Fraction(value.numerator_as_long(), value.denominator_as_long())
 
 
 def _sum(terms) -> dict[str, Fraction]:
@@ -286,7 +386,16 @@ def _sum(terms) -> dict[str, Fraction]:
     return out
 
 
-def _fraction(s: str) -> Fraction:
+def _fraction(s: str, span: Span | None = None) -> Fraction:
+    if len(s) > MAX_NUMERAL:
+        raise SpecError(f"number of {len(s)} characters is too long (at most {MAX_NUMERAL})",
+                        span, fix="write the number with at most 1000 characters")
+    m = _NUMBER.fullmatch(s)
+    if m and m.group(2) and abs(int(m.group(2)[1:])) > MAX_EXPONENT:
+        raise SpecError(f"exponent {m.group(2)[1:]} is out of range (at most {MAX_EXPONENT} "
+                        "either way)", span,
+                        fix="a VNN-LIB bound is a number a network can compute with; check "
+                            "the exponent")
     return Fraction(s if not s.startswith("+") else s[1:])
 
 
@@ -298,19 +407,41 @@ def parse_vnnlib(text: str, path: str = "<vnnlib>") -> Property:
 def read_vnnlib(path: str) -> Property:
     """Read and parse a `.vnnlib` file (optionally gzip-compressed)."""
     try:
-        if path.endswith(".gz"):
-            import gzip
-
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                text = fh.read()
-        else:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
+        raw = read_regular_file(path, MAX_VNNLIB_BYTES, "VNN-LIB file")
     except FileNotFoundError:
         raise SpecError(f"no such VNN-LIB file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read VNN-LIB file {path}: {exc}") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read VNN-LIB file {path}: {exc.strerror or exc}") from None
+    if path.endswith(".gz") or raw[:2] == b"\x1f\x8b":
+        raw = _gunzip(raw, path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"VNN-LIB file is not UTF-8 text (byte {exc.start})",
+                        Span(path=path, line=line, column=col),
+                        fix="VNN-LIB files are plain text; a compressed one needs the "
+                            "suffix .gz") from None
     return parse_vnnlib(text, path)
+
+
+def _gunzip(raw: bytes, path: str) -> bytes:
+    """The unpacked bytes of a gzip file, at most MAX_VNNLIB_BYTES of them."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+            data = fh.read(MAX_VNNLIB_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SpecError(f"VNN-LIB file {path} is not a readable gzip file: {exc}",
+                        fix="check the download, or unpack it with gunzip to see the "
+                            "problem") from None
+    if len(data) > MAX_VNNLIB_BYTES:
+        raise SpecError(f"VNN-LIB file {path} unpacks to more than {MAX_VNNLIB_BYTES} bytes",
+                        fix="split the property into several smaller files")
+    return data
 
 
 # ---- the same question as a .snn spec ----------------------------------------------------------

@@ -19,15 +19,19 @@ import io
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.lib.format as npformat
 
 from .diagnostics import Span, SpecError
 from .fileio import MAX_WEIGHT_BYTES, read_regular_file
 
 STATE_DICT_FIX = ("save `model.state_dict()` itself: `torch.save(model.state_dict(), PATH)`")
+MAX_ARRAY_ENTRIES = 1_000_000  # per array, as for any tensor of a spec (elaborate.MAX_ENTRIES)
+MAX_JSON_BYTES = 32 * 2**20  # parsed JSON takes ~30 bytes of memory per byte of text
 
 
 def load_weight_file(path: str, span: Span | None) -> dict[str, np.ndarray]:
@@ -46,22 +50,77 @@ def load_weight_file(path: str, span: Span | None) -> dict[str, np.ndarray]:
         raise SpecError(f"cannot read weight file {path}: {exc.strerror}", span) from None
     try:
         if path.endswith(".npz"):
-            if not zipfile.is_zipfile(io.BytesIO(raw)):
-                raise ValueError("not an .npz archive")
-            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-                return {k: np.asarray(data[k]) for k in data.files}
+            return _npz(raw, base, span)
         if path.endswith(".json"):
+            if len(raw) > MAX_JSON_BYTES:
+                raise SpecError(f"weight file {base} is larger than {MAX_JSON_BYTES} bytes",
+                                span, fix="save large weights as .npz")
             parsed = json.loads(raw.decode("utf-8"))
             if not isinstance(parsed, dict):
                 raise ValueError("top level must be an object of named arrays")
-            return {str(k): np.asarray(v, dtype=float) for k, v in parsed.items()}
-        return _state_dict(raw, base, span)
+            return _checked({str(k): np.asarray(v, dtype=float) for k, v in parsed.items()},
+                            base, span)
+        return _checked(_state_dict(raw, base, span), base, span)
     except SpecError:
         raise
+    except RecursionError:
+        raise SpecError(f"weight file {base} nests its arrays too deeply", span,
+                        fix="weights are vectors and matrices: at most two levels of lists")
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, TypeError, KeyError,
             RuntimeError, pickle.UnpicklingError, UnicodeDecodeError, AttributeError,
-            IndexError) as exc:
-        raise SpecError(f"corrupt weight file {path}: {exc}", span) from None
+            IndexError, OverflowError, MemoryError) as exc:
+        raise SpecError(f"corrupt weight file {path}: {_first_line(exc)}", span) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _checked(arrays: dict[str, np.ndarray], base: str, span) -> dict[str, np.ndarray]:
+    for key, arr in arrays.items():
+        if arr.size > MAX_ARRAY_ENTRIES:
+            raise SpecError(f"array `{key}` of weight file {base} has {arr.size} entries "
+                            f"(at most {MAX_ARRAY_ENTRIES})", span)
+    return arrays
+
+
+def _zip_entries(raw: bytes, base: str, span) -> zipfile.ZipFile:
+    """The archive, refused when its entries unpack to more than MAX_WEIGHT_BYTES."""
+    archive = zipfile.ZipFile(io.BytesIO(raw))
+    total = sum(info.file_size for info in archive.infolist())
+    if total > MAX_WEIGHT_BYTES:
+        raise SpecError(f"weight file {base} unpacks to {total} bytes (at most "
+                        f"{MAX_WEIGHT_BYTES})", span,
+                        fix="check the file; weights a symbolic spec can use are far smaller")
+    return archive
+
+
+def _npz(raw: bytes, base: str, span) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each header checked before its data is allocated."""
+    if not zipfile.is_zipfile(io.BytesIO(raw)):
+        raise ValueError("not an .npz archive")
+    out = {}
+    with _zip_entries(raw, base, span) as archive:
+        for info in archive.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with archive.open(info) as fh:
+                version = npformat.read_magic(fh)
+                read_header = (npformat.read_array_header_1_0 if version == (1, 0)
+                               else npformat.read_array_header_2_0)
+                shape, _, dtype = read_header(fh, max_header_size=10_000)
+                count = 1
+                for n in shape:
+                    count *= n
+                if count > MAX_ARRAY_ENTRIES:
+                    raise SpecError(f"array `{key}` of weight file {base} declares shape "
+                                    f"{list(shape)} ({count} entries, at most "
+                                    f"{MAX_ARRAY_ENTRIES})", span)
+                if dtype.hasobject:
+                    raise ValueError(f"array `{key}` holds Python objects")
+            with archive.open(info) as fh:
+                out[key] = npformat.read_array(fh, allow_pickle=False)
+    return out
 
 
 def _state_dict(raw: bytes, base: str, span: Span | None) -> dict[str, np.ndarray]:
@@ -69,8 +128,23 @@ def _state_dict(raw: bytes, base: str, span: Span | None) -> dict[str, np.ndarra
         import torch
     except ImportError:
         raise SpecError("loading .pt files needs PyTorch installed", span) from None
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        _zip_entries(raw, base, span).close()
     # weights_only: the unpickler builds tensors and containers only, never runs code
-    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = next((line.strip() for line in text.splitlines()
+                      if "Unsupported" in line or "GLOBAL" in line), None)
+        if "Weights only load failed" not in text or found is None:
+            raise
+        what = ("is a pickle not written by torch.save" if "operand" in found
+                else "holds pickled objects besides tensors")
+        raise SpecError(f"weight file {base} {what} ({found[:200]}); it is not loaded, since "
+                        "unpickling it could run code", span, fix=STATE_DICT_FIX) from None
     if not isinstance(state, Mapping):
         raise SpecError(f"weight file {base} holds {_what(state)}, not a state_dict (a "
                         f"mapping of names to tensors)", span, fix=STATE_DICT_FIX)
