@@ -370,3 +370,163 @@ def test_recurrent_option_errors(tmp_path, layer):
         elaborate(write(tmp_path, text))
     assert info.value.message == RECURRENT_ERRORS[layer]
     assert info.value.span.line == 2
+
+
+# ---- gcn: torch_geometric's GCNConv ------------------------------------------------------------
+
+
+def gcn_conv(x, edge_index, lin_weight, bias, add_self_loops=True, normalize=True):
+    """torch_geometric.nn.GCNConv's forward (PyG 2.x gcn_norm + propagate) in plain torch:
+    remaining self-loops added with weight 1, degrees summed at the target, messages
+    dinv[src] * w * dinv[dst] * (x W^T)[src] scatter-added at the target, then the bias."""
+    n = x.shape[0]
+    src, dst = edge_index
+    w = torch.ones(src.shape[0], dtype=torch.float64)
+    if add_self_loops:
+        keep = src != dst
+        loop = torch.arange(n)
+        src, dst = torch.cat([src[keep], loop]), torch.cat([dst[keep], loop])
+        w = torch.cat([w[keep], torch.ones(n, dtype=torch.float64)])
+    if normalize:
+        deg = torch.zeros(n, dtype=torch.float64).index_add_(0, dst, w)
+        dinv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
+        w = dinv[src] * w * dinv[dst]
+    h = x @ lin_weight.T
+    out = torch.zeros(n, h.shape[1], dtype=torch.float64).index_add_(0, dst, w[:, None] * h[src])
+    return out if bias is None else out + bias
+
+
+class Conv(nn.Module):
+    """The parameters of a PyG GCNConv, under PyG's names: `lin` (bias-free) and `bias`."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True):
+        super().__init__()
+        self.lin = nn.Linear(n_in, n_out, bias=False, dtype=torch.float64)
+        self.bias = nn.Parameter(torch.randn(n_out, dtype=torch.float64)) if bias else None
+
+
+class PygNet(nn.Module):
+    """conv1 -> relu -> conv2 (-> relu) and a head, as a PyG model would be written."""
+
+    def __init__(self, n_in: int, hidden: int, layers: int, bias: bool = True, convs=False):
+        super().__init__()
+        sizes = [n_in] + [hidden] * layers
+        mods = [Conv(a, b, bias) for a, b in zip(sizes, sizes[1:])]
+        if convs:
+            self.convs = nn.ModuleList(mods)
+        else:
+            for k, m in enumerate(mods, start=1):
+                setattr(self, f"conv{k}", m)
+        self.mods = mods
+        self.proj = nn.Linear(hidden, 1, dtype=torch.float64)
+
+    def forward(self, x, edge_index, node: int, last_act, **kw):
+        for k, m in enumerate(self.mods):
+            x = gcn_conv(x, edge_index, m.lin.weight, m.bias, **kw)
+            x = torch.relu(x) if k < len(self.mods) - 1 else last_act(x)
+        return self.proj(x[node])
+
+
+EDGES = [[0, 1], [1, 0], [1, 2], [2, 1], [1, 3], [3, 2], [0, 3], [0, 3]]  # directed, a repeat
+
+GCN_PYG_CASES = {  # options of our layer, PygNet arguments, forward keywords
+    "two_layers_edges_identity_last": (
+        "hidden=3, layers=2, node=1, last_act=identity, edges=EDGES",
+        {"layers": 2}, {}, torch.nn.Identity()),
+    "one_layer_edge_index_relu": (
+        "hidden=2, node=3, edge_index=EDGE_INDEX", {"layers": 1}, {}, torch.relu),
+    "convs_list_no_bias_plain": (
+        "hidden=2, layers=3, node=2, bias=false, normalize=false, self_loops=false, "
+        "last_act=tanh, edges=EDGES", {"layers": 3, "bias": False, "convs": True},
+        {"add_self_loops": False, "normalize": False}, torch.tanh),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GCN_PYG_CASES))
+def test_gcn_loads_a_pyg_state_dict_and_matches_gcnconv(tmp_path, case):
+    options, net_args, kw, last = GCN_PYG_CASES[case]
+    torch.manual_seed(len(case))
+    N, F = 4, 3
+    net = PygNet(F, options_hidden(options), **net_args)
+    torch.save(net.state_dict(), tmp_path / "pyg.pt")
+    edge_index = torch.tensor(EDGES).T
+    spec_opts = options.replace("EDGE_INDEX", spec_value(edge_index.tolist())) \
+        .replace("EDGES", spec_value(EDGES))
+    text = (f"input X : real[{N}, {F}]\nnetwork g(in=[{N}, {F}]) load \"pyg.pt\" {{\n"
+            f"  gcn({spec_opts})\n}}\nderive output g(X)\nderive jacobian g(X) wrt X\n")
+    spec = elaborate(write(tmp_path, text))
+    model = build_model(spec)
+    point, arrays = random_point(spec, seed=len(case))
+    node = int(re.search(r"node=(\d)", options).group(1))
+    X = tensor(arrays["X"], grad=True)
+
+    def ref(x):
+        return net(x, edge_index, node, last, **kw)
+
+    out = ref(X)
+    close(values(model, derivation(model, "output").terms, point), out.detach().numpy())
+    jac = torch.autograd.functional.jacobian(ref, X).reshape(1, -1)
+    close(values(model, derivation(model, "jacobian").terms, point), jac.detach().numpy())
+
+
+def options_hidden(options: str) -> int:
+    return int(re.search(r"hidden=(\d+)", options).group(1))
+
+
+def test_edge_list_equals_the_dense_adjacency_with_symbolic_weights(tmp_path):
+    """`edges=` builds A[target, source] (repeats add up): the same terms as `adjacency=`."""
+    A = [[0] * 4 for _ in range(4)]
+    for s, t in EDGES:
+        A[t][s] += 1
+    outs = []
+    for graph in (f"edges={spec_value(EDGES)}", f"adjacency={spec_value(A)}"):
+        text = (f"input X : real[4, 2]\nnetwork g(in=[4, 2]) {{ gcn(hidden=2, layers=2, "
+                f"act=tanh, {graph}) }}\nderive jacobian g(X) wrt X\n")
+        spec = elaborate(write(tmp_path, text))
+        model = build_model(spec)
+        point, _ = random_point(spec, seed=1)
+        outs.append(values(model, derivation(model, "jacobian").terms, point))
+    close(outs[0], outs[1])
+
+
+def test_edge_index_from_the_weight_file(tmp_path):
+    torch.manual_seed(2)
+    net = PygNet(2, 2, 1)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    torch.save({**net.state_dict(), "edge_index": edge_index}, tmp_path / "g.pt")
+    text = ("input X : real[3, 2]\nnetwork g(in=[3, 2]) load \"g.pt\" {\n"
+            "  gcn(hidden=2, node=2, edge_index=file)\n}\nderive output g(X)\n")
+    spec = elaborate(write(tmp_path, text))
+    point, arrays = random_point(spec, seed=4)
+    with torch.no_grad():
+        want = net(tensor(arrays["X"]), edge_index, 2, torch.relu).numpy()
+    close(values(build_model(spec), derivation(build_model(spec), "output").terms, point), want)
+
+
+GCN_ERRORS = {
+    "edges=[[0, 1], [1, 3]]": "edge 1 names node 3, the graph has nodes 0..2",
+    "edges=[[0, 1], [2, 2]]": "edge 1 is a self-loop (2, 2), and self_loops=true adds one to "
+                              "every node",
+    "edge_index=[[0, 1, 2]]": "edge_index has shape [1, 3], expected [2, E]",
+    "edges=[[0, 1]], adjacency=symbolic": "adjacency and an edge list both given",
+    "edges=[[0, 1, 2]]": "edges has shape [1, 3], expected [E, 2]",
+}
+
+
+@pytest.mark.parametrize("graph", sorted(GCN_ERRORS))
+def test_edge_list_errors(tmp_path, graph):
+    text = f"network g(in=[3, 2]) {{\n  gcn(hidden=2, {graph})\n}}\n"
+    with pytest.raises(SpecError) as info:
+        elaborate(write(tmp_path, text))
+    assert info.value.message == GCN_ERRORS[graph]
+    assert info.value.span.line == 2
+
+
+def test_pyg_state_dict_with_the_wrong_width_is_located(tmp_path):
+    torch.save(PygNet(3, 4, 1).state_dict(), tmp_path / "pyg.pt")
+    text = ("network g(in=[4, 3]) load \"pyg.pt\" {\n  gcn(hidden=2, edges=[[0, 1]])\n}\n")
+    with pytest.raises(SpecError) as info:
+        elaborate(write(tmp_path, text))
+    assert info.value.message == ("array `conv1.lin.weight` in pyg.pt has shape [4, 3], gcn "
+                                  "layer 1 needs [2, 3]")
+    assert info.value.span.line == 2

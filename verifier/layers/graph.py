@@ -20,6 +20,20 @@ error otherwise). With symbols, d_i = sum_j Â_ij is a program symbol `<net>.deg
 identity claims need that as a side condition (`adjacency in [0, 1]` with self-loops gives
 d_i >= 1).
 
+The graph can also be an edge list, PyG's `edge_index` convention (messages flow from source
+to target, so a pair (s, t) sets A[t, s], and repeated pairs add up): `edges=[[s, t], ...]`
+(one pair per row) or `edge_index=[[s0, s1, ...], [t0, t1, ...]]` ([2, E], as PyG's tensor;
+`edge_index=file` reads array `edge_index` of the weight file). With self-loops on, a listed
+pair (i, i) is an error: PyG's GCNConv keeps it once (add_remaining_self_loops) where A + I
+would count it twice. `last_act=` sets the last layer's activation (default `act`), e.g.
+`last_act=identity` for a PyG model whose last GCNConv is not followed by an activation.
+
+Weights also load from a torch_geometric `GCNConv` state_dict (PyG 2.x): each conv holds
+`lin.weight` [out, in] (a Linear without bias, applied as X W^T) and `bias` [out]; layer l
+takes `conv<l>.lin.weight` / `conv<l>.bias`, `convs.<l-1>.*`, a bare `lin.weight` / `bias`
+for one layer, or else the next `*.lin.weight` of the file as for dense layers. They are used
+whenever the file has no `gcn<l>.W`; our W_l is lin.weight^T.
+
 Parameter names (also the weight-file keys): `<net>.A`, `<net>.gcn<l>.W`, `<net>.gcn<l>.b`,
 `<net>.proj_w`, `<net>.proj_b`, prefixed `layer<k>.` when the gcn is the network's k-th layer
 (k > 1). `W in [lo, hi]` ranges every weight and bias. Intermediate symbols:
@@ -42,7 +56,8 @@ from .activations import ACTIVATIONS
 from .dense import parse_activation
 
 OPTIONS = {"hidden", "layers", "readout_layer", "node", "projection", "unit", "output", "act",
-           "self_loops", "normalize", "adjacency", "bias", "W"}
+           "self_loops", "normalize", "adjacency", "bias", "W", "edges", "edge_index",
+           "last_act"}
 
 
 # ---- shared read-out: one row of a matrix → scalar projection, a unit, or the whole row ----
@@ -159,6 +174,94 @@ def _adjacency(ctx, decl, net: str, index: int, n: int, arg) -> TensorVar:
     return ctx.weight(decl, net, short, shape, arg, index, "A", file_keys=("A", "adjacency"))
 
 
+def _edge_adjacency(ctx, decl, net: str, index: int, n: int, args, self_loops: bool,
+                    ) -> TensorVar:
+    """`<net>.A` from `edges=` pairs or a PyG `edge_index` [2, E]: A[target, source] counts."""
+    from ..elaborate import exact
+
+    if "edges" in args and "edge_index" in args:
+        raise SpecError("edges and edge_index both given", args["edge_index"].span,
+                        fix="give the graph once")
+    key = "edges" if "edges" in args else "edge_index"
+    arg = args[key]
+    node = arg.value
+    if isinstance(node, ast.Ref) and node.name == "file" and key == "edge_index":
+        wf = getattr(ctx, "_net_file", None)
+        if wf is None or wf.find(("edge_index",)) is None:
+            raise SpecError("edge_index=file, but the network's weight file has no array "
+                            "`edge_index`", node.span,
+                            fix="save the graph's edge_index with the weights, or give it inline")
+        raw = wf.take("edge_index", index)
+        pairs = np.array([[exact(v, node.span) for v in row] for row in np.atleast_2d(raw)],
+                         dtype=object)
+    else:
+        pairs = ctx.constant(node)
+    if key == "edge_index":
+        if pairs.ndim != 2 or pairs.shape[0] != 2:
+            raise SpecError(f"edge_index has shape {list(pairs.shape)}, expected [2, E]",
+                            node.span, fix="row 0 the sources, row 1 the targets, as in PyG; "
+                                           "or write edges=[[s, t], ...]")
+        pairs = pairs.T
+    elif pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise SpecError(f"edges has shape {list(pairs.shape)}, expected [E, 2]", node.span,
+                        fix="one [source, target] pair per edge")
+    a = [[sp.Integer(0)] * n for _ in range(n)]
+    for e, (src, dst) in enumerate(pairs):
+        span = node.items[e].span if key == "edges" and isinstance(node, ast.ListLit) \
+            else node.span
+        for v in (src, dst):
+            if not (sp.Rational(v).is_Integer and 0 <= v < n):
+                raise SpecError(f"edge {e} names node {v}, the graph has nodes 0..{n - 1}",
+                                span, fix="nodes are 0-based rows of the input")
+        if src == dst and self_loops:
+            raise SpecError(f"edge {e} is a self-loop ({src}, {src}), and self_loops=true adds "
+                            f"one to every node", span,
+                            fix="drop the pair (PyG's GCNConv adds each missing self-loop once), "
+                                "or set self_loops=false")
+        a[int(dst)][int(src)] += 1
+    name = f"{net}.{prefix(index)}A"
+    return TensorVar(name=name, role="param", shape=(n, n),
+                     entries=tuple(e for row in a for e in row), span=arg.span)
+
+
+def _pyg_weight(ctx, decl, net: str, index: int, k: int, n_layers: int, width: int,
+                hidden: int, use_bias: bool) -> list[TensorVar] | None:
+    """W_k = lin.weight^T and b_k = bias of the k-th GCNConv of a PyG state_dict, or None
+    when the file names its arrays our way (`gcn<k>.W`) or has no `lin.weight` at all."""
+    from ..elaborate import exact
+
+    wf = getattr(ctx, "_net_file", None)
+    if wf is None or wf.find((f"gcn{k}.W",)) is not None or \
+            not any(key == "lin.weight" or key.endswith(".lin.weight") for key in wf.data):
+        return None
+    short = f"{prefix(index)}gcn{k}.W"
+    explicit = (f"conv{k}.lin.weight", f"convs.{k - 1}.lin.weight", f"gcn{k}.lin.weight")
+    if n_layers == 1:
+        explicit += ("lin.weight", "conv.lin.weight")
+    key = wf.find(explicit) or wf.match("lin.weight", (hidden, width), index, short, decl)
+    arr = wf.take(key, index)
+    if tuple(arr.shape) != (hidden, width):
+        raise SpecError(f"array `{key}` in {wf.name} has shape {list(arr.shape)}, gcn layer {k} "
+                        f"needs [{hidden}, {width}]", decl.span,
+                        fix="PyG's lin.weight is [out, in]: check hidden= and the layer count")
+    w = np.array([[exact(v, wf.span) for v in row] for row in arr.astype(float)], dtype=object)
+    out = [TensorVar(name=f"{net}.{short}", role="param", shape=(width, hidden),
+                     entries=tuple(w.T.flat), span=decl.span)]
+    bias_key = key[: -len("lin.weight")] + "bias"
+    if use_bias:
+        if bias_key not in wf.data:
+            raise SpecError(f"weight file {wf.name}: the GCNConv of `{key}` has no `{bias_key}`",
+                            decl.span, fix="if the layer has no bias, write bias=false")
+        b = wf.take(bias_key, index)
+        if tuple(b.shape) != (hidden,):
+            raise SpecError(f"array `{bias_key}` in {wf.name} has shape {list(b.shape)}, gcn "
+                            f"layer {k} needs [{hidden}]", decl.span)
+        out.append(TensorVar(name=f"{net}.{prefix(index)}gcn{k}.b", role="param",
+                             shape=(hidden,), span=decl.span,
+                             entries=tuple(exact(v, wf.span) for v in b.astype(float).flat)))
+    return out
+
+
 def _check_degrees(adj: TensorVar, self_loops: bool, arg, decl) -> None:
     """Data adjacency with normalisation: every degree of Â must be positive.
 
@@ -202,19 +305,34 @@ def elaborate(ctx, decl, net: str, index: int, in_shape: tuple[int, ...]):
     act, act_params = ("relu", ())
     if "act" in args:
         act, act_params = parse_activation(ctx, args["act"].value)
+    last_act, last_params = act, act_params
+    if "last_act" in args:
+        last_act, last_params = parse_activation(ctx, args["last_act"].value)
     self_loops = ctx.boolean(args["self_loops"]) if "self_loops" in args else True
     normalize = ctx.boolean(args["normalize"]) if "normalize" in args else True
     use_bias = ctx.boolean(args["bias"]) if "bias" in args else True
     ro = readout_options(ctx, args, hidden)
     ranged = ranged_weights(args, "gcn")
 
-    adj = _adjacency(ctx, decl, net, index, n_nodes, args.get("adjacency"))
+    if "edges" in args or "edge_index" in args:
+        if "adjacency" in args:
+            raise SpecError("adjacency and an edge list both given", args["adjacency"].span,
+                            fix="give the graph once")
+        adj = _edge_adjacency(ctx, decl, net, index, n_nodes, args, self_loops)
+    else:
+        adj = _adjacency(ctx, decl, net, index, n_nodes, args.get("adjacency"))
     if normalize and adj.concrete:
         _check_degrees(adj, self_loops, args.get("adjacency"), decl)
     pre = prefix(index)
     weights = [adj]
     width = n_feat
     for k in range(1, n_layers + 1):
+        pyg = None if ranged is not None else \
+            _pyg_weight(ctx, decl, net, index, k, n_layers, width, hidden, use_bias)
+        if pyg is not None:
+            weights += pyg
+            width = hidden
+            continue
         weights.append(ctx.weight(decl, net, f"{pre}gcn{k}.W", (width, hidden), ranged, index,
                                   f"gcn{k}.W", file_keys=(f"gcn{k}.W",)))
         if use_bias:
@@ -226,6 +344,7 @@ def elaborate(ctx, decl, net: str, index: int, in_shape: tuple[int, ...]):
     layer = Layer(
         kind="gcn", index=index, in_shape=tuple(in_shape), out_shape=readout_shape(ro, hidden),
         options=(("act", act), ("act_params", act_params), ("bias", use_bias),
+                 ("last_act", (last_act, last_params)),
                  ("layers", n_layers), ("names", tuple(sorted(names.items()))), ("node", node),
                  ("normalize", normalize), ("readout", tuple(sorted(ro.items()))),
                  ("readout_layer", readout_layer), ("self_loops", self_loops)),
@@ -279,13 +398,15 @@ def forward(layer: Layer, x: np.ndarray, params: dict[str, np.ndarray], program:
                                           f"{tag}.hw{k}[{j},{o}]")
         rows = range(n) if k < last else [node]
         nxt = np.full((n, n_out), sp.Integer(0), dtype=object)
+        fn, fn_params = (act, act_params) if k < layer.option("layers") else \
+            (ACTIVATIONS[layer.option("last_act")[0]], layer.option("last_act")[1])
         for i in rows:
             for o in range(n_out):
                 terms = [prop[i, j] * hw[j, o] for j in range(n) if prop[i, j] != 0]
                 if b is not None:
                     terms.append(b[o])
                 z = program.assign(sp.Add(*terms), f"{tag}.z{k}[{i},{o}]")
-                nxt[i, o] = program.assign(act.build(z, *act_params), f"{tag}.h{k}[{i},{o}]")
+                nxt[i, o] = program.assign(fn.build(z, *fn_params), f"{tag}.h{k}[{i},{o}]")
         h = nxt
     ro = dict(layer.option("readout"))
     return readout(h[node], ro, params, names, program, tag)
