@@ -233,6 +233,8 @@ def _load(path: str) -> dict:
         raise Invalid(f"not a certificate (JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise Invalid(f"not a certificate of format {FORMAT}")
+    if doc.get("kind") == "relu":  # checked by check_relu
+        return doc
     for key, kind in (("claim", str), ("spec", str), ("obligation_digest", str),
                       ("variables", list), ("root", list), ("splits", dict), ("closed", dict)):
         if not isinstance(doc.get(key), kind):
@@ -249,12 +251,36 @@ def _fraction(text, what: str) -> Fraction:
         raise Invalid(f"{what} is not an exact number: {text[:40]!r}") from None
 
 
-def check_certificate(path: str, spec: str | None = None, timeout: float = 600.0) -> Report:
+def _check_relu(doc: dict, path: str, spec, start: float, timeout: float, onnx, vnnlib):
+    from . import check_relu
+
+    report = Report(path=path, valid=False, message="")
+    try:
+        if doc.get("source") == "vnnlib":
+            msg = check_relu.check_vnn(doc, path, report, start + timeout, MAX_BOXES_PER_LEAF,
+                                       onnx, vnnlib)
+        elif doc.get("source") == "spec":
+            msg = check_relu.check_spec(doc, path, spec, report, start + timeout,
+                                        MAX_BOXES_PER_LEAF)
+        else:
+            raise Invalid("a ReLU certificate must come from a VNN-LIB property or a spec")
+    except check_relu.Invalid as exc:
+        raise Invalid(str(exc)) from None
+    report.valid = True
+    report.seconds = time.perf_counter() - start
+    report.message = msg
+    return report
+
+
+def check_certificate(path: str, spec: str | None = None, timeout: float = 600.0,
+                      onnx: str | None = None, vnnlib: str | None = None) -> Report:
     """Re-validate one certificate; raises ValueError / SpecError on unusable input."""
     from . import run
 
     start = time.perf_counter()
     doc = _load(path)
+    if doc.get("kind") == "relu":
+        return _check_relu(doc, path, spec, start, timeout, onnx, vnnlib)
     spec_path = spec or os.path.join(os.path.dirname(path) or ".", doc["spec"])
     model = run.load(spec_path)
     obs = [ob for ob in model.obligations if ob.name == doc["claim"]]
@@ -378,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("certs", nargs="+", metavar="CERT", help=".cert.json files")
     p.add_argument("--spec", metavar="SPEC", help="the spec (default: the file the certificate "
                    "names, next to it)")
+    p.add_argument("--onnx", metavar="NET", help="the network of a verify-vnn certificate "
+                   "(default: the file it names)")
+    p.add_argument("--vnnlib", metavar="PROP", help="the property of a verify-vnn "
+                   "certificate (default: the file it names)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="time limit per certificate (default 600 s)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
@@ -388,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.certs:
             t0 = time.perf_counter()
             try:
-                r = check_certificate(path, args.spec, args.timeout)
+                r = check_certificate(path, args.spec, args.timeout, args.onnx, args.vnnlib)
             except Invalid as exc:
                 r = Report(path=path, valid=False, message=f"invalid: {exc}",
                            seconds=time.perf_counter() - t0)

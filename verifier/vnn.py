@@ -1,14 +1,16 @@
 """`verify-vnn`: answer a VNN-LIB property on an ONNX network, VNN-COMP style.
 
     python -m verifier.vnn --onnx NET.onnx --vnnlib PROP.vnnlib [--timeout S]
-                           [--answer FILE] [--artifacts DIR] [--json] [--workers N]
+                           [--answer FILE] [--artifacts DIR] [--certificate FILE] [--json]
+                           [--workers N]
                            [--scheduler ADDRESS]
 
 Prints `unsat` (the property holds: the unsafe region of the VNN-LIB file is empty), `sat`
 followed by a witness `((X_0 v) ... (Y_0 v))` that was replayed exactly on the network, or
 `unknown` / `timeout` with the reason. `--answer FILE` writes the same in VNN-COMP's result
 file format. `--artifacts DIR` keeps every SMT-LIB leaf that z3 answered `unsat` and a
-`summary.json`. `--workers N` runs branch and bound on N forked processes (default 2);
+`summary.json`. `--certificate FILE` writes, with `unsat`, the closed branch-and-bound tree,
+which `verify-check FILE` re-validates independently. `--workers N` runs branch and bound on N forked processes (default 2);
 `--scheduler ADDRESS` sends its subtrees to the workers of a Dask distributed cluster instead.
 Exit status: 0 unsat, 1 sat, 3 unknown or timeout, 2 bad input, 4 our bug.
 """
@@ -64,6 +66,8 @@ def check_outputs(args) -> None:
 
     if args.answer:
         check_writable_target(args.answer, "answer file")
+    if args.certificate:
+        check_writable_target(args.certificate, "certificate")
     if args.artifacts:
         check_writable_dir(args.artifacts, "artifacts folder")
         check_writable_target(os.path.join(args.artifacts, "summary.json"), "artifact")
@@ -85,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answer", metavar="FILE", help="write the VNN-COMP result file")
     p.add_argument("--artifacts", metavar="DIR",
                    help="keep the z3 leaf queries (.smt2) and a summary.json")
+    p.add_argument("--certificate", metavar="FILE",
+                   help="with `unsat`, write the closed branch-and-bound tree for "
+                        "`verify-check FILE`")
     p.add_argument("--json", action="store_true", help="print a JSON report instead")
     p.add_argument("--no-z3", action="store_true", help="never call z3 on leaves")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -127,6 +134,12 @@ def _run(args) -> int:
     text = answer_text(result)
     if args.answer:
         write_text_atomically(args.answer, text, "answer file")
+    if args.certificate:
+        from .emit.certificate import vnn_document
+
+        cert = vnn_document(result, args.onnx, args.vnnlib)
+        if cert is not None:
+            write_text_atomically(args.certificate, cert, "certificate")
     files = []
     if args.artifacts:
         for name, smt in result.smt:

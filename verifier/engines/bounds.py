@@ -143,6 +143,11 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
                        seconds=time.perf_counter() - t0, details=details, **kw)
 
     if res.answer == "unsat":
+        from ..emit.certificate import spec_certificate
+
+        cert = spec_certificate(res, ob.name, prop)
+        if cert is not None:
+            details["certificate"] = cert
         if smt:
             details["smt_leaves"] = smt
         else:  # z3 does not decide the whole box of a network this wide in seconds

@@ -81,6 +81,42 @@ class Result:
     reason: str = ""
     stats: dict = field(default_factory=dict)
     smt: list = field(default_factory=list)  # (name, text) of every z3 leaf answered unsat
+    certificate: dict | None = None  # with `unsat`: the closed trees (see `certificate`)
+
+
+class SplitTree:
+    """The branch-and-bound tree of one group of disjuncts, for its certificate.
+
+    Nodes are numbered like a heap (the root 0, the halves of n are 2n+1 and 2n+2), so every
+    worker process names the boxes it splits without asking; `splits` maps a node to (input,
+    split point, lower half, upper half), `closed` a leaf to how it was closed: {"by": "bound",
+    "w": per disjunct the nonnegative weights of its rows whose combination was certified
+    negative} or {"by": "z3"}."""
+
+    def __init__(self) -> None:
+        self.splits: dict = {}
+        self.closed: dict = {}
+
+    def split(self, ids, dims, mids):
+        left = np.array([2 * i + 1 for i in ids], dtype=object)
+        right = left + 1
+        for i, d, m, a, b in zip(ids, dims, mids, left, right):
+            self.splits[i] = (int(d), float(m), a, b)
+        return left, right
+
+    def merge(self, other: SplitTree) -> None:
+        self.splits.update(other.splits)
+        self.closed.update(other.closed)
+
+    def to_json(self, disjuncts: list[int], lo, hi) -> dict:
+        return {"disjuncts": disjuncts,
+                "root": [[float(a).hex(), float(b).hex()] for a, b in zip(lo, hi)],
+                "splits": {str(i): [d, m.hex(), str(a), str(b)]
+                           for i, (d, m, a, b) in self.splits.items()},
+                "closed": {str(i): how for i, how in self.closed.items()}}
+
+
+_ROOT = np.array([0], dtype=object)
 
 
 class _Timeout(Exception):
@@ -245,6 +281,25 @@ class _Spec:
             safe[:, self.multi_g] |= comb_ub < 0
         return np.all(safe, axis=1)
 
+    def closing(self, ub, comb_ub=None, lam=None) -> list[dict]:
+        """For boxes `closed` found safe: per disjunct the weights of its rows (exact for
+        bounding rows, floats for an optimised combination) that close it; see SplitTree."""
+        neg = np.where(self.strict[None, :], ub <= 0, ub < 0)
+        out = []
+        rows_of = [np.nonzero(self.owner == g)[0] for g in range(len(self.ds))]
+        multi_pos = {int(g): i for i, g in enumerate(self.multi_g)}
+        for b in range(len(ub)):
+            w = []
+            for g, rows in enumerate(rows_of):
+                cand = np.nonzero(neg[b] & (self.bowner == g))[0]
+                if len(cand):
+                    lam_r = self.lam[int(cand[np.argmin(ub[b, cand])])]
+                    w.append([str(lam_r[r]) for r in rows])
+                else:  # closed by the combined row
+                    w.append([repr(float(lam[b, multi_pos[g], r])) for r in rows])
+            out.append({"by": "bound", "w": w})
+        return out
+
     def combined_bound(self, fnet: FloatNet, lam, betas, bounds: Bounds, box: Box):
         """Sound upper bounds (B, G) of the combined rows sum_k lam_k r_k (lam >= 0 floats,
         (B, G, k)): the combination is formed in floats, its rounding bounded and added."""
@@ -287,7 +342,7 @@ def _groups(prop: Property) -> list[list[Disjunct]]:
 
 class Engine:
     def __init__(self, net: OnnxNet, prop: Property, timeout: float, seed: int = 0,
-                 use_z3: bool = True, workers: int = 1, cluster=None):
+                 use_z3: bool = True, workers: int = 1, cluster=None, certify: bool = True):
         if prop.n_inputs != net.n_in or prop.n_outputs != net.n_out:
             from ..diagnostics import SpecError
 
@@ -306,6 +361,8 @@ class Engine:
         self.use_z3 = use_z3
         self.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
         self.smt: list = []
+        self.certify = certify  # record the split trees for a certificate of `unsat`
+        self.trees: dict[int, SplitTree] = {}
 
     def __getstate__(self) -> dict:  # sent to cluster workers: without the connection
         state = dict(self.__dict__)
@@ -321,7 +378,11 @@ class Engine:
 
     # ---- public
     def run(self) -> Result:
-        specs = [_Spec(self.fnet, g) for g in _groups(self.prop)]
+        groups = _groups(self.prop)
+        specs = [_Spec(self.fnet, g) for g in groups]
+        for k, s in enumerate(specs):
+            s.key = k
+        every = list(specs)
         try:
             total = max(self.time_left(), 0.0)
             for s in specs:
@@ -354,10 +415,20 @@ class Engine:
             if incomplete:
                 return Result("unknown", reason="; ".join(incomplete), stats=self.stats,
                               smt=self.smt)
-            return Result("unsat", stats=self.stats, smt=self.smt)
+            return Result("unsat", stats=self.stats, smt=self.smt,
+                          certificate=self._certificate(groups, every))
         except _Timeout:
             return Result("timeout", reason="time limit reached", stats=self.stats,
                           smt=self.smt)
+
+    def _certificate(self, groups, specs) -> dict | None:
+        """The closed split trees of every group (see `SplitTree`, `check_relu`)."""
+        if not self.certify or not self.fnet.piecewise_linear:
+            return None
+        index = {id(d): i for i, d in enumerate(self.prop.disjuncts)}
+        return {"groups": [self.trees.get(k, SplitTree()).to_json(
+            [index[id(d)] for d in g], s.lo, s.hi) for k, (g, s) in enumerate(zip(groups,
+                                                                                  specs))]}
 
     def _sat(self, hit) -> Result:
         x, y = hit
@@ -529,25 +600,27 @@ class Engine:
         (`cluster`) the pieces are tasks on its workers instead."""
         from collections import deque
 
-        pieces = [(k, s.lo, s.hi) for k, s in enumerate(specs)]
+        pieces = [(k, s.lo, s.hi, 0) for k, s in enumerate(specs)]
         done = [(k, self.bab(s)) for k, s in enumerate(specs) if not s.rows]
         pieces = [p for p in pieces if specs[p[0]].rows]
         while pieces and len(pieces) < PIECES_PER_WORKER * self.workers:
             self.check_time()
             vols = [np.prod((h - l) / np.maximum(specs[k].hi - specs[k].lo, 1e-300))
-                    for k, l, h in pieces]
-            k, lo, hi = pieces.pop(int(np.argmax(vols)))
-            d = self._root_split(specs[k], lo, hi)
+                    for k, l, h, _ in pieces]
+            k, lo, hi, node = pieces.pop(int(np.argmax(vols)))
+            d = self._root_split(specs[k], lo, hi, node)
             if d is None:  # closed by one bound computation
                 continue
             mid = 0.5 * (lo[d] + hi[d])
             hi1, lo2 = hi.copy(), lo.copy()
             hi1[d] = lo2[d] = mid
-            pieces += [(k, lo, hi1), (k, lo2, hi)]
+            (a,), (b,) = self._split(specs[k], [node], [d], [mid])
+            pieces += [(k, lo, hi1, a), (k, lo2, hi, b)]
         yield from done
         pool = _DaskPool(self.cluster, self, specs) if self.cluster is not None else \
             _ForkPool(self, specs, self.workers)
-        queue = deque((k, lo, hi, None) for k, lo, hi in pieces)
+        queue = deque((k, lo, hi, None, np.array([node], dtype=object))
+                      for k, lo, hi, node in pieces)
         running: list = []
         try:
             while queue or running:
@@ -561,18 +634,21 @@ class Engine:
                     continue
                 for r in ready:
                     running.remove(r)
-                    k, res, stats, smt = r.get()
+                    k, res, stats, smt, tree = r.get()
                     for key, v in stats.items():
                         self.stats[key] = self.stats.get(key, 0) + v
+                    if tree is not None:
+                        self.trees.setdefault(k, SplitTree()).merge(tree)
                     for _name, text in smt:
                         self.smt.append((f"leaf{len(self.smt):05d}", text))
                     if isinstance(res, tuple) and res[0] == "more":
-                        _, lo, hi, L, U, reason = res
+                        _, lo, hi, L, U, reason, ids = res
                         if reason is not None:
                             yield k, reason
                         n = max(1, min(2 * self.workers, len(lo) // 8))
                         for part in np.array_split(np.arange(len(lo)), n):
-                            queue.appendleft((k, lo[part], hi[part], (L[part], U[part])))
+                            queue.appendleft((k, lo[part], hi[part], (L[part], U[part]),
+                                              ids[part]))
                         continue
                     if isinstance(res, tuple):  # replayed in the worker; again here
                         x, _ = res
@@ -585,9 +661,10 @@ class Engine:
         finally:
             pool.close()
 
-    def _root_split(self, s: _Spec, lo, hi):
+    def _root_split(self, s: _Spec, lo, hi, node=0):
         """The dimension branch and bound would split the box along, None if it closes."""
-        lo1, _, ub, G, bounds = self._bound(s, lo[None], hi[None])
+        lo1, _, ub, G, bounds, _ = self._bound(s, lo[None], hi[None], None,
+                                               np.array([node], dtype=object))
         if not len(lo1):
             return None
         row = s.split_row(ub)
@@ -601,12 +678,14 @@ class Engine:
         return int(np.argmax(score))
 
     # ---- branch and bound
-    def bab(self, s: _Spec, lo=None, hi=None, prior=None, until: float | None = None):
+    def bab(self, s: _Spec, lo=None, hi=None, prior=None, until: float | None = None,
+            ids=None):
         """True (all closed), a witness (x, y), or a reason string; `lo`, `hi`: a part of
         the disjunct's box to cover instead of all of it, or a batch of boxes (P, n) with
-        `prior` their certified pre-activation bounds (L, U). `until`: a clock time after
-        which the boxes still open are handed back, `("more", lo, hi, L, U, reason)`, so
-        that the parallel driver can share them out."""
+        `prior` their certified pre-activation bounds (L, U) and `ids` their nodes in the
+        split tree. `until`: a clock time after which the boxes still open are handed back,
+        `("more", lo, hi, L, U, reason, ids)`, so that the parallel driver can share them
+        out."""
         if not s.rows:  # the input constraints alone: the box is the region
             hit = self.replay(s, 0.5 * (s.lo_in + s.hi_in))
             return hit if hit else "input constraints only, no point found"
@@ -619,6 +698,7 @@ class Engine:
         if prior is None:  # certified pre-activation bounds (parents')
             prior = (np.full((P, nh), -np.inf), np.full((P, nh), np.inf))
         stack_L, stack_U = [prior[0]], [prior[1]]
+        stack_id = [_ROOT if ids is None else ids]
         width0 = np.maximum(s.hi - s.lo, 1e-300)
         open_reason = None
         n_rounds = 0
@@ -626,21 +706,25 @@ class Engine:
             self.check_time()
             if until is not None and n_rounds and time.perf_counter() > until:
                 return ("more", np.concatenate(stack_lo), np.concatenate(stack_hi),
-                        np.concatenate(stack_L), np.concatenate(stack_U), open_reason)
+                        np.concatenate(stack_L), np.concatenate(stack_U), open_reason,
+                        np.concatenate(stack_id))
             lo = np.concatenate(stack_lo)
             hi = np.concatenate(stack_hi)
             PL, PU = np.concatenate(stack_L), np.concatenate(stack_U)
-            stack_lo, stack_hi, stack_L, stack_U = [], [], [], []
+            nid = np.concatenate(stack_id)
+            stack_lo, stack_hi, stack_L, stack_U, stack_id = [], [], [], [], []
             if len(lo) > BATCH:  # depth first: keep the rest for later
                 stack_lo.append(lo[:-BATCH])
                 stack_hi.append(hi[:-BATCH])
                 stack_L.append(PL[:-BATCH])
                 stack_U.append(PU[:-BATCH])
+                stack_id.append(nid[:-BATCH])
                 lo, hi, PL, PU = lo[-BATCH:], hi[-BATCH:], PL[-BATCH:], PU[-BATCH:]
+                nid = nid[-BATCH:]
             n_rounds += 1
             self.stats["boxes"] += len(lo)
             prior = Bounds.unflat(self.fnet, PL, PU)
-            lo, hi, ub, G, bounds = self._bound(s, lo, hi, prior)
+            lo, hi, ub, G, bounds, nid = self._bound(s, lo, hi, prior, nid)
             comb = self.comb_rows
             if not len(lo):
                 continue
@@ -666,10 +750,13 @@ class Engine:
                     res = self.z3_leaf(s, lo[i], hi[i], bounds.take(np.array([i])))
                     if res == "unsat":
                         to_split[i] = False
+                        if self.certify:
+                            self.trees.setdefault(s.key, SplitTree()).closed[nid[i]] = \
+                                {"by": "z3"}
                     elif isinstance(res, tuple):
                         return res
             lo, hi, ub, G = lo[to_split], hi[to_split], ub[to_split], G[to_split]
-            bounds = bounds.take(to_split)
+            bounds, nid = bounds.take(to_split), nid[to_split]
             if not len(lo):
                 continue
             BL, BU = bounds.flat()
@@ -694,6 +781,7 @@ class Engine:
                     open_reason = "boxes too small to split and not closed"
                     keepable = score2[np.arange(len(lo)), dim] > 0
                     lo, hi, dim = lo[keepable], hi[keepable], dim[keepable]
+                    nid = nid[keepable]
                     BL, BU, score = BL[keepable], BU[keepable], score[keepable]
             if not len(lo):
                 continue
@@ -702,6 +790,8 @@ class Engine:
             lo2, hi2 = lo.copy(), hi.copy()
             hi[idx, dim] = mid
             lo2[idx, dim] = mid
+            left, right = self._split(s, nid, dim, mid)
+            stack_id.append(np.concatenate([left, right]))
             stack_lo.append(np.concatenate([lo, lo2]))
             stack_hi.append(np.concatenate([hi, hi2]))
             stack_L.append(np.concatenate([BL, BL]))
@@ -710,25 +800,36 @@ class Engine:
                 np.prod((h - l) / width0, axis=1).sum() for l, h in zip(stack_lo, stack_hi)))
         return True if open_reason is None else open_reason
 
-    def _bound(self, s: _Spec, lo, hi, prior=None):
-        """Bounds on a batch; returns the boxes left open with their bounds. When the
-        combination stage ran, `self.comb_rows` holds the open boxes' combined rows of the
+    def _split(self, s: _Spec, ids, dims, mids):
+        """Children's node ids of boxes split along `dims` at `mids` (recorded when
+        certifying)."""
+        if not self.certify:
+            left = np.array([2 * i + 1 for i in ids], dtype=object)
+            return left, left + 1
+        return self.trees.setdefault(s.key, SplitTree()).split(ids, dims, mids)
+
+    def _bound(self, s: _Spec, lo, hi, prior=None, ids=None):
+        """Bounds on a batch; returns the boxes left open with their bounds and node ids
+        (`ids`, the boxes' nodes in the split tree; the closed ones are recorded there). When
+        the combination stage ran, `self.comb_rows` holds the open boxes' combined rows of the
         first multi-row disjunct (W (B, m), D (B, n)), else None."""
         self.comb_rows = None
+        ids = _ROOT if ids is None else ids
         box = Box(lo, hi)
         fwd = forward_bounds(self.fnet, box, prior)
         ub, G = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
-        keep = ~s.closed(ub)
+        keep = self._record(s, ids, ub)
         if not keep.any() or len(self.fnet.hidden) < 2:
-            return lo[keep], hi[keep], ub[keep], G[keep], fwd.take(keep)
-        lo, hi = lo[keep], hi[keep]
+            return lo[keep], hi[keep], ub[keep], G[keep], fwd.take(keep), ids[keep]
+        lo, hi, ids = lo[keep], hi[keep], ids[keep]
         box = Box(lo, hi)
         bounds = forward_bounds(self.fnet, box, fwd.take(keep), tighten=True)
         ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
-        keep = ~s.closed(ub)
+        keep = self._record(s, ids, ub)
         if not keep.any() or not ALPHA_ITERS or not self.fnet.piecewise_linear:
-            return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+            return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        ids = ids[keep]
         box = Box(lo, hi)
         if TIGHTEN_ITERS:
             bounds = tighten_layers(self.fnet, box, bounds, iters=TIGHTEN_ITERS)
@@ -742,20 +843,32 @@ class Engine:
             G = np.where(better[:, :, None], G2, G)
         else:
             ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
-        keep = ~s.closed(ub)
+        keep = self._record(s, ids, ub)
         if not keep.any() or not s.multi or not COMB_ITERS:
-            return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+            return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        ids = ids[keep]
         box = Box(lo, hi)
         base = FLayer(W=s.base.W, b=s.base.b, EW=s.base.EW, Eb=s.base.Eb, exact=None, act=None)
         lam, betas = optimize_combination(base, s.D, s.multi, bounds, box, self.fnet.hidden,
                                           iters=COMB_ITERS)
         cub = s.combined_bound(self.fnet, lam, betas, bounds, box)
         self.stats["comb_closed"] = self.stats.get("comb_closed", 0) + int(np.sum(cub < 0))
-        keep = ~s.closed(ub, cub)
+        keep = self._record(s, ids, ub, cub, lam)
         lam0 = lam[keep, 0, :]
         self.comb_rows = (lam0 @ s.base.W, lam0 @ s.D)
-        return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
+        return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
+
+    def _record(self, s: _Spec, ids, ub, cub=None, lam=None) -> np.ndarray:
+        """The boxes still open; the closed ones go into the split tree with their rows."""
+        keep = ~s.closed(ub, cub)
+        if self.certify and not keep.all():
+            shut = ~keep
+            tree = self.trees.setdefault(s.key, SplitTree())
+            hows = s.closing(ub[shut], None if cub is None else cub[shut],
+                             None if lam is None else lam[shut])
+            tree.closed.update(zip(ids[shut], hows))
+        return keep
 
     def search_boxes(self, s: _Spec, lo, hi, ub):
         """Gradient ascent started inside the open boxes that look worst (largest bound)."""
@@ -874,19 +987,20 @@ def _piece_task(state, piece, seconds: float):
 
 def _piece_worker(piece):
     """One piece's branch and bound in a forked worker for at most `SLICE` seconds:
-    (disjunct, outcome, stats, smt); the outcome may be the boxes left open (`bab`)."""
-    k, lo, hi, prior = piece
+    (disjunct, outcome, stats, smt, split tree); the outcome may be the boxes left open."""
+    k, lo, hi, prior, ids = piece
     eng, specs = _FORKED
     eng.stats = {"boxes": 0, "z3_leaves": 0, "replays": 0}
     eng.smt = []
+    eng.trees = {}
     eng.rng = np.random.default_rng(abs(hash((float(lo.sum()), float(hi.sum())))) % 2**32)
     try:
         with single_thread_blas():
-            res = eng.bab(specs[k], lo, hi, prior, until=time.perf_counter() + SLICE)
+            res = eng.bab(specs[k], lo, hi, prior, until=time.perf_counter() + SLICE, ids=ids)
     except _Timeout:
         res = "timeout"
     eng.stats.pop("open_volume", None)
-    return k, res, eng.stats, eng.smt
+    return k, res, eng.stats, eng.smt, eng.trees.get(k)
 
 
 def gradient_magnitude(fnet: FloatNet, bounds: Bounds, rows: np.ndarray, D: np.ndarray):

@@ -35,6 +35,7 @@ class Verdict:
         if "smt_leaves" in out:  # the texts are files of their own (`<claim>.box<k>.smt2`)
             out["smt_leaves"] = len(out["smt_leaves"])
         if "certificate" in out:  # a file of its own (`<claim>.cert.json`): its size here
-            out["certificate"] = {"closed_boxes": len(out["certificate"]["closed"]),
-                                  "splits": len(out["certificate"]["splits"])}
+            trees = out["certificate"].get("groups") or [out["certificate"]]
+            out["certificate"] = {"closed_boxes": sum(len(t["closed"]) for t in trees),
+                                  "splits": sum(len(t["splits"]) for t in trees)}
         return out
