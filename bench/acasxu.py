@@ -1,12 +1,16 @@
 """ACAS Xu (VNN-COMP 2021): run instances from acasxu_instances.csv against the ground truth.
 
     python bench/acasxu.py [--max-time S] [--only 1_1/prop_1,...] [--first N] [--props 1,3]
-                           [--bench DIR] [--no-z3] [--workers N]
+                           [--bench DIR] [--no-z3] [--workers N] [--certificates] [--overhead]
 
 One row per instance (network, property, expected, answer, seconds), in csv order, then the
 totals: correct, wrong, unknown/timeout, total time. A witness of every `sat` answer is
 checked again with onnxruntime when it is installed (VNN-COMP's rule: within 1e-4).
-Exit status 1 when any answer is wrong.
+`--certificates`: every `unsat` answer's certificate is written and re-validated by
+`verify-check`'s checker (its time, leaves and size per row; the totals give the checking time
+against the engine's). `--overhead`: every instance is also run once without recording the
+split tree, first, and the totals give the ratio of the times (recording / not).
+Exit status 1 when any answer is wrong or a certificate is not valid.
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=None, help="only the first N instances")
     ap.add_argument("--no-z3", action="store_true")
     ap.add_argument("--workers", type=int, default=2, help="processes per instance")
+    ap.add_argument("--certificates", action="store_true",
+                    help="write and re-validate the certificate of every unsat answer")
+    ap.add_argument("--overhead", action="store_true",
+                    help="also run each instance without recording its tree (paired)")
     args = ap.parse_args(argv)
+    cert_time = engine_unsat = plain = recorded = 0.0
+    invalid = 0
 
     from verifier.engines.relu_bab import decide
     from verifier.onnx_import import load_onnx
@@ -78,6 +88,12 @@ def main(argv=None) -> int:
         limit = float(limit)
         if args.max_time:
             limit = min(limit, args.max_time)
+        if args.overhead:
+            t0 = time.perf_counter()
+            decide(load_onnx(os.path.join(args.bench, onnx)),
+                   read_vnnlib(os.path.join(args.bench, vnnlib)), limit,
+                   use_z3=not args.no_z3, workers=args.workers, certify=False)
+            plain_secs = time.perf_counter() - t0
         start = time.perf_counter()
         net = load_onnx(os.path.join(args.bench, onnx))
         prop = read_vnnlib(os.path.join(args.bench, vnnlib))
@@ -101,12 +117,55 @@ def main(argv=None) -> int:
             note = res.reason[:60]
         st = res.stats
         note += f" [{st.get('boxes', 0)} boxes, {st.get('z3_leaves', 0)} z3]"
+        if args.overhead:
+            plain += plain_secs
+            recorded += secs
+            note += f" [without tree {plain_secs:.2f}s]"
+        if args.certificates and res.answer == "unsat":
+            ok, c_secs, leaves, size = _certify(res, os.path.join(args.bench, onnx),
+                                                os.path.join(args.bench, vnnlib))
+            cert_time += c_secs
+            engine_unsat += secs
+            invalid += not ok
+            note += (f" [certificate {'valid' if ok else 'INVALID'}: {leaves} leaves, "
+                     f"{size / 1e3:.0f} kB, checked in {c_secs:.2f}s]")
         name = f"{_short(onnx)}/{vnnlib.replace('.vnnlib', '')}"
         print(f"{name:<16} {exp:<8} {res.answer:<8} {secs:8.2f}  {note}", flush=True)
     n = correct + wrong + undecided
     print(f"\ntotal {n}: correct {correct}, wrong {wrong}, unknown/timeout {undecided}, "
           f"time {total:.1f}s", flush=True)
-    return 1 if wrong else 0
+    if args.certificates:
+        print(f"certificates: {invalid} invalid; checking {cert_time:.1f}s against "
+              f"{engine_unsat:.1f}s of the engine on the unsat instances "
+              f"(ratio {cert_time / max(engine_unsat, 1e-9):.2f})", flush=True)
+    if args.overhead:
+        print(f"recording the trees: {recorded:.1f}s against {plain:.1f}s without "
+              f"(ratio {recorded / max(plain, 1e-9):.3f})", flush=True)
+    return 1 if wrong or invalid else 0
+
+
+def _certify(res, onnx_path: str, vnnlib_path: str):
+    """(valid, seconds, leaves, bytes) of the answer's certificate, checked independently."""
+    import tempfile
+
+    from verifier import check
+    from verifier.emit.certificate import vnn_document
+
+    t0 = time.perf_counter()
+    text = vnn_document(res, onnx_path, vnnlib_path)
+    if text is None:
+        return False, 0.0, 0, 0
+    with tempfile.NamedTemporaryFile("w", suffix=".cert.json", delete=False) as fh:
+        fh.write(text)
+    try:
+        rep = check.check_certificate(fh.name)
+        ok, leaves = rep.valid, rep.leaves
+    except check.Invalid as exc:
+        print(f"  invalid certificate: {exc}", flush=True)
+        ok, leaves = False, 0
+    finally:
+        os.unlink(fh.name)
+    return ok, time.perf_counter() - t0, leaves, len(text)
 
 
 if __name__ == "__main__":
