@@ -13,6 +13,7 @@ every parameter gradient.
 
 from __future__ import annotations
 
+import itertools
 import re
 from fractions import Fraction
 
@@ -298,15 +299,15 @@ RECURRENT_CASES = [  # kind, T, n, options (spec text), the same as torch option
      {"hidden": 3, "bidirectional": True, "step": 2, "output": "vector"}),
     ("lstm", 3, 3, "hidden=3, proj_size=2, layers=2, unit=1",
      {"hidden": 3, "proj_size": 2, "layers": 2, "unit": 1}),
-    ("lstm", 3, 2, "hidden=2, proj_size=1, bidirectional=true, h0=symbolic, c0=symbolic, "
-     "output=vector", {"hidden": 2, "proj_size": 1, "bidirectional": True, "output": "vector"}),
+    ("lstm", 3, 2, ("hidden=2, proj_size=1, bidirectional=true, h0=symbolic, c0=symbolic, "
+                    "output=vector"), {"hidden": 2, "proj_size": 1, "bidirectional": True, "output": "vector"}),
     ("gru", 3, 2, "hidden=2, layers=2, h0=[[1/2, -1], [1/4, 3/4]]", {"hidden": 2, "layers": 2}),
     ("lstm", 4, 1, "hidden=2, layers=2, readout_layer=1, step=3, h0 in [-1, 1], c0=symbolic",
      {"hidden": 2, "layers": 2, "readout_layer": 1, "step": 3}),
     ("gru", 4, 2, "hidden=2, layers=2, bidirectional=true, step=2, unit=3, h0=symbolic",
      {"hidden": 2, "layers": 2, "bidirectional": True, "step": 2, "unit": 3}),
-    ("lstm", 2, 2, "hidden=3, bidirectional=true, proj_size=2, layers=2, step=1, c0=[[1, 0, -1], "
-     "[0, 1, 0], [1, 1, 1], [-1, 0, 0]]",
+    ("lstm", 2, 2, ("hidden=3, bidirectional=true, proj_size=2, layers=2, step=1, "
+                    "c0=[[1, 0, -1], [0, 1, 0], [1, 1, 1], [-1, 0, 0]]"),
      {"hidden": 3, "bidirectional": True, "proj_size": 2, "layers": 2, "step": 1}),
 ]
 
@@ -411,7 +412,7 @@ class PygNet(nn.Module):
     def __init__(self, n_in: int, hidden: int, layers: int, bias: bool = True, convs=False):
         super().__init__()
         sizes = [n_in] + [hidden] * layers
-        mods = [Conv(a, b, bias) for a, b in zip(sizes, sizes[1:])]
+        mods = [Conv(a, b, bias) for a, b in itertools.pairwise(sizes)]
         if convs:
             self.convs = nn.ModuleList(mods)
         else:
@@ -436,8 +437,8 @@ GCN_PYG_CASES = {  # options of our layer, PygNet arguments, forward keywords
     "one_layer_edge_index_relu": (
         "hidden=2, node=3, edge_index=EDGE_INDEX", {"layers": 1}, {}, torch.relu),
     "convs_list_no_bias_plain": (
-        "hidden=2, layers=3, node=2, bias=false, normalize=false, self_loops=false, "
-        "last_act=tanh, edges=EDGES", {"layers": 3, "bias": False, "convs": True},
+        ("hidden=2, layers=3, node=2, bias=false, normalize=false, self_loops=false, "
+         "last_act=tanh, edges=EDGES"), {"layers": 3, "bias": False, "convs": True},
         {"add_self_loops": False, "normalize": False}, torch.tanh),
 }
 
@@ -530,3 +531,77 @@ def test_pyg_state_dict_with_the_wrong_width_is_located(tmp_path):
     assert info.value.message == ("array `conv1.lin.weight` in pyg.pt has shape [4, 3], gcn "
                                   "layer 1 needs [2, 3]")
     assert info.value.span.line == 2
+
+
+# ---- `verify` end to end, one spec per family ---------------------------------------------------
+
+END_TO_END = {
+    "recurrent": """input x : real[3, 2]
+network f(in=[3, 2]) {
+  lstm(hidden=2, bidirectional=true, proj_size=1, h0=symbolic, c0=[[1/2, 0], [0, -1/2]], step=2)
+}
+network q(in=[3, 2]) {
+  gru(hidden=2, bidirectional=true, layers=2, h0 in [-1, 1], unit=3)
+}
+claim head_bias: d(f(x)[0])/d(f.proj_b[0]) == 1
+claim reverse_biases_agree: grad(f(x)[0], f.bias_ih_l0_reverse) == grad(f(x)[0], f.bias_hh_l0_reverse)
+derive jacobian f(x) wrt x
+derive gradient f(x)[0] wrt f.h0 as dh0
+derive jacobian q(x) wrt x as jq
+""",
+    "gcn": """input X : real[4, 2]
+network g(in=[4, 2]) {
+  gcn(hidden=2, layers=2, act=tanh, last_act=identity, edges=[[0, 1], [1, 0], [1, 2], [3, 2]])
+}
+network c(in=[4, 2]) {
+  gcn(hidden=2, edge_index=[[0, 1, 2], [1, 2, 3]], W in [-1/2, 1/2])
+}
+claim proj_bias: d(g(X)[0])/d(g.proj_b[0]) == 1
+derive jacobian g(X) wrt X
+derive hessian g(X)[0] wrt X
+derive output c(X) as c_out
+""",
+    "transformer": """input X : real[3, 4]
+network t(in=[3, 4]) {
+  transformer(heads=2, ff=3, norm_first=true, ff_act=gelu_tanh, bias=false, final_norm=true,
+              mask=causal, key_padding_mask=[0, 1, 0], position=2)
+}
+claim head_bias: d(t(X)[0])/d(t.proj_b[0]) == 1
+derive jacobian t(X) wrt X
+""",
+}
+
+
+@pytest.mark.parametrize("family", sorted(END_TO_END))
+def test_verify_runs_end_to_end_with_the_new_options(tmp_path, family):
+    """`verify SPEC -o DIR`: every claim proved, every artifact written, z3 agrees with each
+    .smt2 file."""
+    import subprocess
+
+    from verifier.cli import main
+
+    spec = write(tmp_path, END_TO_END[family], family)
+    out = tmp_path / "out"
+    assert main([spec, "-o", str(out), "-q", "--no-cache"]) == 0
+    names = {p.name for p in out.iterdir()}
+    for suffix in (".json", ".tex", ".v", ".lean", ".html"):
+        assert f"{family}{suffix}" in names, names
+    smt = sorted(out.glob("*.smt2"))
+    assert smt
+    for path in smt:
+        answer = subprocess.run(["z3", str(path)], capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert answer.stdout.split()[0] == "unsat", (path.name, answer.stdout)
+
+
+def test_exact_gelu_is_refused_by_coq_and_lean_with_a_message(tmp_path, capsys):
+    text = ("input x : real[2]\nnetwork f(in=2) { dense(2, gelu) dense(1) }\n"
+            "claim head: d(f(x)[0])/d(f.b2[0]) == 1\nderive jacobian f(x) wrt x\n")
+    from verifier.cli import main
+
+    spec = write(tmp_path, text, "g")
+    assert main([spec, "-o", str(tmp_path / "a"), "-q", "--emit", "smtlib,json,latex"]) == 0
+    for target in ("coq", "lean"):
+        assert main([spec, "-o", str(tmp_path / target), "-q", "--emit", target]) == 2
+        err = capsys.readouterr().err
+        assert f"the {target.capitalize()} emitter cannot express the function normal_" in err

@@ -375,7 +375,6 @@ def forward(layer: Layer, x: np.ndarray, params: dict[str, np.ndarray], program:
     """Run the stack up to the read-out layer and step (later ones cannot affect it; with
     `bidirectional` the reverse direction runs from the last step back to the read-out one).
     A layer's output at step t is PyTorch's output[t]: [h_fwd_t, h_rev_t]."""
-    H = layer.option("hidden")
     D = layer.option("directions", 1)
     T, S, R = x.shape[0], layer.option("step"), layer.option("readout_layer")
     seq = [list(x[t]) for t in range(T if D == 2 else S)]
