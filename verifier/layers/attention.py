@@ -18,13 +18,16 @@ with LayerNorm over each row (see `norm.py`). With `norm_first=true` (PyTorch's 
     Y   = X + MHA(LN1(X)),   X' = Y + act(LN2(Y) W1^T + b1) W2^T + b2
 
 A state_dict does not say which of the two orders it was trained with (the names and shapes are
-the same), so a spec loading a pre-LN model must say `norm_first=true`.
+the same), so a spec loading a pre-LN model must say `norm_first=true`; nor does it record the
+feed-forward activation (`ff_act=`) or LayerNorm's eps. What it does record is checked: a bias
+the spec expects but the file lacks, or an array no layer takes (a final `norm.*` without
+`final_norm=true`, biases with `bias=false`), is a located error.
 
 More of PyTorch's options: `ff_act=gelu` (exact, erf) or `ff_act=gelu_tanh` (`approximate=
 'tanh'`) besides relu and the other activations; `bias=false` (PyTorch's `bias=False`: no bias
 in any linear layer nor in the two LayerNorms; `qkv_bias=false` / `out_bias=false` drop only
 the attention's); `final_norm=true`, the `norm=LayerNorm(d)` of `nn.TransformerEncoder` after
-the last layer (`t.norm.weight`, `t.norm.bias`, no bias with `bias=false`); attention masks as
+the last layer (`t.norm.weight`, `t.norm.bias`, no bias with `bias=false`; the layer's `eps`); attention masks as
 PyTorch's `src_mask` and `src_key_padding_mask`, shared by every layer and head:
 `mask=[[...]]` ([T, T], boolean: 1 where query t may not attend to key s, as torch's bool masks),
 `mask=causal` (torch's `generate_square_subsequent_mask`), `additive_mask=[[...]]` (a float
