@@ -186,8 +186,7 @@ DERIVE_KINDS = ("output", "jacobian", "hessian", "hessian_diagonal", "gradient")
 
 def _atoms(tr, comparison) -> list[Atom]:
     """A chained comparison a OP b OP c as entrywise atoms (scalars broadcast)."""
-    from .diagnostics import SpecError
-    from .symbolic.translate import _shape
+    from .symbolic.translate import ShapeError, _shape
 
     values = [tr.value(e) for e in comparison.operands]
     out: list[Atom] = []
@@ -195,7 +194,7 @@ def _atoms(tr, comparison) -> list[Atom]:
         if a.shape != b.shape and a.shape != () and b.shape != ():
             if op == "==" and tr.spec is not None and tr.spec.dims:
                 raise _ShapeMismatch(f"the sides have shapes {_shape(a)} and {_shape(b)}")
-            raise SpecError(f"cannot compare {_shape(a)} with {_shape(b)}", comparison.span,
+            raise ShapeError(f"cannot compare {_shape(a)} with {_shape(b)}", comparison.span,
                             fix="compare entries of one shape, or index the output")
         shape = np.broadcast(a, b).shape
         xs, ys = (np.broadcast_to(v, shape) for v in (a, b))
@@ -247,18 +246,29 @@ _FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "=="}
 
 
 def _obligation(spec, tr, claim) -> Obligation:
+    from .symbolic.translate import ShapeError
+
     try:
         goal = _atoms(tr, claim.comparison)
-    except _ShapeMismatch as err:
+        hyps = [a for c in claim.where for a in _atoms(tr, c)]
+    except (_ShapeMismatch, ShapeError) as err:
+        if isinstance(err, ShapeError) and not spec.dims:
+            raise  # fixed sizes: a mistake in the spec, not a claim false at some sizes
         return Obligation(name=claim.name, kind="identity", goal=(), hypotheses=(),
                           variables=(), text=claim.text, span=claim.span,
-                          shape_mismatch=f"{err} at sizes "
+                          shape_mismatch=f"{_located(err)} at sizes "
                           + ", ".join(f"{k}={v}" for k, v in spec.dims))
-    hyps = [a for c in claim.where for a in _atoms(tr, c)]
     kind = "identity" if all(a.op == "==" for a in goal) else "bound"
     variables = _narrow(_variables(spec, tr.program, goal + hyps), hyps)
     return Obligation(name=claim.name, kind=kind, goal=tuple(goal), hypotheses=tuple(hyps),
                       variables=variables, text=claim.text, span=claim.span)
+
+
+def _located(err) -> str:
+    """A shape error inside a claim as `line:column: message` (the claim is refuted alone)."""
+    span = getattr(err, "span", None)
+    message = getattr(err, "message", str(err))
+    return f"{span.line}:{span.column}: {message}" if span is not None else message
 
 
 def _nested(v) -> tuple:

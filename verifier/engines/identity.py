@@ -23,7 +23,8 @@ from ..emit.smtlib import encode
 from ..layers.activations import PIECEWISE_FUNCTIONS, SMOOTH_FUNCTIONS
 from ..obligations import Obligation
 from ..symbolic.program import Program
-from .replay import replay, show_value
+from . import cases
+from .replay import _NotExact, replay, show_value
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
 from .z3run import run_z3
 
@@ -100,14 +101,20 @@ def _counterexample(ob: Obligation, program: Program, point: dict, result) -> di
     }
 
 
+def _replay(ob, program, point):
+    """The replay of a candidate point, or None where it cannot be evaluated surely (a pole,
+    a log of a negative number, a branch decision too close to call in floating point)."""
+    try:
+        return replay(ob, program, point)
+    except (ZeroDivisionError, ValueError, OverflowError, _NotExact):
+        return None
+
+
 def _try_points(ob, program, rng) -> dict | None:
     for _ in range(RANDOM_POINTS):
         point = _random_point(ob, rng)
-        try:
-            r = replay(ob, program, point)
-        except (ZeroDivisionError, ValueError, OverflowError):
-            continue
-        if r.violated:
+        r = _replay(ob, program, point)
+        if r is not None and r.violated:
             return _counterexample(ob, program, point, r)
     return None
 
@@ -131,6 +138,20 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
         return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
                        seconds=time.perf_counter() - start, smt=query.text,
                        smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
+    split = None
+    if cases.relevant(program, ob):
+        split = cases.prove(program, ob, start + max(1.0, timeout - 0.5))
+        if split.proved:
+            return _proved_by_cases(ob, query, split, start, timeout)
+        for found in split.witnesses:
+            point = {v.symbol: Fraction(found.get(v.symbol, 1)) for v in ob.variables}
+            r = _replay(ob, program, point)
+            if r is not None and r.violated:
+                return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="cases",
+                               seconds=time.perf_counter() - start, smt=query.text,
+                               artifact="a case of the decisions where the sides differ, "
+                                        "found by z3 and replayed",
+                               **_counterexample(ob, program, point, r))
     left = max(0.5, timeout - (time.perf_counter() - start))
     z3res = run_z3(query.text, left)
     seconds = time.perf_counter() - start
@@ -141,16 +162,33 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
         point = {query.variables[k]: v for k, v in z3res.model.items() if k in query.variables}
         for v in ob.variables:
             point.setdefault(v.symbol, Fraction(0))
-        r = replay(ob, program, point)
-        if r.violated:
+        r = _replay(ob, program, point)
+        if r is not None and r.violated:
             return Verdict(verdict=REFUTED, engine="z3", seconds=seconds, artifact="smt2",
                            **_counterexample(ob, program, point, r), **base)
         return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds,
                        reason="z3 found a model of the abstraction (activations as free atoms) "
                               "that does not replay on the network", **base)
-    return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds,
-                   reason=f"z3 {z3res.answer}" + (f" ({z3res.reason})" if z3res.reason else ""),
-                   **base)
+    why = f"z3 {z3res.answer}" + (f" ({z3res.reason})" if z3res.reason else "")
+    if split is not None and split.reason:
+        why += f"; case analysis: {split.reason}"
+    return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds, reason=why, **base)
+
+
+def _proved_by_cases(ob, query, split, start, timeout) -> Verdict:
+    """A proof by the indicator form; z3 only confirms on the whole encoding, briefly."""
+    z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS))
+    engine = "canonical-form+cases" + ("+z3" if z3res.answer == "unsat" else "")
+    what = ("residue lhs - rhs expands to 0 with activations as atoms and piecewise terms as "
+            "indicators of their decisions")
+    if split.cases:
+        what += (f", in every possible case ({split.cases} enumerated, "
+                 f"{len(split.excluded)} excluded by z3: unsat)")
+    elif split.reason:
+        what += f" ({split.reason})"
+    return Verdict(name=ob.name, kind=ob.kind, verdict=PROVED, engine=engine,
+                   seconds=time.perf_counter() - start, artifact=what, smt=query.text,
+                   smt_answer=z3res.answer, details={"smt_cases": split.excluded})
 
 
 def _canon(arg):

@@ -182,7 +182,40 @@ def local_diff(e: sp.Expr, x: sp.Symbol) -> sp.Expr:
             return sp.Mul(*e.args[:i], *e.args[i + 1:]) * local_diff(e.args[i], x)
     if e.is_Atom:
         return _ZERO
-    return sp.diff(e, x)
+    return sp.diff(kinks_as_piecewise(e, x), x)
+
+
+# ---- derivatives at kinks
+#
+# sympy differentiates max, min and abs into Heaviside and sign, whose value at 0 is a choice
+# (Heaviside(0) = 1/2) that no back end shares. Before differentiating they are rewritten to
+# Piecewise with the same value everywhere, so the derivative is a Piecewise of the pieces'
+# derivatives with the very decisions the printers use: max and min take the first extreme
+# argument (SMT-LIB's `ite (>= a b) a b` fold, Coq's Rmax), abs' is sign (0 at 0, PyTorch's).
+
+
+def max_piecewise(e: sp.Expr) -> sp.Piecewise:
+    """Max(a0, ..., an) (or Min) as Piecewise: the first argument that is >= (<=) every later
+    one, i.e. the first extreme argument; equal in value to Max, decisions as printed."""
+    ge = sp.Ge if isinstance(e, sp.Max) else sp.Le
+    args = e.args
+    branches = [(a, sp.And(*(ge(a, b) for b in args[k + 1:]))) for k, a in enumerate(args[:-1])]
+    return sp.Piecewise(*branches, (args[-1], True), evaluate=False)
+
+
+def abs_piecewise(e: sp.Expr) -> sp.Piecewise:
+    """|a| as Piecewise with a zero middle piece, so its derivative is sign(a) (0 at 0)."""
+    a = e.args[0]
+    return sp.Piecewise((a, a > 0), (-a, a < 0), (_ZERO, True), evaluate=False)
+
+
+def kinks_as_piecewise(e: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """`e` with every max, min and abs that depends on x written as Piecewise."""
+    if not e.has(sp.Max, sp.Min, sp.Abs):
+        return e
+    return e.replace(
+        lambda n: isinstance(n, (sp.Max, sp.Min, sp.Abs)) and n.has(x),
+        lambda n: abs_piecewise(n) if isinstance(n, sp.Abs) else max_piecewise(n))
 
 
 def _term_partials(t: sp.Expr, out: dict) -> None:

@@ -30,6 +30,11 @@ def real_or_error(value, span):
     return value
 
 
+class ShapeError(SpecError):
+    """Operands whose shapes do not fit. With symbolic sizes (`dim`) a claim that has one at
+    some size is false as stated there: that claim is refuted, the others still decided."""
+
+
 def scalar(v) -> np.ndarray:
     return np.array(sp.sympify(v), dtype=object)
 
@@ -121,7 +126,7 @@ class Translator:
         first = items[0].shape
         for item, sub in zip(items, node.items):
             if item.shape != first:
-                raise SpecError(f"list entries must have one shape: {_shape(item)} after "
+                raise ShapeError(f"list entries must have one shape: {_shape(item)} after "
                                 f"{_shape(items[0])}", sub.span)
             if len(first) >= 2:
                 raise SpecError("tensors have at most two dimensions", node.span)
@@ -140,7 +145,7 @@ class Translator:
         if node.op == "^":
             return self._power(a, b, node)
         if a.shape != b.shape and a.shape != () and b.shape != ():
-            raise SpecError(f"shapes {_shape(a)} and {_shape(b)} do not match for `{node.op}`",
+            raise ShapeError(f"shapes {_shape(a)} and {_shape(b)} do not match for `{node.op}`",
                             node.span, fix="use @ for matrix products and ^T to transpose")
         if node.op == "+":
             return a + b
@@ -157,7 +162,7 @@ class Translator:
         if a.ndim == 0 or b.ndim == 0:
             raise SpecError("@ needs vectors or matrices; use * to scale", node.span)
         if a.shape[-1] != b.shape[0]:
-            raise SpecError(f"cannot multiply {_shape(a)} by {_shape(b)}: inner sizes "
+            raise ShapeError(f"cannot multiply {_shape(a)} by {_shape(b)}: inner sizes "
                             f"{a.shape[-1]} and {b.shape[0]} differ", node.span,
                             fix="check the orientation; ^T transposes")
         out = np.dot(a, b)
@@ -184,7 +189,7 @@ class Translator:
     def _Index(self, node: ast.Index):
         v = self.value(node.base)
         if len(node.indices) > v.ndim:
-            raise SpecError(f"{len(node.indices)} indices for a value of shape {_shape(v)}",
+            raise ShapeError(f"{len(node.indices)} indices for a value of shape {_shape(v)}",
                             node.span)
         idx = []
         for axis, i in enumerate(node.indices):
@@ -408,7 +413,7 @@ def _diag(tr, node):
     _args(node, 1)
     v = tr.value(node.args[0])
     if v.ndim != 2 or v.shape[0] != v.shape[1]:
-        raise SpecError(f"diag takes a square matrix, got {_shape(v)}", node.span,
+        raise ShapeError(f"diag takes a square matrix, got {_shape(v)}", node.span,
                         fix="Diag(v) builds a diagonal matrix from a vector")
     return np.array([v[i, i] for i in range(v.shape[0])], dtype=object)
 
@@ -417,7 +422,7 @@ def _Diag(tr, node):
     _args(node, 1)
     v = tr.value(node.args[0])
     if v.ndim != 1:
-        raise SpecError(f"Diag takes a vector, got {_shape(v)}", node.span)
+        raise ShapeError(f"Diag takes a vector, got {_shape(v)}", node.span)
     out = np.full((v.shape[0], v.shape[0]), sp.Integer(0), dtype=object)
     for i in range(v.shape[0]):
         out[i, i] = v[i]
@@ -469,7 +474,7 @@ def _repeat(tr, node):
         raise SpecError("`repeat` takes a vector and a count (and axis=0|1)", node.span)
     v = tr.value(node.args[0])
     if v.ndim != 1:
-        raise SpecError(f"repeat takes a vector, got {_shape(v)}", node.args[0].span)
+        raise ShapeError(f"repeat takes a vector, got {_shape(v)}", node.args[0].span)
     n = _size(tr, node.args[1], "the count")
     rows = np.array([list(v)] * n, dtype=object)
     return rows if _axis(tr, node, 0, 2) == 0 else rows.T
@@ -504,7 +509,7 @@ def _vjp(tr, node):
     _args(node, 3, " (output, input, upstream gradient)")
     y, dy = tr.value(node.args[0]), tr.value(node.args[2])
     if y.shape != dy.shape:
-        raise SpecError(f"upstream gradient has shape {_shape(dy)}, the output {_shape(y)}",
+        raise ShapeError(f"upstream gradient has shape {_shape(dy)}, the output {_shape(y)}",
                         node.args[2].span)
     return tr.derivative(scalar(sp.Add(*(y * dy).flat)), node.args[1])
 
@@ -534,7 +539,7 @@ def _axis_sum(axis):
         _args(node, 1)
         v = tr.value(node.args[0])
         if v.ndim != 2:
-            raise SpecError(f"`{node.func}` takes a matrix, got {_shape(v)}", node.span)
+            raise ShapeError(f"`{node.func}` takes a matrix, got {_shape(v)}", node.span)
         return np.sum(v, axis=axis)
 
     return rule
