@@ -605,3 +605,39 @@ def test_exact_gelu_is_refused_by_coq_and_lean_with_a_message(tmp_path, capsys):
         assert main([spec, "-o", str(tmp_path / target), "-q", "--emit", target]) == 2
         err = capsys.readouterr().err
         assert f"the {target.capitalize()} emitter cannot express the function normal_" in err
+
+
+@pytest.mark.parametrize("act, approximate", [("gelu", "none"), ("gelu_tanh", "tanh")])
+def test_gelu_hessian_matches_pytorch(tmp_path, act, approximate):
+    """Second derivatives through gelu (normal_pdf, its output rule) against torch."""
+    text = (f"input x : real[3]\nnetwork f(in=3) {{ dense(4, {act}) dense(2, {act}) dense(1) }}\n"
+            "derive output f(x)\nderive jacobian f(x) wrt x\nderive hessian f(x)[0] wrt x\n")
+    spec = elaborate(write(tmp_path, text))
+    model = build_model(spec)
+    point, arrays = random_point(spec, seed=len(act))
+    W = {k: tensor(v) for k, v in arrays.items()}
+
+    def ref(x):
+        g = lambda z: nn.functional.gelu(z, approximate=approximate)  # noqa: E731
+        h = g(W["f.W1"] @ x + W["f.b1"])
+        h = g(W["f.W2"] @ h + W["f.b2"])
+        return W["f.W3"] @ h + W["f.b3"]
+
+    x = tensor(arrays["x"])
+    close(values(model, derivation(model, "output").terms, point), ref(x).numpy())
+    close(values(model, derivation(model, "jacobian").terms, point),
+          torch.autograd.functional.jacobian(ref, x).numpy())
+    close(values(model, derivation(model, "hessian").terms, point),
+          torch.autograd.functional.hessian(lambda v: ref(v)[0], x).numpy())
+
+
+def test_a_false_bound_through_gelu_is_refuted_by_a_replayed_counterexample(tmp_path):
+    """Search evaluates gelu in compiled code and replays the candidate exactly."""
+    from verifier import run
+
+    text = ("input x : real[2] in [-1, 1]\nnetwork f(in=2) {\n"
+            "  dense(2, gelu, W=[[1, -1], [1/2, 1]], b=[0, 1/4])\n  dense(1, W=[[1, 1]], b=[0])\n}\n"
+            "claim wrong: f(x)[0] < 1/2\n")
+    model = run.load(write(tmp_path, text))
+    (v,) = run.check(model, timeout=10)
+    assert v.verdict == "refuted" and v.counterexample
