@@ -618,7 +618,7 @@ def test_gelu_hessian_matches_pytorch(tmp_path, act, approximate):
     W = {k: tensor(v) for k, v in arrays.items()}
 
     def ref(x):
-        g = lambda z: nn.functional.gelu(z, approximate=approximate)  # noqa: E731
+        g = lambda z: nn.functional.gelu(z, approximate=approximate)
         h = g(W["f.W1"] @ x + W["f.b1"])
         h = g(W["f.W2"] @ h + W["f.b2"])
         return W["f.W3"] @ h + W["f.b3"]
