@@ -195,3 +195,77 @@ def test_spec_claim_proved_by_the_relu_engine_writes_a_certificate(tmp_path):
     (out / cert).write_text(json.dumps(doc))
     with pytest.raises(check.Invalid, match="do not cover"):
         check.check_certificate(str(out / cert), spec=str(spec))
+
+
+def smooth_mlp(rng, act: str, widths=(2, 12, 12, 1)):
+    nodes, inits = [], {}
+    src = "X"
+    for k in range(len(widths) - 1):
+        inits[f"W{k}"] = rng.normal(size=(widths[k + 1], widths[k])) * 1.5 / np.sqrt(widths[k])
+        inits[f"b{k}"] = rng.normal(size=widths[k + 1]) * 0.3
+        out = "Y" if k == len(widths) - 2 else f"z{k}"
+        nodes.append(helper_node("Gemm", [src, f"W{k}", f"b{k}"], [out], transB=1))
+        if out != "Y":
+            nodes.append(helper_node(act, [out], [f"h{k}"]))
+            src = f"h{k}"
+    return nodes, inits
+
+
+def helper_node(*args, **kw):
+    from onnx import helper
+
+    return helper.make_node(*args, **kw)
+
+
+@pytest.mark.parametrize("act", ["Tanh", "Sigmoid"])
+def test_smooth_network_certificates(act, tmp_path, monkeypatch):
+    """tanh and sigmoid networks: the checker bounds them with lines of slope min f' (sound on
+    any interval); certificates of `unsat` are valid, forged ones only where the grid agrees."""
+    monkeypatch.setattr(check, "MAX_BOXES_PER_LEAF", 512)
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 101), np.linspace(-1, 1, 101)), -1)
+    certified = accepted = rejected = 0
+    for seed in range(3):
+        rng = np.random.default_rng(50 + seed)
+        nodes, inits = smooth_mlp(rng, act)
+        path = save(tmp_path / f"s{seed}.onnx", nodes, inits, 2, 1)
+        ys = run_ort(path, grid.reshape(-1, 2))[:, 0]
+        lowest, spread = float(ys.min()), float(ys.max() - ys.min()) + 1e-3
+        for k, t in enumerate((lowest - 0.5 * spread, lowest + 0.02 * spread)):
+            prop = write_property(tmp_path / f"p{seed}_{k}.vnnlib", 2, -1.0, 1.0,
+                                  f"(<= Y_0 {t!r})")
+            res = decide(load_onnx(path), read_vnnlib(prop), 20)
+            if res.answer == "unsat":
+                r = checked(json.loads(vnn_document(res, path, prop)), tmp_path / "e.json")
+                assert r.valid, r.message
+                certified += 1
+            r = checked(forged(path, prop, {"by": "bound"}), tmp_path / "f.json")
+            if r.valid:
+                accepted += 1
+                assert lowest > t, f"accepted, but a grid point has Y = {lowest} <= {t}"
+            else:
+                rejected += 1
+    assert certified >= 2 and accepted >= 2 and rejected >= 2, (certified, accepted, rejected)
+
+
+def test_spec_claim_on_a_wide_tanh_network_goes_to_the_relu_engine(tmp_path):
+    """A bound claim on a 2-40-40-1 tanh network (80 neurons) is decided by `relu-bab` and its
+    certificate re-validated; a threshold above the sampled minimum is refuted."""
+    rng = np.random.default_rng(11)
+    nodes, inits = smooth_mlp(rng, "Tanh", widths=(2, 40, 40, 1))
+    path = save(tmp_path / "net.onnx", nodes, inits, 2, 1)
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 101), np.linspace(-1, 1, 101)), -1)
+    ys = run_ort(path, grid.reshape(-1, 2))[:, 0]
+    lowest, spread = float(ys.min()), float(ys.max() - ys.min())
+    spec = tmp_path / "t.snn"
+    spec.write_text(f'input x : real[2] in [-1, 1]\nnetwork n(in=2) load "net.onnx" {{ }}\n'
+                    f"claim low: n(x)[0] > {lowest - 0.3 * spread:.6f}\n"
+                    f"claim high: n(x)[0] > {lowest + 0.02 * spread:.6f}\n")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "verifier", str(spec), "-o", str(out),
+                          "--emit", "cert", "--no-cache", "--json"], capture_output=True,
+                         text=True)
+    obs = {o["name"]: o for o in json.loads(res.stdout)["specs"][0]["obligations"]}
+    assert obs["low"]["verdict"] == "proved" and obs["low"]["engine"] == "relu-bab", obs["low"]
+    assert obs["high"]["verdict"] == "refuted", obs["high"]
+    r = check.check_certificate(str(out / "t.low.cert.json"), spec=str(spec))
+    assert r.valid, r.message

@@ -35,6 +35,8 @@ U = 2.0 ** -53
 TINY = 1e-300  # absolute allowance per term for underflow
 CHUNK = 256  # leaves bounded per numpy batch
 MODES = ("adaptive", "chord")  # lower lines tried for every bound
+SMOOTH = ("sigmoid", "tanh")
+SMOOTH_ERROR = 1e-13  # allowance for libm's tanh (correctly rounded to within a few ulp)
 Z3_LEAF_SECONDS = 30.0
 
 
@@ -100,9 +102,11 @@ class Net:
         self.blocks = []
         for blk in net.blocks:
             kind = None if blk.act is None else blk.act.kind
-            if kind not in (None, "relu", "leaky_relu"):
-                raise Invalid(f"the checker handles ReLU and leaky ReLU networks, not {kind}")
-            alpha = Fraction(0) if kind == "relu" else (blk.act.alpha if kind else None)
+            if kind not in (None, "relu", "leaky_relu", "sigmoid", "tanh"):
+                raise Invalid(f"the checker handles ReLU, leaky ReLU, sigmoid and tanh "
+                              f"activations, not {kind}")
+            alpha = Fraction(0) if kind == "relu" else (
+                blk.act.alpha if kind == "leaky_relu" else None)
             if alpha is not None and not 0 <= alpha <= 1:
                 raise Invalid("leaky ReLU slope outside [0, 1]")
             terms = [(s, *_split_float(W)) for s, W in blk.terms]
@@ -131,7 +135,10 @@ class Net:
             if lam is None:
                 continue
             blk = self.blocks[k - 1]
-            if blk["kind"] is not None and not (on_pre and k == start):
+            if blk["kind"] in SMOOTH and not (on_pre and k == start):
+                lam, c = _relax_smooth(lam, L[k], Uu[k], blk["kind"])
+                const = _up(const + c)
+            elif blk["kind"] is not None and not (on_pre and k == start):
                 lam, c = _relax(lam, L[k], Uu[k], blk["slope"], mode)
                 const = _up(const + c)
             const = _up(const + self._substitute(blk, lam, coef, H, P))
@@ -191,6 +198,8 @@ class Net:
             L[k], Uu[k] = l, u
             if blk["kind"] is None:
                 lows[k], highs[k] = l, u
+            elif blk["kind"] in SMOOTH:
+                lows[k], highs[k] = _smooth_range(blk["kind"], l, u)
             else:
                 a_lo, a_hi = blk["slope"]
                 # h = max(p, a p): its range from the range of p (a in [a_lo, a_hi])
@@ -255,6 +264,49 @@ def _relax(lam: np.ndarray, l: np.ndarray, u: np.ndarray, slope, mode: str) -> t
     return mu, _err_up(chord + err, m)
 
 
+def _smooth(kind: str, z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.tanh(z) if kind == "tanh" else 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _smooth_range(kind: str, l: np.ndarray, u: np.ndarray):
+    """[f(l), f(u)] widened by the libm allowance (f is increasing), within f's range."""
+    lo_lim = -1.0 if kind == "tanh" else 0.0
+    return (np.maximum(_smooth(kind, l) - SMOOTH_ERROR, lo_lim),
+            np.minimum(_smooth(kind, u) + SMOOTH_ERROR, 1.0))
+
+
+def _relax_smooth(lam: np.ndarray, l: np.ndarray, u: np.ndarray, kind: str) -> tuple:
+    """lam . f(p) <= mu . p + const for f = sigmoid or tanh, l <= p <= u: with a slope a
+    at most min f' on [l, u] (f' is unimodal, so its minimum is at an end), f(p) - a p is
+    nondecreasing there, so a p + f(l) - a l <= f(p) <= a p + f(u) - a u."""
+    fl_, fu = _smooth_range(kind, l, u)
+    if kind == "tanh":
+        d = np.minimum(1.0 - fu * fu, 1.0 - fl_ * fl_)
+        d = np.minimum(d, np.minimum(1.0 - _smooth(kind, l) ** 2, 1.0 - _smooth(kind, u) ** 2))
+    else:
+        d = np.minimum(fu * (1.0 - fu), fl_ * (1.0 - fl_))
+        sl, su = _smooth(kind, l), _smooth(kind, u)
+        d = np.minimum(d, np.minimum(sl * (1.0 - sl), su * (1.0 - su)))
+    a = np.maximum(d * (1.0 - 1e-6) - 1e-12, 0.0)  # well below the computed minimum slope
+    a = np.where(np.isfinite(l) & np.isfinite(u), a, 0.0)
+    pos = lam >= 0
+    mu = lam * a[:, None, :]
+    with np.errstate(invalid="ignore"):
+        # the intercepts f(u) - a u (upper line) and f(l) - a l (lower line), rounded outward
+        cu = _up(fu + _up(-a * u))
+        cl = -_up(-fl_ + _up(a * l))
+    cu = np.where(a == 0, fu, cu)
+    cl = np.where(a == 0, fl_, cl)
+    c = np.where(pos, lam * cu[:, None, :], lam * cl[:, None, :])  # both upper bounds
+    m = lam.shape[-1]
+    pmax = np.maximum(np.abs(l), np.abs(u))
+    pmax = np.where(a > 0, pmax, 0.0)
+    err = U * _bdot(np.abs(mu), pmax)  # each product mu rounded once
+    s = c.sum(axis=-1)
+    return mu, _up(s + _err_up(_gam(m + 1) * np.abs(c).sum(axis=-1) + err, m))
+
+
 # ---- the property's rows ---------------------------------------------------------------------
 
 def rows_block(constraints, n_in: int, n_out: int, K: int) -> dict:
@@ -308,6 +360,8 @@ def z3_leaf(net: Net, disjuncts, lo, hi, L, Uu, seconds: float) -> str:
         s.add(q(float(lo[i])) <= x, x <= q(float(hi[i])))
     values = [xs]
     for k, blk in enumerate(net.net.blocks, start=1):
+        if blk.act is not None and blk.act.kind not in ("relu", "leaky_relu"):
+            raise Invalid(f"a z3 leaf on a network with {blk.act.kind} activations")
         out = []
         for j in range(blk.size):
             p = q(blk.b[j])

@@ -114,8 +114,9 @@ def decide_bound(ob: Obligation, program: Program, timeout: float = 10.0) -> Ver
     """Prove, refute (with a replayed counterexample) or give up on a bound obligation.
 
     Never proves by sampling, never weakens `<`; `timeout` (seconds) bounds the whole run.
-    A piecewise-linear claim on one network with concrete weights goes to the ReLU engine
-    (`relu_route`); everything else, and what that engine leaves open, to `_Decider`.
+    A piecewise-linear claim on one network with concrete weights (ReLU, or at least 64
+    sigmoid / tanh neurons) goes to the ReLU engine (`relu_route`); everything else, and what
+    that engine leaves open on a smooth network (in half the time), to `_Decider`.
     """
     t0 = time.perf_counter()
     v = _decide_relu(ob, program, timeout)
@@ -133,7 +134,10 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
     if got is None:
         return None
     net, prop, inputs = got
-    res = relu_bab.decide(net, prop, max(timeout - (time.perf_counter() - t0), 0.1),
+    smooth = any(blk.act is not None and blk.act.kind not in ("relu", "leaky_relu")
+                 for blk in net.blocks)
+    share = 0.5 if smooth else 1.0  # smooth: what it leaves open goes to the batched engine
+    res = relu_bab.decide(net, prop, max(share * timeout - (time.perf_counter() - t0), 0.1),
                           workers=workers())
     details = {"boxes": res.stats.get("boxes", 0), "z3_leaves": res.stats.get("z3_leaves", 0)}
     smt = [text for _, text in res.smt]
@@ -176,6 +180,8 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
                 pass
             return verdict(REFUTED, counterexample=cex, violation=violation, **kw)
         return None  # a witness of the network that the spec's terms do not confirm
+    if smooth:
+        return None  # the batched engine may still close it
     return verdict(UNKNOWN, reason=f"ReLU engine: {res.answer}"
                    + (f" ({res.reason})" if res.reason else ""))
 

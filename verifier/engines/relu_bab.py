@@ -423,7 +423,7 @@ class Engine:
 
     def _certificate(self, groups, specs) -> dict | None:
         """The closed split trees of every group (see `SplitTree`, `check_relu`)."""
-        if not self.certify or not self.fnet.piecewise_linear:
+        if not self.certify:
             return None
         index = {id(d): i for i, d in enumerate(self.prop.disjuncts)}
         return {"groups": [self.trees.get(k, SplitTree()).to_json(

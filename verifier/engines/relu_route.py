@@ -1,8 +1,8 @@
-"""Bound claims on piecewise-linear networks with concrete weights, by the ReLU engine.
+"""Bound claims on networks with concrete weights, by the ReLU engine.
 
 A claim such as `max(n(x)[1], n(x)[2]) > n(x)[0]` over an input box, where `n` has concrete
-weights and relu / leaky_relu / identity layers (a chain of `dense` layers or an imported ONNX
-graph), is the question `verify-vnn` answers: its negation is a union of polyhedra over the
+weights and relu / leaky_relu / identity layers, or sigmoid / tanh ones (a chain of `dense`
+layers or an imported ONNX graph), is the question `verify-vnn` answers: its negation is a union of polyhedra over the
 network's outputs and inputs. `as_property` builds that network (`OnnxNet`) and that
 VNN-LIB-style `Property`; `decide_relu` runs `relu_bab` on it (search, CROWN / alpha-CROWN,
 ReLU and input splits, z3 on small leaves) and replays every witness on the spec's own program
@@ -32,6 +32,7 @@ MAX_PIECES = 4096  # linear pieces of the negated claim before the route decline
 MIN_NEURONS = 64  # smaller networks: z3 on the exact whole-box encoding is faster (and its
 # .smt2 file is the whole proof)
 PWL_ACTS = ("relu", "leaky_relu", "identity")
+SMOOTH_ACTS = ("sigmoid", "tanh")  # CROWN bounds them too (no z3 leaves, no alpha slopes)
 
 
 class _Decline(Exception):
@@ -47,7 +48,7 @@ def _fractions(t, shape) -> np.ndarray:
 
 
 def _act(kind: str, params) -> Act | None:
-    if kind not in PWL_ACTS:
+    if kind not in PWL_ACTS + SMOOTH_ACTS:
         raise _Decline(f"activation {kind}")
     if kind == "identity":
         return None
