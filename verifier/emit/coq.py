@@ -31,6 +31,7 @@ identifier map and pre-checks are shared with the Lean emitter.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import random
 import shutil
@@ -455,6 +456,10 @@ def coq_plan(lhs, rhs, known: tuple, limit: int) -> CoqPlan:
             return CoqPlan("roots" if has_root else "field", None)
         if kinked and _holds_at_points(lhs - rhs, known):
             n = case_decisions(lhs, rhs)
+            if _entangled_decisions(lhs, rhs):
+                return CoqPlan(None, "case analysis on decisions that share a product of "
+                                     "variables (z and alpha z): lra sees products as atoms "
+                                     "and cannot close the impossible cases")
             if n > CASE_DECISIONS:
                 return CoqPlan(None, f"case analysis on {n} decisions (up to 3^{n} cases) is "
                                      f"above the bound for bounded compile time "
@@ -497,6 +502,28 @@ def _holds_at_points(d, known: tuple, tries: int = 128, wanted: int = 6) -> bool
             return False
         seen += 1
     return seen >= wanted
+
+
+def _entangled_decisions(*terms) -> bool:
+    """Two distinct decisions with a common monomial, one of them nonlinear (z > 0 against
+    z - alpha z >= 0): the cases that contradict each other only by multiplying out, which
+    lra (products as atoms) cannot see."""
+    found = []
+    for t in terms:
+        for n in sp.preorder_traversal(t):
+            if fname(n) in _CASES:
+                found.append(n.args[0])
+            elif isinstance(n, (sp.Max, sp.Min)):
+                found += [a - b for a, b in itertools.combinations(n.args, 2)]
+            elif isinstance(n, sp.Piecewise):
+                found += [c.lhs - c.rhs for _, c in n.args
+                          if isinstance(c, sp.core.relational.Relational)]
+    monos = []
+    for d in dict.fromkeys(sp.expand(d) for d in found):
+        terms_ = {m.as_coeff_Mul()[1] for m in sp.Add.make_args(d) if not m.is_Number}
+        if frozenset(terms_) not in {frozenset(ms) for ms, _ in monos}:
+            monos.append((terms_, any(sp.total_degree(m) > 1 for m in terms_)))
+    return any((n1 or n2) and m1 & m2 for (m1, n1), (m2, n2) in itertools.combinations(monos, 2))
 
 
 def case_decisions(*terms) -> int:

@@ -1,6 +1,7 @@
 """SMT-LIB 2.6 for obligations: the exact text z3 is given and the file users re-check.
 
-Piecewise-linear functions (relu, leaky_relu, their steps, abs, max, min) become `ite`;
+Piecewise-linear functions (relu, leaky_relu, their steps, abs, max, min, Piecewise, and sign
+and Heaviside with sympy's value at 0) become `ite`;
 integer powers become products; numerals are real literals with `(- n)` for negatives.
 Smooth functions (tanh, sigmoid, softplus, exp, log) are opaque to z3, so each application is
 declared as a fresh real *atom*, constrained by the function's range and by whatever sound
@@ -146,6 +147,15 @@ class SmtPrinter(SMTLibPrinter):
             y = self._print(a)
             out = self._ite(f"(<= {out} {y})", out, y)
         return out
+
+    def _print_sign(self, e):
+        x = self._print(e.args[0])
+        return self._ite(f"(> {x} 0.0)", "1.0", self._ite(f"(< {x} 0.0)", "(- 1.0)", "0.0"))
+
+    def _print_Heaviside(self, e):
+        x = self._print(e.args[0])
+        at0 = self._print(e.args[1]) if len(e.args) > 1 else real_literal(sp.Rational(1, 2))
+        return self._ite(f"(> {x} 0.0)", "1.0", self._ite(f"(< {x} 0.0)", "0.0", at0))
 
     def _print_Piecewise(self, e):
         out = None
@@ -352,9 +362,12 @@ def emit(model, verdicts) -> dict[str, str]:
         if v.smt is None:
             continue
         files[file_name(model.name, v.name)] = v.smt
+        stem = file_name(model.name, v.name)[: -len(".smt2")]
         # branch and bound: one standalone file per box that z3 closed
         for k, leaf in enumerate(v.details.get("smt_leaves") or []):
             if leaf != v.smt:
-                stem = file_name(model.name, v.name)[: -len(".smt2")]
                 files[f"{stem}.box{k}.smt2"] = leaf
+        # a case split: one file per case that z3 excluded (unsat)
+        for k, case in enumerate(v.details.get("smt_cases") or []):
+            files[f"{stem}.case{k}.smt2"] = case
     return files

@@ -31,7 +31,7 @@ from .z3run import run_z3
 RANDOM_POINTS = 24
 # after a canonical proof or a replayed refutation, z3 only confirms on the emitted text;
 # its answer (or its timeout) is recorded as is
-CONFIRM_SECONDS = 2.0
+CONFIRM_SECONDS = 0.25
 CANONICAL_LIMIT = 5_000  # operations in an inlined side; beyond, skip to z3
 
 
@@ -45,10 +45,9 @@ class _Atoms:
         return (app.func, tuple(_canon(a) for a in app.args))
 
     def atomize(self, expr: sp.Expr) -> sp.Expr:
-        apps = [e for e in sp.preorder_traversal(expr)
-                if isinstance(e, SMOOTH_FUNCTIONS + PIECEWISE_FUNCTIONS)]
-        # innermost first, so outer arguments are rewritten in terms of inner atoms
-        apps.sort(key=lambda a: sp.count_ops(a))
+        # post-order: innermost first, so outer arguments are rewritten in terms of inner atoms
+        apps = list(dict.fromkeys(e for e in sp.postorder_traversal(expr)
+                                  if isinstance(e, SMOOTH_FUNCTIONS + PIECEWISE_FUNCTIONS)))
         mapping: dict = {}
         for app in apps:
             if app in mapping:
@@ -70,11 +69,96 @@ def _canonical_zero(program: Program, ob: Obligation) -> bool | None:
             rhs = program.inline(a.rhs, CANONICAL_LIMIT)
         except SpecError:
             return None
-        residue = sp.together(atoms.atomize(lhs) - atoms.atomize(rhs))
-        num, _ = sp.fraction(residue)
-        if sp.expand(num) != 0:
+        residue = atoms.atomize(lhs) - atoms.atomize(rhs)
+        zero = rational_zero(residue)
+        if zero is None:  # a term outside rational functions of atoms (max, a root)
+            num, _ = sp.fraction(sp.together(residue))
+            zero = sp.expand(num) == 0
+        if not zero:
             return False
     return True
+
+
+def rational_zero(expr: sp.Expr) -> bool | None:
+    """Is `expr` (sums, products, integer powers of leaves and atoms) zero as a rational
+    function? Exact: numerators are sparse polynomials over QQ, denominators kept as products
+    of the bases they came from (so no gcds), as `together` would but without building sympy
+    terms. None when `expr` has anything else (then the caller uses sympy)."""
+    syms = sorted(expr.free_symbols, key=sp.default_sort_key)
+    if not syms:
+        return expr == 0
+    ring, *gens = sp.ring(syms, sp.QQ)
+    gen = dict(zip(syms, gens))
+    bases: dict = {}  # denominator base (sympy term) -> its numerator polynomial
+    memo: dict = {}
+    powers: dict = {}
+
+    def power(key, k):
+        hit = powers.get((key, k))
+        if hit is None:
+            hit = powers[(key, k)] = bases[key] ** k
+        return hit
+
+    def lift(num, den, target):
+        for key, k in target.items():
+            extra = k - den.get(key, 0)
+            if extra:
+                num = num * power(key, extra)
+        return num
+
+    def conv(e):
+        hit = memo.get(e)
+        if hit is not None:
+            return hit
+        if e.is_Symbol:
+            out = (gen[e], {})
+        elif e.is_Rational:
+            out = (ring(sp.QQ(int(e.p), int(e.q))), {})
+        elif e.is_Add or e.is_Mul:
+            parts = [conv(a) for a in e.args]
+            if any(p is None for p in parts):
+                return None
+            if e.is_Mul:
+                num, den = ring.one, {}
+                for n, d in parts:
+                    num = num * n
+                    for key, k in d.items():
+                        den[key] = den.get(key, 0) + k
+            else:
+                den = {}
+                for _, d in parts:
+                    for key, k in d.items():
+                        den[key] = max(den.get(key, 0), k)
+                num = ring.zero
+                for n, d in parts:
+                    num = num + lift(n, d, den)
+            out = (num, den)
+        elif e.is_Pow and e.exp.is_Integer:
+            base = conv(e.base)
+            if base is None:
+                return None
+            n, d = base
+            k = int(e.exp)
+            if k >= 0:
+                out = (n**k, {key: c * k for key, c in d.items()})
+            else:
+                if n == 0:
+                    return None
+                bases.setdefault(e.base, n)
+                num = ring.one
+                for key, c in d.items():
+                    num = num * power(key, c * -k)
+                out = (num, {e.base: -k})
+        else:
+            return None
+        memo[e] = out
+        return out
+
+    try:
+        got = conv(expr)
+    except (RecursionError, sp.polys.polyerrors.PolynomialError):
+        return None
+    return None if got is None else got[0] == 0
 
 
 def _random_point(ob: Obligation, rng: random.Random) -> dict:
