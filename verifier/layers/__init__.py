@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import attention, dense, graph, norm, onnx_graph, recurrent
+from . import attention, dense, graph, message, norm, onnx_graph, recurrent
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,7 @@ class LayerRule:
 LAYER_RULES: dict[str, LayerRule] = {
     "dense": LayerRule(dense.elaborate, dense.forward),
     "gcn": LayerRule(graph.elaborate, graph.forward),
+    "message": LayerRule(message.elaborate, message.forward),
     "transformer": LayerRule(attention.elaborate, attention.forward),
     "layernorm": LayerRule(norm.elaborate, norm.forward),
     **{kind: LayerRule(recurrent.elaborate, recurrent.forward) for kind in recurrent.GATES},
