@@ -207,27 +207,20 @@ def test_parameter_names_and_edge_network(tmp_path):
     close(net.forward(X)[:, 0:2], y0, 1e-12)
 
 
+GRAPH = "input X : real[3, 2]\nnetwork g(in=[3, 2]) "
 ERRORS = {
     "vector_input": ("input x : real[2]\nnetwork g(in=2) { message(messages=2) }\n",
                      "message expects a node-feature matrix"),
-    "no_messages": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) { message(edge_hidden=4) }\n",
-                    "message needs the size of its messages"),
-    "bad_width": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) { message(2, edge_hidden=[4, 0]) }\n",
-                  "edge_hidden must be positive integers"),
-    "distance_pair": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) "
-                      "{ message(2, edge_input=pair, distance=true) }\n",
+    "no_messages": (GRAPH + "{ message(edge_hidden=4) }", "message needs the size of its messages"),
+    "bad_width": (GRAPH + "{ message(2, edge_hidden=[4, 0]) }", "edge_hidden must be positive"),
+    "distance_pair": (GRAPH + "{ message(2, edge_input=pair, distance=true) }",
                       "distance=true appends"),
-    "edge_node": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) "
-                  "{ message(2, edges=[[0, 1], [1, 3]]) }\n", "edge 1 names node 3"),
-    "edge_twice": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) "
-                   "{ message(2, edges=[[0, 1], [0, 1]]) }\n", "listed twice"),
-    "mean_no_edge": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) "
-                     "{ message(2, aggregate=mean, edges=[[0, 1], [1, 0]]) }\n",
+    "edge_node": (GRAPH + "{ message(2, edges=[[0, 1], [1, 3]]) }", "edge 1 names node 3"),
+    "edge_twice": (GRAPH + "{ message(2, edges=[[0, 1], [0, 1]]) }", "listed twice"),
+    "mean_no_edge": (GRAPH + "{ message(2, aggregate=mean, edges=[[0, 1], [1, 0]]) }",
                      "node 2 receives no message"),
-    "unknown_option": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) { message(2, heads=2) }\n",
-                       "message has no option `heads`"),
-    "bad_keyword": ("input X : real[3, 2]\nnetwork g(in=[3, 2]) "
-                    "{ message(2, aggregate=max) }\n", "aggregate must be one of: sum, mean"),
+    "unknown_option": (GRAPH + "{ message(2, heads=2) }", "message has no option `heads`"),
+    "bad_keyword": (GRAPH + "{ message(2, aggregate=max) }", "aggregate must be one of: sum, mean"),
 }
 
 
