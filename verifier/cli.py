@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-import", action="append", default=[], metavar="DIR",
                    help="let imports read spec files under DIR too (repeatable; besides "
                    "the spec's folder, $SNN_VERIFY_IMPORT_PATH and the bundled library)")
+    p.add_argument("--max-terms", type=_positive_int, default=None, metavar="N",
+                   help="refuse a spec whose estimated program size exceeds N terms "
+                   "(default: $SNN_VERIFY_MAX_TERMS, else 1000000)")
     p.add_argument("--closed-form", action="store_true",
                    help="also export fully inlined terms (refused above a size limit)")
     p.add_argument("--version", action="version", version=f"verify (snn-verify) "
@@ -121,6 +124,10 @@ def _options(args):
     """The usage checks that need no spec: (artifact targets, cache, cluster)."""
     if not 0 < args.timeout < float("inf"):
         raise SpecError("--timeout must be positive")
+    from .budget import configure, max_terms
+
+    configure(args.max_terms)
+    max_terms()  # a malformed $SNN_VERIFY_MAX_TERMS is a usage error, before any spec
     targets = _targets(args)
     for d in args.allow_import:
         if not os.path.isdir(d):

@@ -13,6 +13,7 @@ from itertools import product as iproduct
 import numpy as np
 import sympy as sp
 
+from .budget import Budget, ExprSizes, layer_terms
 from .diagnostics import Span, SpecError
 from .fileio import read_regular_file
 from .ir import Network, Spec, TensorVar
@@ -21,8 +22,10 @@ from .syntax import ast
 from .syntax.parser import MAX_SOURCE_BYTES, parse
 from .weights import WeightFile, load_weight_file
 
-MAX_ENTRIES = 1_000_000  # scalars per tensor; beyond this a symbolic spec is not useful
+MAX_ENTRIES = 250_000  # scalars per tensor (~200 MB of symbols); beyond this a symbolic spec is not useful
 MAX_IMPORT_DEPTH = 32
+ENTRIES_FIX = ("every entry becomes a symbol and its terms; verify a smaller network or input "
+               "(a slice, a patch, a reduced model)")
 
 
 IMPORT_PATH_VAR = "SNN_VERIFY_IMPORT_PATH"  # extra import folders, os.pathsep-separated
@@ -88,17 +91,33 @@ class Elaborator:
         self._done: set[str] = set()
         self._dir = "."
         self._net_file: WeightFile | None = None
+        self.budget = Budget()  # size estimate, checked before anything large is built
+        self._net_terms: dict[str, int] = {}
 
     # ---- files and imports
     def run(self, path: str) -> Spec:
         self._roots = import_roots_from(self.import_roots, path)
         self._file(path, None, 0)
+        self._charge_expressions()
         name = os.path.splitext(os.path.basename(path))[0]
         return Spec(name=name, path=path, inputs=tuple(self.inputs), params=tuple(self.params),
                     networks=tuple(self.networks), lets=tuple(self.lets),
                     claims=tuple(self.claims), derives=tuple(self.derives),
                     dims=tuple((n, self.bound_dims[n]) for d in self.dim_decls for n in d.names),
                     instantiations=self._instantiations())
+
+    def _charge_expressions(self) -> None:
+        """The size estimate of every let, claim and derivation (budget.ExprSizes)."""
+        shapes = {t.name: t.shape for t in (*self.inputs, *self.params)}
+        nets = {n.name: (n.out_shape, self._net_terms.get(n.name, 0)) for n in self.networks}
+        sizes = ExprSizes(self.budget, shapes, nets)
+        for name, expr in self.lets:
+            sizes.let(name, expr)
+        for c in self.claims:
+            for comparison in (c.comparison, *c.where):
+                sizes.top(comparison, f"claim `{c.name}`")
+        for d in self.derives:
+            sizes.derive(d)
 
     def _instantiations(self):
         """Size tuples to check: each `dim` declaration's list (rotations of distinct sizes by
@@ -243,7 +262,9 @@ class Elaborator:
         total = math.prod(dims)
         if any(d <= 0 for d in dims) or total > MAX_ENTRIES:
             raise SpecError(f"shape {list(dims)} must have positive sizes and at most "
-                            f"{MAX_ENTRIES} entries", shape.span)
+                            f"{MAX_ENTRIES} entries", shape.span,
+                            fix=ENTRIES_FIX if total > MAX_ENTRIES else None)
+        self.budget.charge(total, shape.span, f"a tensor of shape {list(dims)}")
         return dims
 
     @staticmethod
@@ -306,7 +327,8 @@ class Elaborator:
         size = math.prod(d.in_shape)
         if len(d.in_shape) > 2 or min(d.in_shape) <= 0 or size > MAX_ENTRIES:
             raise SpecError(f"input shape {list(d.in_shape)} must have one or two positive sizes "
-                            f"and at most {MAX_ENTRIES} entries", d.span)
+                            f"and at most {MAX_ENTRIES} entries", d.span,
+                            fix=ENTRIES_FIX if size > MAX_ENTRIES else None)
         if d.load is not None and d.load.endswith((".onnx", ".onnx.gz")):
             from .onnx_import import network_from_onnx
 
@@ -315,6 +337,7 @@ class Elaborator:
                                 d.layers[0].span, fix="leave the braces empty: { }")
             net, weights = network_from_onnx(os.path.join(self._dir, d.load), d.name,
                                              d.load_span, in_shape=tuple(d.in_shape))
+            self._charge_network(net, {w.name: len(w.entries) for w in weights}, d.load_span)
             self.params.extend(weights)
             return net
         if not d.layers:
@@ -335,9 +358,20 @@ class Elaborator:
             layers.append(layer)
             shape = layer.out_shape
         self._check_unused_keys(d)
-        return Network(name=d.name, in_shape=tuple(d.in_shape), out_shape=shape,
-                       layers=tuple(layers),
-                       span=d.span)
+        net = Network(name=d.name, in_shape=tuple(d.in_shape), out_shape=shape,
+                      layers=tuple(layers), span=d.span)
+        self._charge_network(net, {p.name: len(p.entries) for p in self.params}, d.span)
+        return net
+
+    def _charge_network(self, net: Network, sizes: dict[str, int], span) -> None:
+        """One forward pass of `net` in the size estimate, layer by layer."""
+        total = 0
+        for layer in net.layers:
+            terms = layer_terms(layer, sum(sizes.get(p, 0) for p in layer.params))
+            self.budget.charge(terms, layer.span or span, f"the forward pass of network "
+                               f"`{net.name}` reaches {layer.kind} layer {layer.index}")
+            total += terms
+        self._net_terms[net.name] = total
 
     def _check_unused_keys(self, d: ast.NetworkDecl) -> None:
         if self._net_file is None:
@@ -381,7 +415,8 @@ class Elaborator:
         name = f"{net}.{short}"
         if math.prod(shape) > MAX_ENTRIES:
             raise SpecError(f"{short} would have {math.prod(shape)} entries (at most "
-                            f"{MAX_ENTRIES})", decl.span)
+                            f"{MAX_ENTRIES})", decl.span, fix=ENTRIES_FIX)
+        self.budget.charge(math.prod(shape), decl.span, f"weight {name} of shape {list(shape)}")
         symbols = self.symbols(name, shape)
         if arg is not None and arg.value is not None:
             v = self.constant(arg.value)
