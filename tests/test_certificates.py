@@ -41,7 +41,7 @@ def proved_bound_claims(out, name: str) -> set[str]:
     report = json.loads((out / f"{name[:-4]}.json").read_text())
     return {o["name"] for o in report["obligations"]
             if o["verdict"] == "proved" and o["obligation_kind"] == "bound"
-            and o["engine"] in ("interval", "batched-branch-and-bound")}
+            and o["engine"] in ("interval", "batched-branch-and-bound", "branch-and-bound")}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -109,5 +109,31 @@ def test_a_false_claim_is_never_certified(written, tmp_path):
     path.write_text(json.dumps(doc))
     verdicts = {v.name: v.verdict for v in run.check(model, 20)}
     assert verdicts["upper"] == "refuted"  # it is false indeed
+    with pytest.raises(Invalid, match="is not closed"):
+        check_certificate(str(path))
+
+
+def test_where_claims_of_the_exact_branch_and_bound_are_certified(written, tmp_path):
+    """`decreasing` (d g / d x0 <= 0 where x[0] >= 1/2) is proved by the exact branch and bound:
+    its tree is re-validated, boxes outside the `where` region closed by their conditions.
+    The same tree for the condition x[0] >= -1/2, where the claim is false, is refused."""
+    report = json.loads((written / "gauss.json").read_text())
+    (ob,) = [o for o in report["obligations"] if o["name"] == "decreasing"]
+    assert ob["verdict"] == "proved" and ob["engine"] == "branch-and-bound"
+    assert check_certificate(str(written / "gauss.decreasing.cert.json")).valid
+    text = (written / "gauss.snn").read_text()
+    assert "where x[0] >= 1/2" in text
+    spec = tmp_path / "gauss.snn"
+    spec.write_text(text.replace("where x[0] >= 1/2", "where x[0] >= -1/2", 1))
+    shutil.copy(written / "gauss_weights.npz", tmp_path / "gauss_weights.npz")
+    model = run.load(str(spec))
+    false = next(o for o in model.obligations if o.name == "decreasing")
+    doc = json.loads((written / "gauss.decreasing.cert.json").read_text())
+    doc["obligation_digest"] = obligation_digest(false, model.program)
+    # a condition on an input narrows its range: the root box must widen with it
+    doc["root"][doc["variables"].index("x[0]")][0] = "-1/2"
+    path = tmp_path / "gauss.decreasing.cert.json"
+    path.write_text(json.dumps(doc))
+    assert {v.name: v.verdict for v in run.check(model, 20)}["decreasing"] == "refuted"
     with pytest.raises(Invalid, match="is not closed"):
         check_certificate(str(path))

@@ -687,8 +687,8 @@ def _disjuncts_of(doc: dict, n_in: int, n_out: int) -> list:
 
 
 def _z3_of(program, outputs: dict, inputs: dict, xs, ys):
-    """z3 terms of the claim's expressions over the network's inputs and outputs: +, *, max,
-    min, relu, leaky_relu and rational numbers (what a piecewise-linear claim is made of)."""
+    """z3 terms of the claim's expressions over the network's inputs and outputs: +, *,
+    integer powers, abs, max, min, relu, leaky_relu and rational numbers."""
     import sympy as sp
     import z3
 
@@ -718,6 +718,14 @@ def _z3_of(program, outputs: dict, inputs: dict, xs, ys):
             out = z3.Sum([term(a) for a in e.args])
         elif isinstance(e, sp.Mul):
             out = z3.Product([term(a) for a in e.args])
+        elif isinstance(e, sp.Pow) and e.exp.is_Integer and 0 < e.exp <= 64:
+            b = term(e.base)  # no division: z3's x / 0 is any number, not an error
+            out = b
+            for _ in range(int(e.exp) - 1):
+                out = out * b
+        elif isinstance(e, sp.Abs):
+            a = term(e.args[0])
+            out = z3.If(a >= 0, a, -a)
         elif isinstance(e, (sp.Max, sp.Min)):
             args = [term(a) for a in e.args]
             out = args[0]
@@ -810,3 +818,33 @@ def check_spec(doc: dict, cert_path: str, spec: str | None, report, deadline: fl
     return (f"valid: claim `{ob.name}` of {os.path.basename(spec_path)}, violations covered "
             f"by {len(disjuncts)} polyhedra (z3), {report.leaves} leaves re-validated "
             f"({report.boxes} boxes bounded)")
+
+
+def z3_box_closes(ob, program, box: dict, deadline: float) -> bool:
+    """z3 on this module's own encoding: no point of the box (leaf -> (lo, hi) Fractions)
+    meets the claim's `where` conditions and violates its goal. False where the claim has a
+    function z3 cannot take exactly (tanh, exp, division, ...) or z3 does not answer
+    `unsat`."""
+    import z3
+
+    leaves = {s: z3.Real(f"v{i}") for i, s in enumerate(box)}
+    inputs = {s: i for i, s in enumerate(box)}
+    xs = list(leaves.values())
+    try:
+        term = _z3_of(program, {}, inputs, xs, [])
+        ops = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+               ">=": lambda a, b: a >= b, ">": lambda a, b: a > b,
+               "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+        goal = [ops[a.op](term(a.lhs), term(a.rhs)) for a in ob.goal]
+        hyps = [ops[a.op](term(a.lhs), term(a.rhs)) for a in ob.hypotheses]
+    except (Invalid, KeyError, RecursionError):
+        return False
+    solver = z3.Solver()
+    solver.set("timeout", int(max(min(deadline - time.perf_counter(), 30.0), 0.1) * 1000))
+    for s, x in leaves.items():
+        lo, hi = box[s]
+        solver.add(z3.RealVal(f"{lo.numerator}/{lo.denominator}") <= x,
+                   x <= z3.RealVal(f"{hi.numerator}/{hi.denominator}"))
+    solver.add(*hyps)
+    solver.add(z3.Not(z3.And(goal)) if goal else z3.BoolVal(True))
+    return solver.check() == z3.unsat

@@ -66,6 +66,7 @@ class _Box:
     ev: Evaluation  # interval of every tape slot on this box, and the envelopes used
     depth: int = 0
     hints: dict | None = None  # leaf -> float: where the worst atom's affine bound is attained
+    node: int = 0  # in the split tree (heap numbering: the halves of n are 2n+1, 2n+2)
 
 
 @dataclass
@@ -205,6 +206,7 @@ class _Decider:
         self.next_search = SEARCH_EVERY
         self.no_smt = False
         self._searcher: Searcher | None | bool = None  # compiled on first use; False: cannot
+        self.tree: dict = {"splits": {}, "closed": {}}  # of the exact branch and bound
 
     @property
     def searcher(self) -> Searcher | None:
@@ -550,6 +552,7 @@ class _Decider:
             self.hull[k] = iv if old is None else (min(old[0], iv[0]), max(old[1], iv[1]))
         if len(atoms) == len(box.atoms) or engine != "interval":
             self.closed.append(_Closed(engine, seconds, smt))
+            self.tree["closed"][box.node] = engine
 
     def _branch_and_bound(self, root: _Box) -> Verdict:
         heap = [(self._priority(root), 0, root)]
@@ -645,10 +648,13 @@ class _Decider:
         lo, hi = box.bounds[s]
         mid = (lo + hi) / 2
         out = []
-        for part in ((lo, mid), (mid, hi)):
+        for k, part in enumerate(((lo, mid), (mid, hi))):
             bounds = dict(box.bounds)
             bounds[s] = part
             out.append(self._box(bounds, box.atoms, box.depth + 1, box))
+            out[-1].node = 2 * box.node + 1 + k
+        names = [v.symbol for v in self.ob.variables]
+        self.tree["splits"][box.node] = (names.index(s), mid, out[0].node, out[1].node)
         return out
 
     def _proved(self) -> Verdict:
@@ -661,6 +667,11 @@ class _Decider:
         if leaves:
             details["smt_leaves"] = [c.smt for c in leaves]
         engine = self.closed[0].engine if len(self.closed) == 1 else "branch-and-bound"
+        if all(None not in self.root[v.symbol] for v in self.ob.variables):
+            # every variable bounded: the tree covers the claim's whole box
+            syms = [v.symbol for v in self.ob.variables]
+            details["certificate"] = self._certificate(
+                engine, syms, [self.root[x] for x in syms], self.tree)
         return self._verdict(PROVED, engine, smt=hardest.smt if hardest else None,
                              smt_answer="unsat" if hardest else None, details=details)
 
