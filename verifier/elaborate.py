@@ -336,7 +336,8 @@ class Elaborator:
                 raise SpecError("a network loaded from ONNX takes its layers from the file",
                                 d.layers[0].span, fix="leave the braces empty: { }")
             net, weights = network_from_onnx(os.path.join(self._dir, d.load), d.name,
-                                             d.load_span, in_shape=tuple(d.in_shape))
+                                             d.load_span, in_shape=tuple(d.in_shape),
+                                             budget=self.budget)
             self._charge_network(net, {w.name: len(w.entries) for w in weights}, d.load_span)
             self.params.extend(weights)
             return net

@@ -50,7 +50,9 @@ def read_regular_file(path: str, limit: int, what: str, span: Span | None = None
     finally:
         os.close(fd)
     if size > limit:
-        raise SpecError(f"{what} {path} is larger than {limit} bytes", span)
+        raise SpecError(f"{what} {path} is larger than {limit} bytes", span,
+                        fix=f"check that this is the file you meant: a {what} is read only "
+                            f"up to {limit} bytes")
     return b"".join(chunks)
 
 

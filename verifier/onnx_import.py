@@ -984,7 +984,7 @@ _ACT_NAMES = {"relu": "relu", "leaky_relu": "leaky_relu", "sigmoid": "sigmoid", 
 
 
 def network_from_onnx(path: str, name: str, span: Span | None = None,
-                      in_shape: tuple[int, ...] | None = None):
+                      in_shape: tuple[int, ...] | None = None, budget=None):
     """An `ir.Network` (concrete Rational weights) and its weight TensorVars.
 
     For `network NAME(in=N) load "net.onnx" { }` in a spec: the layers come from the file. A
@@ -996,7 +996,11 @@ def network_from_onnx(path: str, name: str, span: Span | None = None,
     from .ir import Layer, Network, TensorVar
     from .layers import onnx_graph
 
-    net = load_onnx(path, span)
+    model = read_model(path, span)
+    if budget is not None:  # before the import computes with any weight
+        budget.charge(sum(math.prod(init.dims) for init in model.graph.initializer), span,
+                      f"the weights of {os.path.basename(path)}")
+    net = _Importer(path, span).run(model)
     if in_shape is not None and int(np.prod(in_shape)) != net.n_in:
         raise SpecError(f"{os.path.basename(path)} takes {net.n_in} inputs, the network is "
                         f"declared with in={list(in_shape) if len(in_shape) > 1 else in_shape[0]}",
