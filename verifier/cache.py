@@ -2,10 +2,11 @@
 
 An entry is keyed by a SHA-256 over what the engine reads and how it was asked:
 
-- the obligation (name, kind, claim text, `srepr` of every goal and hypothesis atom, its
-  variables with their ranges) and the `srepr` of every program definition it depends on, so
-  the weights and the spec text that produced the terms are in the key through the terms
-  themselves (editing a comment or another claim of the spec keeps the entry valid);
+- the obligation (name, kind, claim text, and `verifier.digest.obligation`: the exact digest
+  of every goal and hypothesis atom, of every program definition they depend on and of the
+  variables with their ranges), so the weights and the spec text that produced the terms are
+  in the key through the terms themselves (editing a comment or another claim of the spec
+  keeps the entry valid);
 - the engine version: the package version, a digest of the package's source files and
   `CACHE_FORMAT`;
 - the options that can change a verdict (the per-obligation timeout).
@@ -24,8 +25,6 @@ import json
 import os
 import tempfile
 from importlib import metadata
-
-import sympy as sp
 
 from .engines.verdict import PROVED, REFUTED, UNKNOWN, Verdict
 from .obligations import Model, Obligation
@@ -77,37 +76,21 @@ def default_dir() -> str | None:
 
 
 class Keys:
-    """Cache keys of one model's obligations; definition digests are shared between them."""
+    """Cache keys of one model's obligations; subexpression and definition digests are shared
+    between them (`verifier.digest`)."""
 
     def __init__(self, model: Model, timeout: float) -> None:
-        self.program = model.program
+        from .digest import Hasher
+
+        self.hasher = Hasher(model.program)
         self.prefix = json.dumps({"format": CACHE_FORMAT, "version": engine_version(),
                                   "timeout": repr(float(timeout))}, sort_keys=True)
-        self._defs: dict[sp.Symbol, bytes] = {}
-
-    def _definition(self, sym: sp.Symbol) -> bytes:
-        d = self._defs.get(sym)
-        if d is None:
-            text = f"{sym.name}={sp.srepr(self.program.defs[sym])}"
-            tag = self.program.network_terms.get(sym)
-            if tag is not None:  # numeric engines evaluate these through the network code
-                text += f";net{tag[1:]!r}<-{sp.srepr(tuple(tag[0].inputs))}"
-            d = self._defs[sym] = hashlib.sha256(text.encode()).digest()
-        return d
 
     def key(self, ob: Obligation) -> str:
         h = hashlib.sha256(self.prefix.encode())
         for part in (ob.name, ob.kind, ob.text, str(ob.shape_mismatch)):
             h.update(part.encode() + b"\0")
-        exprs = []
-        for label, atoms in (("goal", ob.goal), ("hyp", ob.hypotheses)):
-            for a in atoms:
-                h.update(f"{label}:{sp.srepr(a.lhs)} {a.op} {sp.srepr(a.rhs)}\0".encode())
-                exprs += [a.lhs, a.rhs]
-        for v in ob.variables:
-            h.update(f"var:{sp.srepr(v.symbol)} {v.role} {v.lo} {v.hi}\0".encode())
-        for sym in self.program.closure(exprs):
-            h.update(self._definition(sym))
+        h.update(self.hasher.obligation(ob).encode())
         return h.hexdigest()
 
 

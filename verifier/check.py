@@ -20,7 +20,6 @@ time limit), 2 bad input.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -54,19 +53,11 @@ class Report:
 
 
 def obligation_digest(ob, program) -> str:
-    """sha256 of the obligation's mathematics: its atoms, the program slice computing them and
-    the variables' ranges (printed with `srepr`, which is exact and canonical)."""
-    import sympy as sp
+    """sha256 of the obligation's mathematics (`verifier.digest`): its atoms, the program
+    slice computing them and the variables' ranges, exact and canonical."""
+    from .digest import obligation
 
-    h = hashlib.sha256()
-    atoms = ob.goal + ob.hypotheses
-    for a in atoms:
-        h.update(f"atom {a.op} {sp.srepr(a.lhs)} {sp.srepr(a.rhs)}\n".encode())
-    for sym, d in program.slice([t for a in atoms for t in (a.lhs, a.rhs)]):
-        h.update(f"def {sym.name} {sp.srepr(d)}\n".encode())
-    for v in ob.variables:
-        h.update(f"var {v.symbol.name} {v.role} {v.lo} {v.hi}\n".encode())
-    return h.hexdigest()
+    return obligation(ob, program)
 
 
 # ---- interval evaluation of the program (independent of the engines) ---------------------------

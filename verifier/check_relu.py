@@ -188,7 +188,7 @@ class Net:
         for k, blk in enumerate(self.blocks, start=1):
             size = len(blk["b"])
             l, u = self._interval(blk, lows, highs, P)
-            if k > 1 and not set(s for s, _, _ in blk["terms"]) <= {0}:
+            if k > 1 and not {s for s, _, _ in blk["terms"]} <= {0}:
                 eye = np.broadcast_to(np.eye(size), (P, size, size))
                 start = {k: np.concatenate([eye, -eye], axis=1)}
                 for mode in MODES:

@@ -14,7 +14,6 @@ import os
 
 from .smtlib import safe_file_part
 
-
 FORMAT = "snn-verify-certificate/1"
 
 
