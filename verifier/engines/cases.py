@@ -380,10 +380,8 @@ def _clusters(canon: Canon, mons: dict) -> list[list]:
             parent[find(k)] = find(keys[0])
     # a decision whose polynomial divides another's (z and (1 - alpha) z) decides with it
     keys = sorted({canon.indicator[i][0] for mon in mons for i in mon}, key=sp.default_sort_key)
-    factors = {k: _factors(k) for k in keys}
-    for a, b in itertools.combinations(keys, 2):
-        if factors[a] <= factors[b] or factors[b] <= factors[a]:
-            parent[find(a)] = find(b)
+    for a, b in _dividing(keys):
+        parent[find(a)] = find(b)
     groups: dict = {}
     for mon in mons:
         if mon:
@@ -391,17 +389,25 @@ def _clusters(canon: Canon, mons: dict) -> list[list]:
     return [groups[k] for k in sorted(groups, key=sp.default_sort_key)]
 
 
-def _factors(key) -> set:
-    """The non-constant irreducible factors of a decision polynomial, up to sign."""
+def _dividing(keys) -> list[tuple]:
+    """Pairs (a, b) of decision polynomials where a divides b (exact division in QQ[x])."""
+    syms = sorted(set().union(*(k.free_symbols for k in keys)), key=sp.default_sort_key)
+    if not syms:
+        return []
     try:
-        _, fs = sp.factor_list(key)
-    except (sp.PolynomialError, NotImplementedError):
-        return {key}
-    out = set()
-    for f, _ in fs:
-        if f.free_symbols:
-            neg = sp.expand(-f)
-            out.add(min(f, neg, key=sp.default_sort_key))
+        ring, *_ = sp.ring(syms, sp.QQ)
+        polys = {k: ring(k) for k in keys}
+    except (sp.PolynomialError, ValueError, TypeError):
+        return []
+    out = []
+    for a, b in itertools.permutations(keys, 2):
+        if a.free_symbols <= b.free_symbols and polys[a].degree() <= polys[b].degree():
+            try:
+                _, r = polys[b].div(polys[a])
+            except (ZeroDivisionError, sp.PolynomialError):
+                continue
+            if r == 0:
+                out.append((a, b))
     return out
 
 
@@ -493,15 +499,33 @@ def _cluster_value(canon: Canon, group: list, mons: dict, allowed: dict, cases: 
     return best, "", total
 
 
+def _expanded(e):
+    """expand(e) of a polynomial, by sparse polynomial arithmetic where possible."""
+    from .identity import rational_numerator
+
+    fast = rational_numerator(e) if not _has_inverse(e) else None
+    return sp.expand(e) if fast is None else fast.as_expr()
+
+
+def _has_inverse(e) -> bool:
+    return any(n.is_Pow and n.exp.is_negative for n in sp.preorder_traversal(e))
+
+
 def prove(program, ob, deadline: float) -> Outcome:
     """Does lhs - rhs vanish in every possible case of its decisions (see the module text)?"""
     canon = Canon(program)
     residues = []
+    from .identity import rational_numerator
+
     for a in ob.goal:
-        num, _ = sp.fraction(sp.together(canon.of(a.lhs) - canon.of(a.rhs)))
-        num = sp.expand(num)
+        residue = canon.of(a.lhs) - canon.of(a.rhs)
+        fast = rational_numerator(residue)
+        if fast is not None:
+            num = fast.as_expr() if fast != 0 else _ZERO
+        else:
+            num = sp.expand(sp.fraction(sp.together(residue))[0])
         if num != 0 and canon.branch:
-            num = sp.expand(num.xreplace(canon.selector_values()))
+            num = _expanded(num.xreplace(canon.selector_values()))
         if num != 0:
             residues.append(num)
         if time.perf_counter() > deadline:
@@ -516,7 +540,7 @@ def prove(program, ob, deadline: float) -> Outcome:
     cases = _Cases(canon, hyps, deadline)
     enumerated = 0
     for num in residues:
-        mons = _monomials(canon, sp.expand(num.xreplace(fix)) if fix else num)
+        mons = _monomials(canon, _expanded(num.xreplace(fix)) if fix else num)
         if mons is None:
             return Outcome(False, "a piecewise term in a denominator")
         mons = _on_zero(canon, mons)

@@ -81,12 +81,19 @@ def _canonical_zero(program: Program, ob: Obligation) -> bool | None:
 
 def rational_zero(expr: sp.Expr) -> bool | None:
     """Is `expr` (sums, products, integer powers of leaves and atoms) zero as a rational
-    function? Exact: numerators are sparse polynomials over QQ, denominators kept as products
-    of the bases they came from (so no gcds), as `together` would but without building sympy
-    terms. None when `expr` has anything else (then the caller uses sympy)."""
+    function? None when `expr` has anything else (then the caller uses sympy)."""
+    num = rational_numerator(expr)
+    return None if num is None else num == 0
+
+
+def rational_numerator(expr: sp.Expr):
+    """A numerator of `expr` as a sparse polynomial over QQ (a `PolyElement`), exact: the
+    denominators are kept as products of the bases they came from (so no gcds), as `together`
+    would but without building sympy terms. None when `expr` has anything but sums, products
+    and integer powers of symbols and rationals."""
     syms = sorted(expr.free_symbols, key=sp.default_sort_key)
     if not syms:
-        return expr == 0
+        syms = [sp.Dummy("one")]
     ring, *gens = sp.ring(syms, sp.QQ)
     gen = dict(zip(syms, gens))
     bases: dict = {}  # denominator base (sympy term) -> its numerator polynomial
@@ -158,7 +165,7 @@ def rational_zero(expr: sp.Expr) -> bool | None:
         got = conv(expr)
     except (RecursionError, sp.polys.polyerrors.PolynomialError):
         return None
-    return None if got is None else got[0] == 0
+    return None if got is None else got[0]
 
 
 def _random_point(ob: Obligation, rng: random.Random) -> dict:
@@ -216,14 +223,8 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
                        seconds=time.perf_counter() - start,
                        artifact="residue lhs - rhs expands to 0 with activations as atoms",
                        smt=query.text, smt_answer=z3res.answer)
-    cex = _try_points(ob, program, rng)
-    if cex is not None:
-        z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS / 2))
-        return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
-                       seconds=time.perf_counter() - start, smt=query.text,
-                       smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
     split = None
-    if cases.relevant(program, ob):
+    if cases.relevant(program, ob):  # before random points: a true claim skips them
         split = cases.prove(program, ob, start + max(1.0, timeout - 0.5))
         if split.proved:
             return _proved_by_cases(ob, query, split, start, timeout)
@@ -236,6 +237,12 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
                                artifact="a case of the decisions where the sides differ, "
                                         "found by z3 and replayed",
                                **_counterexample(ob, program, point, r))
+    cex = _try_points(ob, program, rng)
+    if cex is not None:
+        z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS / 2))
+        return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
+                       seconds=time.perf_counter() - start, smt=query.text,
+                       smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
     left = max(0.5, timeout - (time.perf_counter() - start))
     z3res = run_z3(query.text, left)
     seconds = time.perf_counter() - start
