@@ -82,7 +82,9 @@ class Canon:
             return hit
         if e.is_Symbol or e.is_Number or e is sp.true or e is sp.false:
             return e
-        if isinstance(e, sp.Piecewise):
+        if isinstance(e, sp.Piecewise) and e.args[-1].cond is not sp.true:
+            out = self._partial(e)
+        elif isinstance(e, sp.Piecewise):
             out = self._piecewise([(self._walk(x), c) for x, c in e.args])
         elif isinstance(e, (sp.Max, sp.Min)):
             args = [self._walk(a) for a in e.args]
@@ -92,6 +94,15 @@ class Canon:
             out = self._apply(e, args)
         self.memo[e] = out
         return out
+
+    def _partial(self, e):
+        """A Piecewise without a default branch (undefined somewhere): an opaque atom keyed by
+        its branches and their conditions."""
+        key = ("partial", tuple((sp.expand(self._walk(x)), self._cond_key(c)) for x, c in e.args))
+        d = self.atoms.get(key)
+        if d is None:
+            d = self.atoms[key] = sp.Dummy(f"partial{len(self.atoms)}", real=True)
+        return d
 
     def _walk_pw(self, pw):
         return self._piecewise(list(pw.args))
@@ -196,7 +207,9 @@ class Canon:
     def _decision(self, d):
         """(P, Q, sign) of the decision d: [d > 0] is P if sign is 1, else 1 - P - Q."""
         d = sp.expand(d)
-        _, prim = d.as_content_primitive()
+        content, prim = d.as_content_primitive()
+        if not (content.is_Rational and content > 0):
+            prim = d
         neg = sp.expand(-prim)
         key, sign = min((prim, 1), (neg, -1), key=lambda t: sp.default_sort_key(t[0]))
         pq = self.decisions.get(key)
