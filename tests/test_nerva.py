@@ -44,7 +44,7 @@ def decided(path: str):
 
 
 def test_every_nerva_equation_is_proved_at_every_size():
-    model, verdicts = decided(NERVA)
+    _, verdicts = decided(NERVA)
     claims = _claim_names(NERVA)
     assert sorted(verdicts) == sorted(c + s for c in claims for s in SIZES)
     for name, v in verdicts.items():

@@ -27,9 +27,10 @@ from verifier.symbolic.program import Program
 u, v, w = sp.symbols("u v w", real=True)
 
 
-def _fd(f, point, x, h=mpmath.mpf("1e-25")):
+def _fd(f, point, x):
     """Central difference of f (a sympy term over leaves) in x at the point, 60 digits."""
     with mpmath.workdps(60):
+        h = mpmath.mpf("1e-25")
         env = {s: mpmath.mpf(c.numerator) / c.denominator for s, c in point.items()}
         g = sp.lambdify([*env], f, modules="mpmath")
         hi = {**env, x: env[x] + h}

@@ -3,9 +3,13 @@
 1. Canonical form: inline both sides to leaves, replace every activation application by an
    atom keyed by its (canonical) argument, and expand the numerator of lhs - rhs. Zero means
    the identity holds for *all* values of the atoms, hence for the real functions too.
-2. Random exact points inside the declared domain: a point where the sides differ (exactly,
+2. For claims with kinks, exp or log: the indicator canonical form and case split of
+   `cases.py` (piecewise terms as 0/1 indicators of their decisions, exp of a sum as a
+   product, log of positive factors as a sum; each case that could break the identity is
+   excluded by z3 or its model replayed as a counterexample).
+3. Random exact points inside the declared domain: a point where the sides differ (exactly,
    or by far more than the 60-digit rounding error) is a counterexample.
-3. z3 on the emitted SMT-LIB, with atoms shared by canonical key and piecewise functions as
+4. z3 on the emitted SMT-LIB, with atoms shared by canonical key and piecewise functions as
    `ite`: `unsat` proves; a `sat` model is replayed before it counts.
 """
 
@@ -228,15 +232,9 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
         split = cases.prove(program, ob, start + max(1.0, timeout - 0.5))
         if split.proved:
             return _proved_by_cases(ob, query, split, start, timeout)
-        for found in split.witnesses:
-            point = {v.symbol: Fraction(found.get(v.symbol, 1)) for v in ob.variables}
-            r = _replay(ob, program, point)
-            if r is not None and r.violated:
-                return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="cases",
-                               seconds=time.perf_counter() - start, smt=query.text,
-                               artifact="a case of the decisions where the sides differ, "
-                                        "found by z3 and replayed",
-                               **_counterexample(ob, program, point, r))
+        refuted = _refuted_by_case(ob, program, split, query, start)
+        if refuted is not None:
+            return refuted
     cex = _try_points(ob, program, rng)
     if cex is not None:
         z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS / 2))
@@ -264,6 +262,21 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     if split is not None and split.reason:
         why += f"; case analysis: {split.reason}"
     return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds, reason=why, **base)
+
+
+def _refuted_by_case(ob, program, split, query, start) -> Verdict | None:
+    """A counterexample from z3's model of a case where the sides may differ, if it replays
+    (leaves the case does not mention are 1)."""
+    for found in split.witnesses:
+        point = {v.symbol: Fraction(found.get(v.symbol, 1)) for v in ob.variables}
+        r = _replay(ob, program, point)
+        if r is not None and r.violated:
+            return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="cases",
+                           seconds=time.perf_counter() - start, smt=query.text,
+                           artifact="a case of the decisions where the sides differ, found "
+                                    "by z3 and replayed",
+                           **_counterexample(ob, program, point, r))
+    return None
 
 
 def _proved_by_cases(ob, query, split, start, timeout) -> Verdict:
