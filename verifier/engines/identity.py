@@ -30,7 +30,7 @@ from ..symbolic.program import Program
 from . import cases
 from .replay import _NotExact, replay, show_value
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
-from .z3run import run_z3
+from .z3run import Z3Result, run_z3
 
 RANDOM_POINTS = 24
 # after a canonical proof or a replayed refutation, z3 only confirms on the emitted text;
@@ -219,9 +219,12 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     start = time.perf_counter()
     rng = random.Random(_seed(ob.name))
     canonical = _canonical_zero(program, ob)
-    query = encode(ob, program, atom_key=_canonical_key(program))
+    try:
+        query = encode(ob, program, atom_key=_canonical_key(program))
+    except NotImplementedError as err:  # a term z3 has no form for: this claim only
+        query = _NoQuery(str(err))
     if canonical:
-        z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS))
+        z3res = _confirm(query, min(timeout, CONFIRM_SECONDS))
         engine = "canonical-form" + ("+z3" if z3res.answer == "unsat" else "")
         return Verdict(name=ob.name, kind=ob.kind, verdict=PROVED, engine=engine,
                        seconds=time.perf_counter() - start,
@@ -237,10 +240,15 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
             return refuted
     cex = _try_points(ob, program, rng)
     if cex is not None:
-        z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS / 2))
+        z3res = _confirm(query, min(timeout, CONFIRM_SECONDS / 2))
         return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
                        seconds=time.perf_counter() - start, smt=query.text,
                        smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
+    if isinstance(query, _NoQuery):
+        return Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine="z3",
+                       seconds=time.perf_counter() - start,
+                       reason=f"no SMT-LIB encoding: {query.why}"
+                              + (f"; case analysis: {split.reason}" if split else ""))
     left = max(0.5, timeout - (time.perf_counter() - start))
     z3res = run_z3(query.text, left)
     seconds = time.perf_counter() - start
@@ -264,6 +272,22 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds, reason=why, **base)
 
 
+def _confirm(query, seconds: float):
+    """z3's answer on the claim's SMT-LIB text, briefly; none where the claim has no text."""
+    if query.text is None:
+        return Z3Result("none", None, query.why)
+    return run_z3(query.text, seconds)
+
+
+class _NoQuery:
+    """Stands for the SMT-LIB query of a claim that has none; z3 is then not run."""
+
+    text = None
+
+    def __init__(self, why: str):
+        self.why = why
+
+
 def _refuted_by_case(ob, program, split, query, start) -> Verdict | None:
     """A counterexample from z3's model of a case where the sides may differ, if it replays
     (leaves the case does not mention are 1)."""
@@ -281,7 +305,7 @@ def _refuted_by_case(ob, program, split, query, start) -> Verdict | None:
 
 def _proved_by_cases(ob, query, split, start, timeout) -> Verdict:
     """A proof by the indicator form; z3 only confirms on the whole encoding, briefly."""
-    z3res = run_z3(query.text, min(timeout, CONFIRM_SECONDS))
+    z3res = _confirm(query, min(timeout, CONFIRM_SECONDS))
     engine = "canonical-form+cases" + ("+z3" if z3res.answer == "unsat" else "")
     what = ("residue lhs - rhs expands to 0 with activations as atoms and piecewise terms as "
             "indicators of their decisions")
