@@ -1,6 +1,7 @@
 """`verify-vnn`: answer a VNN-LIB property on an ONNX network, VNN-COMP style.
 
     python -m verifier.vnn --onnx NET.onnx --vnnlib PROP.vnnlib [--timeout S]
+                           [--onnx NAME=NET.onnx ...]  (VNN-LIB 2.0: one per network)
                            [--answer FILE] [--artifacts DIR] [--certificate FILE] [--json]
                            [--workers N]
                            [--scheduler ADDRESS]
@@ -12,6 +13,9 @@ file format. `--artifacts DIR` keeps every SMT-LIB leaf that z3 answered `unsat`
 `summary.json`. `--certificate FILE` writes, with `unsat`, the closed branch-and-bound tree,
 which `verify-check FILE` re-validates independently. `--workers N` runs branch and bound on N forked processes (default 2);
 `--scheduler ADDRESS` sends its subtrees to the workers of a Dask distributed cluster instead.
+A VNN-LIB 2.0 file (`multinet`, `vnnlib2`) may declare several networks: give each its file
+with `--onnx NAME=FILE` (a network declared `equal-to` another may be left out; a single bare
+`--onnx FILE` is the first network); its `sat` witness is the 2.0 textual assignment.
 Exit status: 0 unsat, 1 sat, 3 unknown or timeout, 2 bad input, 4 our bug.
 """
 
@@ -38,16 +42,37 @@ def _num(v) -> str:
     return repr(float(v))
 
 
-def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = True,
+def check(onnx_path, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = True,
           seed: int = 0, workers: int = 1, cluster=None):
-    """Load both files and decide; returns (Result, seconds). Raises SpecError on bad input."""
+    """Load both files and decide; returns (Result, seconds). Raises SpecError on bad input.
+
+    `onnx_path`: a file, or a list of `--onnx` values (`NAME=FILE` for 2.0 queries). For a
+    2.0 query the result carries `query` and `env` (the replayed assignment of `sat`)."""
     from .engines.relu_bab import decide
     from .onnx_import import load_onnx
-    from .vnnlib import read_vnnlib
+    from .vnnlib2 import Query, read_property
 
     start = time.perf_counter()
-    net = load_onnx(onnx_path)
-    prop = read_vnnlib(vnnlib_path)
+    paths = [onnx_path] if isinstance(onnx_path, str) else list(onnx_path)
+    prop = read_property(vnnlib_path)
+    if isinstance(prop, Query):
+        from .multinet import decide_query, onnx_arguments
+
+        named = onnx_arguments(paths)
+        if "" in named:
+            named = {prop.networks[0].name: named[""]}
+        files = {name: load_onnx(p) for name, p in named.items()}
+        left = max(timeout - (time.perf_counter() - start), 0.01)
+        result, env = decide_query(prop, files, left, use_z3=use_z3, seed=seed,
+                                   workers=workers, cluster=cluster)
+        result.query, result.env = prop, env
+        return result, time.perf_counter() - start
+    if len(paths) != 1 or "=" in paths[0] and not os.path.exists(paths[0]):
+        from .diagnostics import SpecError
+
+        raise SpecError("a VNN-LIB 1.0 property is about one network: give one --onnx FILE",
+                        fix="several networks need a VNN-LIB 2.0 query with declare-network")
+    net = load_onnx(paths[0])
     left = max(timeout - (time.perf_counter() - start), 0.01)
     result = decide(net, prop, left, use_z3=use_z3, seed=seed, workers=workers,
                     cluster=cluster)
@@ -55,6 +80,10 @@ def check(onnx_path: str, vnnlib_path: str, timeout: float = 60.0, use_z3: bool 
 
 
 def answer_text(result) -> str:
+    if result.answer == "sat" and getattr(result, "query", None) is not None:
+        from .multinet import witness_text as witness_text2
+
+        return "sat\n" + witness_text2(result.query, result.env) + "\n"
     if result.answer == "sat":
         return "sat\n" + witness_text(result.witness_x, result.witness_y) + "\n"
     return result.answer + "\n"
@@ -82,7 +111,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="verify-vnn", description="Decide a VNN-LIB property on an ONNX network.")
-    p.add_argument("--onnx", required=True, metavar="NET", help=".onnx or .onnx.gz network")
+    p.add_argument("--onnx", required=True, metavar="NET", action="append",
+                   help=".onnx or .onnx.gz network; for a VNN-LIB 2.0 query with several "
+                        "networks, NAME=FILE once per network")
     p.add_argument("--vnnlib", required=True, metavar="PROP", help=".vnnlib property")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="time limit in seconds (default 60); running out is `timeout`")
@@ -125,7 +156,8 @@ def _run(args) -> int:
 
         cluster = Cluster(args.scheduler)
     try:
-        result, seconds = check(args.onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
+        onnx = args.onnx if len(args.onnx) > 1 else args.onnx[0]
+        result, seconds = check(onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
                                 workers=args.workers,
                                 cluster=cluster.client if cluster is not None else None)
     finally:
@@ -134,10 +166,10 @@ def _run(args) -> int:
     text = answer_text(result)
     if args.answer:
         write_text_atomically(args.answer, text, "answer file")
-    if args.certificate:
+    if args.certificate and getattr(result, "query", None) is None:
         from .emit.certificate import vnn_document
 
-        cert = vnn_document(result, args.onnx, args.vnnlib)
+        cert = vnn_document(result, args.onnx[0], args.vnnlib)
         if cert is not None:
             write_text_atomically(args.certificate, cert, "certificate")
     files = []
@@ -162,11 +194,18 @@ def _run(args) -> int:
 
 def _summary(args, result, seconds, files) -> dict:
     out = {
-        "onnx": os.path.basename(args.onnx), "vnnlib": os.path.basename(args.vnnlib),
+        "onnx": (os.path.basename(args.onnx[0]) if len(args.onnx) == 1 else
+                 [os.path.basename(p) for p in args.onnx]),
+        "vnnlib": os.path.basename(args.vnnlib),
         "answer": result.answer, "seconds": round(seconds, 3), "reason": result.reason,
         "stats": result.stats, "smt2": [os.path.basename(f) for f in files],
     }
-    if result.answer == "sat":
+    if result.answer == "sat" and getattr(result, "query", None) is not None:
+        decls = {d.name: d for d in result.query.networks}
+        out["witness"] = {
+            (decls[v.net].inputs if v.kind == "X" else decls[v.net].outputs).label(v.index):
+            str(value) for v, value in result.env.items()}
+    elif result.answer == "sat":
         out["witness"] = {
             "X": [str(Fraction(v)) for v in result.witness_x],
             "Y": [str(v) if isinstance(v, Fraction) else repr(float(v))
