@@ -1053,9 +1053,23 @@ def network_from_onnx(path: str, name: str, span: Span | None = None,
 
 
 def _rational(t: Fraction):
+    """A float's value as the shortest decimal that round-trips (what `Fraction(repr(f))`
+    gives, parsed with integer arithmetic), any other rational as it is."""
+    import math
+
     import sympy as sp
 
     f = float(t)
-    if Fraction(f) == t:
-        t = Fraction(repr(f))
+    if math.isfinite(f) and Fraction(f) == t:
+        text = repr(f)
+        mant, _, exp = text.partition("e")
+        whole, _, frac = mant.partition(".")
+        p = int(whole + frac)
+        shift = int(exp or 0) - len(frac)
+        q = 1
+        if shift >= 0:
+            p *= 10 ** shift
+        else:
+            q = 10 ** -shift
+        return sp.Rational(p, q)
     return sp.Rational(t.numerator, t.denominator)

@@ -82,13 +82,33 @@ def forward(layer: Layer, x: np.ndarray, params: dict[str, np.ndarray], program:
     act_params = layer.option("act_params")
     k = layer.index
     out = np.empty(layer.out_shape, dtype=object)
+    distinct = all(getattr(v, "is_Symbol", False) for v in x) and len(set(x)) == len(x)
     for i in range(layer.out_shape[0]):
         terms = [_times(W[i, j], x[j]) for j in range(layer.in_shape[0])]
-        if b is not None:
-            terms.append(b[i])
-        z = program.assign(sp.Add(*terms), f"{tag}.z{k}[{i}]")
+        const = b[i] if b is not None else sp.S.Zero
+        z = _affine(terms, const) if distinct else sp.Add(*terms, const)
+        z = program.assign(z, f"{tag}.z{k}[{i}]")
         out[i] = program.assign(act.build(z, *act_params), f"{tag}.a{k}[{i}]")
     return out
+
+
+def _affine(terms: list, const):
+    """sum(terms) + const for terms `c * s` (or `s`) over distinct symbols s and a rational
+    const, built as sympy's `Add` builds it (nonzero terms in `_addsort` order, the number
+    first) without its general flattening, which rebuilds every product."""
+    from sympy.core.add import _addsort
+
+    if not getattr(const, "is_Rational", False) or not all(
+            t.is_Symbol or (t.is_Mul and len(t.args) == 2 and t.args[0].is_Rational
+                            and t.args[1].is_Symbol) for t in terms if t != 0):
+        return sp.Add(*terms, const)
+    args = [t for t in terms if t != 0]
+    _addsort(args)
+    if const != 0:
+        args.insert(0, const)
+    if not args:
+        return sp.S.Zero
+    return args[0] if len(args) == 1 else sp.Add._from_args(args)
 
 
 def _times(w, x):
