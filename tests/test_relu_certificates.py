@@ -269,3 +269,69 @@ def test_spec_claim_on_a_wide_tanh_network_goes_to_the_relu_engine(tmp_path):
     assert obs["high"]["verdict"] == "refuted", obs["high"]
     r = check.check_certificate(str(out / "t.low.cert.json"), spec=str(spec))
     assert r.valid, r.message
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_checker_bounds_contain_the_exact_network(seed, tmp_path):
+    """The checker's own pre-activation and row bounds on random boxes contain the network's
+    exact values (rational arithmetic) at random points and corners of each box, for ReLU,
+    leaky ReLU, tanh and sigmoid graphs."""
+    from fractions import Fraction as F
+
+    import mpmath
+
+    from verifier.check_relu import Net, row_bound, rows_block
+    from verifier.vnnlib import Constraint
+
+    rng = np.random.default_rng(900 + seed)
+    acts = (("Relu", "LeakyRelu"), ("Relu",), ("Tanh",), ("Sigmoid",))[seed]
+    if seed < 2:
+        nodes, inits = random_dag(rng, 3, 2, acts, steps=9)
+        n_in, n_out = 3, 2
+    else:
+        nodes, inits = smooth_mlp(rng, acts[0], widths=(3, 6, 5, 2))
+        n_in, n_out = 3, 2
+    path = save(tmp_path / "g.onnx", nodes, inits, n_in, n_out)
+    onnx_net = load_onnx(path)
+    net = Net(onnx_net)
+    P = 6
+    c = rng.uniform(-1, 1, size=(P, n_in))
+    r = rng.uniform(0.01, 0.6, size=(P, n_in))
+    lo, hi = c - r, c + r
+    L, Uu, H = net.bounds(lo, hi)
+    rows = [Constraint(x=((0, F(1, 3)),), y=((0, F(-2)), (1, F(1, 7))), const=F(1, 5),
+                       strict=False)]
+    rb = rows_block(rows, n_in, n_out, len(net.blocks))
+    ub = row_bound(net, rb, np.ones((P, 1)), (lo, hi), L, Uu, H)
+    for p in range(P):
+        pts = rng.uniform(lo[p], hi[p], size=(6, n_in))
+        pts = np.vstack([pts, lo[p], hi[p]])
+        for x in pts:
+            xs = [F(float(v)) for v in x]
+            y = onnx_net.evaluate_exact(xs)
+            if all(isinstance(v, F) for v in y):  # the row r = -(lhs) at x, exactly
+                rv = -(F(1, 3) * xs[0] - 2 * y[0] + F(1, 7) * y[1] + F(1, 5))
+                assert rv <= F(float(ub[p]))
+            else:  # smooth networks: at 60 digits
+                with mpmath.workdps(60):
+                    def m(q):
+                        return mpmath.mpf(q.numerator) / q.denominator
+                    rv = -(m(F(1, 3)) * m(xs[0]) - 2 * y[0] + m(F(1, 7)) * y[1] + m(F(1, 5)))
+                    assert rv <= mpmath.mpf(float(ub[p]))
+        # pre-activations of every block at the box's centre
+        zc = [F(float(v)) for v in 0.5 * (lo[p] + hi[p])]
+        vals = [np.array(zc, dtype=object)]
+        for k, blk in enumerate(onnx_net.blocks, start=1):
+            z = blk.b.copy()
+            for s_, W in blk.terms:
+                z = z + W.dot(vals[s_])
+            for j, zj in enumerate(z):
+                assert F(float(L[k][p, j])) <= zj <= F(float(Uu[k][p, j])) or blk.act is not \
+                    None and blk.act.kind in ("tanh", "sigmoid")
+            if blk.act is None or blk.act.kind in ("relu", "leaky_relu"):
+                a = blk.act.alpha if blk.act is not None and blk.act.kind == "leaky_relu" \
+                    else F(0)
+                vals.append(np.array([v if blk.act is None or v > 0 else a * v for v in z],
+                                     dtype=object))
+            else:
+                break  # smooth values are not rational: the row check above covers them
