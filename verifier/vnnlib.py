@@ -25,7 +25,7 @@ from fractions import Fraction
 from .diagnostics import Span, SpecError
 from .fileio import read_regular_file
 
-MAX_DISJUNCTS = 10_000  # the engine keeps per-box arrays over every disjunct
+MAX_DISJUNCTS = 2_000  # the engine keeps per-box arrays over all disjuncts: ~1 GB at 3000
 MAX_ROWS = 1_000_000  # constraints summed over all disjuncts of the normal form
 MAX_DEPTH = 100  # nesting of parentheses
 MAX_NUMERAL = 1000  # characters of one number
