@@ -201,7 +201,10 @@ class Engine:
             inside = np.all((X >= self.dlo[k]) & (X <= self.dhi[k]), axis=1)
             m = np.where(inside, np.inf, -np.inf)
             for c in d:
-                m = np.minimum(m, -c.value(V))
+                r = -c.value(V)
+                if c.strict:  # a strict atom needs a positive margin (0 is not unsafe)
+                    r = np.where(r > 0, r, r - 1e-9)
+                m = np.minimum(m, r)
             best = np.maximum(best, m)
         return best
 
@@ -213,11 +216,14 @@ class Engine:
         for k in range(len(self.ds)):
             pts.append(self.dlo[k] + self.rng.random((64, self.n)) * (self.dhi[k] - self.dlo[k]))
         X = np.concatenate(pts)
+        tried: set = set()
         while True:
             m = self._margins(X)
             order = np.argsort(-m)
             for i in order[:3]:
-                if m[i] >= -1e-12:
+                key = X[i].tobytes()
+                if m[i] >= -1e-12 and key not in tried:
+                    tried.add(key)
                     env = self.replay(X[i])
                     if env is not None:
                         return env
