@@ -7,6 +7,7 @@ z3 on an exact encoding of both small networks (ReLU as `If`) for `unsat`.
 
 from __future__ import annotations
 
+import itertools
 import os
 from fractions import Fraction
 
@@ -16,13 +17,13 @@ from tools import require
 
 require("onnx")
 ort = require("onnxruntime")
-import z3  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import z3
+from onnx import TensorProto, helper, numpy_helper
 
-from verifier import vnn  # noqa: E402
-from verifier.multinet import combine, decide_query, linear_property  # noqa: E402
-from verifier.onnx_import import load_onnx  # noqa: E402
-from verifier.vnnlib2 import Var, parse_vnnlib2, read_property  # noqa: E402
+from verifier import vnn
+from verifier.multinet import combine, decide_query, linear_property
+from verifier.onnx_import import load_onnx
+from verifier.vnnlib2 import Var, parse_vnnlib2, read_property
 
 HERE = os.path.dirname(__file__)
 ACAS = os.path.join(HERE, "data", "vnncomp2021-acasxu")
@@ -32,7 +33,7 @@ MONO = os.path.join(HERE, "data", "vnncomp2026", "monotonic_instance_0.vnnlib")
 def write_mlp(path, rng, sizes):
     """A Gemm/Relu chain with float32 weights, as an ONNX file."""
     nodes, inits, prev = [], [], "x"
-    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(sizes)):
         W = (rng.normal(size=(b, a)) / np.sqrt(a)).astype(np.float32)
         c = (rng.normal(size=b) * 0.1).astype(np.float32)
         inits += [numpy_helper.from_array(W, f"W{k}"), numpy_helper.from_array(c, f"b{k}")]

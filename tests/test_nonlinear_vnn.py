@@ -18,11 +18,11 @@ from tools import require
 require("onnx")
 require("onnxruntime")
 
-from verifier import vnn  # noqa: E402
-from verifier.engines.nonlinear_vnn import decide  # noqa: E402
-from verifier.multinet import combine, decide_query  # noqa: E402
-from verifier.onnx_import import load_onnx  # noqa: E402
-from verifier.vnnlib2 import Var, parse_vnnlib2, read_property  # noqa: E402
+from verifier import vnn
+from verifier.engines.nonlinear_vnn import decide
+from verifier.multinet import combine, decide_query
+from verifier.onnx_import import load_onnx
+from verifier.vnnlib2 import Var, parse_vnnlib2, read_property
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "vnncomp2026")
 ACC_NET = os.path.join(DATA, "acc-2000000-64-64-64-64-retrain-100000-200000-0.9.onnx")
@@ -30,7 +30,8 @@ ACC_NET = os.path.join(DATA, "acc-2000000-64-64-64-64-retrain-100000-200000-0.9.
 
 def _box_text(path) -> str:
     """The input part of an ACC query (its first 15 lines: box and braking condition)."""
-    return "".join(open(path).readlines()[:15])
+    with open(path) as fh:
+        return "".join(fh.readlines()[:15])
 
 
 def test_acc_instance_1_is_unsat_because_its_input_region_is_empty():

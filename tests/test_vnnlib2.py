@@ -28,6 +28,11 @@ HEAD = """(vnnlib-version <2.0>)
 """
 
 
+def _read(path) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
 def _atoms(q):
     return [[(dict(a.poly), a.strict) for a in d] for d in q.disjuncts]
 
@@ -79,7 +84,7 @@ def test_version_detection_keeps_v1_files():
     old = read_property(path)
     assert isinstance(old, Property)
     assert old == read_vnnlib(path)
-    assert not is_vnnlib2(open(path).read()) and is_vnnlib2(open(MONO).read())
+    assert not is_vnnlib2(_read(path)) and is_vnnlib2(_read(MONO))
 
 
 @pytest.mark.parametrize("body, where, words", [
@@ -177,7 +182,7 @@ def test_random_expressions_evaluate_exactly(e, point):
 @pytest.mark.parametrize("path", [MONO, ACC])
 def test_reference_parser_round_trip(path, tmp_path):
     ref = pytest.importorskip("vnnlib")
-    text = open(path).read()
+    text = _read(path)
     # the reference grammar takes neither the infix comparison nor a bare `2.0` version
     text = text.replace("(Y_f[1] < Y_g[1])", "(< Y_f[1] Y_g[1])")
     text = text.replace("(vnnlib-version 2.0)", "(vnnlib-version <2.0>)")
