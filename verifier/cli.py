@@ -107,6 +107,8 @@ def _main_json(args) -> int:
     except KeyboardInterrupt:
         print(json_error(SpecError("interrupted"), exit_status=EXIT_INTERRUPTED))
         raise
+    except BrokenPipeError:
+        raise
     except Exception as err:
         message = f"internal error ({type(err).__name__}): {err}"
         print(json_error(SpecError(message, fix=REPORT_FIX), exit_status=EXIT_INTERNAL))
@@ -217,7 +219,7 @@ def _one_spec(path, args, targets, cache, cluster, reporter) -> int:
     except SpecError as err:
         reporter.error(path, err)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # the reader of stdout went away: stop
         raise
     except Exception as err:  # noqa: BLE001 - our bug: say so, then go on with the next spec
         reporter.internal_error(path, err)

@@ -105,6 +105,7 @@ class InternalError(Exception):
 
 
 EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 4, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by it
 
 
 def run_guarded(action: Callable[[], int], inputs: str = "spec") -> int:
@@ -118,6 +119,14 @@ def run_guarded(action: Callable[[], int], inputs: str = "spec") -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader stopped early (`verify-vnn ... | head -1`): not a bug
+        import os
+
+        try:  # further writes, and Python's own flush at exit, go nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_BROKEN_PIPE
     except Exception as err:  # noqa: BLE001 - our bug: say so instead of a traceback
         kind = "internal error" if isinstance(err, InternalError) else type(err).__name__
         print(f"internal error ({kind}): {err}\nThis is a bug in snn-verify; please report it "

@@ -168,18 +168,11 @@ def _decide_relu(ob: Obligation, program: Program, timeout: float) -> Verdict | 
         r = replay(ob, program, point)
         if r.violated:
             cex, violation = _refutation(point, r)
-            # the exact encoding with the input fixed at the witness: z3 answers `sat` at
-            # once (every ReLU decided), a file that shows the violation without a search
-            kw = {}
-            try:
-                q = encode(ob, program, extra_bounds={s: (v, v) for s, v in point.items()},
-                           note="the input fixed at the counterexample")
-                r3 = run_z3(q.text, 10.0)
-                if r3.answer == "sat":
-                    kw = {"smt": q.text, "smt_answer": "sat"}
-            except NotImplementedError:
-                pass
-            return verdict(REFUTED, counterexample=cex, violation=violation, **kw)
+            # no SMT-LIB file: printing the whole network's terms costs more than the search
+            # (3 s of 8 on ACAS Xu); the counterexample is exact and replays on the spec
+            details["notes"] = [("no SMT-LIB file: the counterexample replays exactly on the "
+                                 "spec's terms")]
+            return verdict(REFUTED, counterexample=cex, violation=violation)
         return None  # a witness of the network that the spec's terms do not confirm
     if smooth:
         return None  # the batched engine may still close it

@@ -89,6 +89,44 @@ def _mp_bool(c, env) -> bool:
             ">=": left >= right, ">": left > right}[c.rel_op]
 
 
+def _fraction(e: sp.Expr, env: dict) -> Fraction:
+    """Exact value of a piecewise-rational expression (recursion depth = expression depth);
+    `_NotExact` for anything else (tanh, exp, sqrt, ... or a division by zero)."""
+    if e in env:
+        return env[e]
+    if e.is_Rational:
+        return Fraction(int(e.p), int(e.q))
+    if isinstance(e, sp.Add):
+        return sum((_fraction(a, env) for a in e.args), Fraction(0))
+    if isinstance(e, sp.Mul):
+        out = Fraction(1)
+        for a in e.args:
+            out *= _fraction(a, env)
+        return out
+    if isinstance(e, sp.Pow) and e.exp.is_Integer:
+        b = _fraction(e.base, env)
+        if b == 0 and e.exp < 0:
+            raise _NotExact
+        return b ** int(e.exp)
+    if isinstance(e, relu):
+        return max(_fraction(e.args[0], env), Fraction(0))
+    if isinstance(e, leaky_relu):
+        x, a = _fraction(e.args[0], env), _fraction(e.args[1], env)
+        return x if x > 0 else a * x
+    if isinstance(e, (sp.Max, sp.Min)):
+        vals = [_fraction(a, env) for a in e.args]
+        return max(vals) if isinstance(e, sp.Max) else min(vals)
+    if isinstance(e, sp.Abs):
+        return abs(_fraction(e.args[0], env))
+    # anything else: sympy's own evaluation, kept only when it is an exact rational
+    sub = {s: sp.Rational(v.numerator, v.denominator) for s, v in env.items()
+           if s in e.free_symbols}
+    v = e.xreplace(sub)
+    if not v.is_Rational:
+        raise _NotExact
+    return Fraction(int(v.p), int(v.q))
+
+
 def evaluate(program: Program, exprs, point: dict[sp.Symbol, Fraction]):
     """Values of the expressions at the point: exact sympy Rationals where possible.
 
@@ -97,15 +135,11 @@ def evaluate(program: Program, exprs, point: dict[sp.Symbol, Fraction]):
     exact_env = {s: sp.Rational(v.numerator, v.denominator) for s, v in point.items()}
     steps = program.slice(exprs)
     try:
-        env = dict(exact_env)
+        env = {s: Fraction(v) for s, v in point.items()}
         for sym, d in steps:
-            v = d.xreplace(env)
-            if not v.is_Rational:
-                raise _NotExact
-            env[sym] = v
-        vals = [sp.sympify(e).xreplace(env) for e in exprs]
-        if all(v.is_Rational for v in vals):
-            return vals, True
+            env[sym] = _fraction(d, env)
+        vals = [_fraction(sp.sympify(e), env) for e in exprs]
+        return [sp.Rational(v.numerator, v.denominator) for v in vals], True
     except _NotExact:
         pass
     with mpmath.workdps(DPS):
