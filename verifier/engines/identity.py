@@ -83,6 +83,13 @@ def _canonical_zero(program: Program, ob: Obligation) -> bool | None:
     return True
 
 
+RATIONAL_TERMS = 20_000  # terms of a numerator; beyond, sympy's together (which factors)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def rational_zero(expr: sp.Expr) -> bool | None:
     """Is `expr` (sums, products, integer powers of leaves and atoms) zero as a rational
     function? None when `expr` has anything else (then the caller uses sympy)."""
@@ -136,13 +143,19 @@ def rational_numerator(expr: sp.Expr):
                     for key, k in d.items():
                         den[key] = den.get(key, 0) + k
             else:
-                den = {}
-                for _, d in parts:
-                    for key, k in d.items():
-                        den[key] = max(den.get(key, 0), k)
-                num = ring.zero
+                same: dict = {}  # parts over one denominator add without lifting
                 for n, d in parts:
-                    num = num + lift(n, d, den)
+                    k = tuple(sorted(d.items(), key=lambda kv: sp.default_sort_key(kv[0])))
+                    same[k] = same[k] + n if k in same else n
+                den = {}
+                for k in same:
+                    for key, c in k:
+                        den[key] = max(den.get(key, 0), c)
+                num = ring.zero
+                for k, n in same.items():
+                    num = num + lift(n, dict(k), den)
+            if len(num) > RATIONAL_TERMS:
+                raise _TooLarge
             out = (num, den)
         elif e.is_Pow and e.exp.is_Integer:
             base = conv(e.base)
@@ -167,7 +180,7 @@ def rational_numerator(expr: sp.Expr):
 
     try:
         got = conv(expr)
-    except (RecursionError, sp.polys.polyerrors.PolynomialError):
+    except (RecursionError, sp.polys.polyerrors.PolynomialError, _TooLarge):
         return None
     return None if got is None else got[0]
 
