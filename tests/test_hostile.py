@@ -57,7 +57,7 @@ DEEP = 10_000
 # the sizes; the test suite runs the same classes at sizes still far past every limit
 FULL = os.environ.get("HOSTILE_FULL") == "1" or __name__ == "__main__"
 TERMS = 50_000 if FULL else 5_000
-DISJUNCTS = 50_000 if FULL else 12_000
+DISJUNCTS = 50_000 if FULL else 5_000
 HEAD = "input x : real[2] in [-1, 1]\n"
 
 

@@ -172,3 +172,25 @@ def test_nesting_parses_up_to_the_limit_and_is_a_located_error_beyond(kind, dept
         assert err.render().startswith("s.snn:2:")
         return
     assert depth <= MAX_DEPTH, (kind, depth)
+
+
+# ---- the size budget ------------------------------------------------------------------------
+
+def test_max_terms_refuses_below_the_estimate_and_admits_above(tmp_path, monkeypatch):
+    from verifier import budget
+    from verifier.elaborate import elaborate
+
+    spec = tmp_path / "s.snn"
+    spec.write_text("input z : real[4]\nnetwork f(in=4) { dense(8, tanh) dense(1) }\n"
+                    "derive hessian f(z)[0] wrt z\n")
+    monkeypatch.setattr(budget, "_override", None)
+    monkeypatch.setenv(budget.MAX_TERMS_VAR, "100")
+    with pytest.raises(SpecError) as err:
+        elaborate(str(spec))
+    assert err.value.message.startswith("too large: ~") and "(limit 100)" in err.value.message
+    assert err.value.span is not None and "--max-terms" in err.value.fix
+    budget.configure(10**6)  # the command line wins over the environment
+    try:
+        assert elaborate(str(spec)).networks
+    finally:
+        budget.configure(None)
