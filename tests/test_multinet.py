@@ -179,3 +179,21 @@ def test_cli_two_networks(tmp_path, capsys):
     code = vnn.main(["--onnx", f"f={pf}", "--vnnlib", str(prop), "--timeout", "5"])
     assert code == 2
     assert "no ONNX file for network `g`" in capsys.readouterr().err
+
+
+def test_monotonic_acasxu_instance_is_sat_with_a_replayed_witness(capsys):
+    """The published monotonic_acasxu_2026 query on ACAS Xu 4_2 (its instances.csv's network):
+    a witness with X_f[0] <= X_g[0] and Y_f[1] < Y_g[1], checked with onnxruntime."""
+    path = os.path.join(ACAS, "ACASXU_run2a_4_2_batch_2000.onnx")
+    code = vnn.main(["--onnx", f"f={path}", "--vnnlib", MONO, "--timeout", "60",
+                     "--workers", "1"])
+    out = capsys.readouterr().out.split("\n")
+    assert code == 1 and out[0] == "sat"
+    assert out[1] == "X_f real [5]" and out[7] == "Y_f real [5]"
+    x_f = [float(v) for v in out[2:7]]
+    x_g = [float(v) for v in out[14:19]]
+    assert out[13] == "X_g real [5]"
+    assert x_f[1:] == x_g[1:] and x_f[0] <= x_g[0] <= 0.667245963
+    y_f, y_g = run_ort(path, x_f), run_ort(path, x_g)
+    assert y_f[1] < y_g[1] + 1e-6
+    assert abs(float(out[9]) - y_f[1]) < 1e-4

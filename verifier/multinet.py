@@ -15,6 +15,7 @@ original network and satisfies the query's own atoms (`Query.holds`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -299,6 +300,20 @@ def _disjunct(cons: list[Constraint], n: int, comb: Combined) -> Disjunct | None
     return Disjunct(constraints=cons, lo=lo, hi=hi)
 
 
+def _search(comb: Combined, seconds: float, seed: int) -> dict | None:
+    """The polynomial engine's counterexample search (it replays points with inputs pinned to
+    numbers that are no float, which the 1.0 engine's float replay cannot); None if it finds
+    nothing or cannot run (an input without constant bounds)."""
+    from .engines.crown import Unsupported
+    from .engines.nonlinear_vnn import Engine
+
+    try:
+        eng = Engine(comb, seconds + 1.0, seed=seed)
+    except (SpecError, Unsupported):
+        return None
+    return eng.search(seconds) if len(eng.ds) else None
+
+
 def decide_linear(comb: Combined, timeout: float, **kw):
     """relu_bab on the combined network; a `sat` witness is replayed on every original
     network. Returns (Result, env or None)."""
@@ -307,7 +322,14 @@ def decide_linear(comb: Combined, timeout: float, **kw):
     prop = linear_property(comb)
     if not prop.disjuncts:
         return Result("unsat", reason="every disjunct's input region is empty"), None
-    res = decide(comb.net, prop, timeout, **kw)
+    start = time.perf_counter()
+    env = _search(comb, min(0.1 * timeout, 5.0), kw.get("seed", 0))
+    if env is not None:
+        x = [Fraction(0)] * comb.n_cols
+        for v, c in comb.column.items():
+            x[c] = env[v]
+        return Result("sat", witness_x=x, stats={"found_by": "search"}), env
+    res = decide(comb.net, prop, max(timeout - (time.perf_counter() - start), 0.01), **kw)
     if res.answer != "sat":
         return res, None
     env = comb.replays(res.witness_x)

@@ -129,7 +129,13 @@ class Engine:
 
         self.slot = slot
         self.ds = [[_Compiled(a, slot) for a in d] for d in self.q.disjuncts]
+        self._exact_boxes: list = []
         boxes = [self._box(d) for d in self.q.disjuncts]
+        exact = [b for b in self._exact_boxes]
+        # the exact hull: replayed points are clamped into it in Fractions, so an input pinned
+        # to a number that is no float (X == 0.227272727) gets exactly that number
+        self.qlo = [min(b[0][i] for b in exact) for i in range(n)] if exact else []
+        self.qhi = [max(b[1][i] for b in exact) for i in range(n)] if exact else []
         keep = [k for k, b in enumerate(boxes) if b is not None]
         self.ds = [self.ds[k] for k in keep]
         self.dlo = np.array([boxes[k][0] for k in keep]).reshape(len(keep), n)
@@ -168,12 +174,26 @@ class Engine:
             else:
                 lo[col] = bound if lo[col] is None else max(lo[col], bound)
         names = column_names(self.comb)
+        missing = [i for i in range(self.n) if lo[i] is None or hi[i] is None]
+        if missing:  # the range the linear constraints over inputs allow (exact, z3)
+            from ..multinet import _constraint
+            from ..vnnlib import _input_range
+
+            cons = [_constraint(self.comb, a) for a in atoms
+                    if a.degree <= 1 and all(v.kind == "X" for v in a.variables())]
+            box = _input_range(cons, self.n, missing)
+            if box is None:
+                return None
+            for i, (a, b) in box.items():
+                lo[i] = a if lo[i] is None else (max(lo[i], a) if a is not None else lo[i])
+                hi[i] = b if hi[i] is None else (min(hi[i], b) if b is not None else hi[i])
         for i in range(self.n):
             if lo[i] is None or hi[i] is None:
                 raise SpecError(f"input {names[i]} has no constant bounds in some disjunct",
                                 fix=f"assert (>= {names[i]} LO) and (<= {names[i]} HI)")
             if lo[i] > hi[i]:
                 return None
+        self._exact_boxes.append((lo, hi))
         return ([float(nd(np.float64(float(v)))) if Fraction(float(v)) > v else float(v)
                  for v in lo],
                 [float(nu(np.float64(float(v)))) if Fraction(float(v)) < v else float(v)
@@ -190,7 +210,8 @@ class Engine:
     def replay(self, x) -> dict | None:
         self.stats["replays"] += 1
         x = np.clip(np.asarray(x, dtype=np.float64), self.lo, self.hi)
-        return self.comb.replays([Fraction(float(v)) for v in x])
+        q = [min(max(Fraction(float(v)), a), b) for v, a, b in zip(x, self.qlo, self.qhi)]
+        return self.comb.replays(q)
 
     def _margins(self, X):
         """Per point, max over disjuncts of min over atoms of -p (>= 0: looks unsafe)."""
@@ -202,8 +223,8 @@ class Engine:
             m = np.where(inside, np.inf, -np.inf)
             for c in d:
                 r = -c.value(V)
-                if c.strict:  # a strict atom needs a positive margin (0 is not unsafe)
-                    r = np.where(r > 0, r, r - 1e-9)
+                if c.strict:  # a strict atom needs a margin above float noise
+                    r = r - 1e-9
                 m = np.minimum(m, r)
             best = np.maximum(best, m)
         return best
