@@ -38,6 +38,7 @@ MODES = ("adaptive", "chord")  # lower lines tried for every bound
 SMOOTH = ("sigmoid", "tanh")
 SMOOTH_ERROR = 1e-13  # allowance for libm's tanh (correctly rounded to within a few ulp)
 Z3_LEAF_SECONDS = 30.0
+Z3_BISECT = 32  # boxes a z3 leaf may be bisected into before z3 gets what is left open
 
 
 class Invalid(Exception):
@@ -110,7 +111,7 @@ class Net:
             if alpha is not None and not 0 <= alpha <= 1:
                 raise Invalid("leaky ReLU slope outside [0, 1]")
             terms = [(s, *_split_float(W)) for s, W in blk.terms]
-            terms = [(s, Wf, EW if EW.any() else None) for s, Wf, EW in terms]
+            terms = [(s, Wf, EW if EW.any() else None, np.abs(Wf)) for s, Wf, EW in terms]
             b, eb = _split_float(blk.b)
             self.blocks.append({"terms": terms, "b": b, "eb": eb, "kind": kind,
                                 "slope": None if alpha is None else _slope_bracket(alpha)})
@@ -161,9 +162,9 @@ class Net:
         m = lam.shape[-1]
         const = _dot_up(lam, np.broadcast_to(blk["b"], (P, m)))
         const = _up(const + _err_up(np.einsum("prm,m->pr", mag, blk["eb"]), m))
-        for s, Wf, EW in blk["terms"]:
+        for s, Wf, EW, absW in blk["terms"]:
             nu = lam @ Wf
-            err = _gam(m + 1) * (mag @ np.abs(Wf))
+            err = _gam(m + 1) * (mag @ absW)
             if EW is not None:
                 err = err + mag @ EW
             err = _err_up(err, m)
@@ -188,7 +189,7 @@ class Net:
         for k, blk in enumerate(self.blocks, start=1):
             size = len(blk["b"])
             l, u = self._interval(blk, lows, highs, P)
-            if k > 1 and not {s for s, _, _ in blk["terms"]} <= {0}:
+            if k > 1 and not {t[0] for t in blk["terms"]} <= {0}:
                 eye = np.broadcast_to(np.eye(size), (P, size, size))
                 start = {k: np.concatenate([eye, -eye], axis=1)}
                 for mode in MODES:
@@ -217,7 +218,7 @@ class Net:
             lam = sign * eye
             acc = _dot_up(lam, np.broadcast_to(blk["b"], (P, size)))
             acc = _up(acc + _err_up(np.broadcast_to(blk["eb"], (P, size)), 1))
-            for s, Wf, EW in blk["terms"]:
+            for s, Wf, EW, _ in blk["terms"]:
                 A = sign * Wf  # (size, n): the largest of A . v over the value's range
                 n = Wf.shape[1]
                 t = np.maximum(A[None] * lows[s][:, None, :], A[None] * highs[s][:, None, :])
@@ -323,7 +324,7 @@ def rows_block(constraints, n_in: int, n_out: int, K: int) -> dict:
         for i, a in con.x:
             A[k, i] -= a
         c[k] = -con.const
-    terms = [(s, Wf, EW if EW.any() else None) for s, (Wf, EW) in
+    terms = [(s, Wf, EW if EW.any() else None, np.abs(Wf)) for s, (Wf, EW) in
              ((K, _split_float(B)), (0, _split_float(A)))]
     b, eb = _split_float(c)
     return {"terms": terms, "b": b, "eb": eb, "kind": None, "slope": None,
@@ -520,17 +521,17 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
     K = len(fnet.blocks)
     rows = [rows_block(c, fnet.n_in, fnet.net.n_out, K) for c in members]
     rows_per = [len(c) for c in members]
-    pending = []  # (lo, hi, weights per member, leaf name, boxes spent on the leaf)
+    # (lo, hi, weights per member, leaf name, closed by z3): a z3 leaf is bisected a little
+    # first (`Z3_BISECT` boxes), and what bounds leave open of it goes to z3, smaller
+    pending = []
     z3_leaves = []
     for node, lo, hi, how in leaves:
         report.leaves += 1
         if not isinstance(how, dict) or how.get("by") not in ("bound", "z3"):
             raise Invalid(f"group {gi}: leaf {node} does not say how it was closed")
-        if how["by"] == "z3":
-            z3_leaves.append((node, lo, hi))
-            continue
-        w = _weights(how, node, gi, rows_per)
-        pending.append((lo, hi, w, node))
+        by_z3 = how["by"] == "z3"
+        w = None if by_z3 else _weights(how, node, gi, rows_per)
+        pending.append((lo, hi, w, node, by_z3))
     spent: dict[str, int] = {}
     while pending:
         if time.perf_counter() > deadline:
@@ -559,7 +560,10 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
                 score = np.abs(fnet.input_coef[:, 0, :]) * (hi - lo)
                 smear = np.where(ok[:, None], smear, np.maximum(smear, score))
         for i in np.nonzero(~safe)[0]:
-            blo, bhi, w, node = batch[i]
+            blo, bhi, w, node, by_z3 = batch[i]
+            if by_z3 and spent.get(node, 1) >= Z3_BISECT:
+                z3_leaves.append((node, blo, bhi))
+                continue
             spent[node] = spent.get(node, 1) + 2
             if spent[node] > max_boxes:
                 raise Invalid(f"group {gi}: leaf {node} is not closed by the checker's bounds "
@@ -571,7 +575,7 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
                               "and cannot be split further")
             h1, l2 = bhi.copy(), blo.copy()
             h1[d] = l2[d] = mid
-            pending += [(blo, h1, w, node), (l2, bhi, w, node)]
+            pending += [(blo, h1, w, node, by_z3), (l2, bhi, w, node, by_z3)]
     for node, lo, hi in z3_leaves:
         left = deadline - time.perf_counter()
         if left <= 0:
