@@ -210,9 +210,9 @@ class _Spec:
             e += eg
             owner += [g] * len(rows)
         self.rows = R
-        # weights of each bounding row on all rows
-        self.lam = [[Fraction(0)] * off + w + [Fraction(0)] * (len(R) - off - len(w))
-                    for off, w in lam]
+        # weights of each bounding row on its disjunct's rows, which start at `off` (kept
+        # sparse: a dense row per bounding row grows with the square of the disjuncts)
+        self.lam = lam
         # unsafe needs every row >= 0 (> 0 if strict), so every average too: a box where
         # some bounding row is < 0 (<= 0 when it involves a strict row) is safe for its g
         self.strict = np.array(sb, dtype=bool)
@@ -293,8 +293,8 @@ class _Spec:
             for g, rows in enumerate(rows_of):
                 cand = np.nonzero(neg[b] & (self.bowner == g))[0]
                 if len(cand):
-                    lam_r = self.lam[int(cand[np.argmin(ub[b, cand])])]
-                    w.append([str(lam_r[r]) for r in rows])
+                    off, lam_r = self.lam[int(cand[np.argmin(ub[b, cand])])]
+                    w.append([str(lam_r[r - off]) for r in rows])
                 else:  # closed by the combined row
                     w.append([repr(float(lam[b, multi_pos[g], r])) for r in rows])
             out.append({"by": "bound", "w": w})
