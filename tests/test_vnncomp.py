@@ -135,7 +135,7 @@ def test_bounds_contain_every_sample(act):
         for bounds, mode in runs:
             ub, _ = backward_bound(spec.spec, spec.Db, spec.EDb, bounds, box, fnet.hidden,
                                    mode)
-            lam = np.array([[float(t) for t in w] for w in spec.lam])
+            lam = np.array([[float(t) for t in spec.weights(r)] for r in range(len(spec.lam))])
             for _ in range(20):
                 x = lo + (hi - lo) * rng.random(lo.shape)
                 r = spec.rows_float(x, fnet.forward(x)) @ lam.T

@@ -281,6 +281,11 @@ class _Spec:
             safe[:, self.multi_g] |= comb_ub < 0
         return np.all(safe, axis=1)
 
+    def weights(self, r: int) -> list[Fraction]:
+        """Bounding row r's weights on every row of the group (a dense row)."""
+        off, w = self.lam[r]
+        return [Fraction(0)] * off + list(w) + [Fraction(0)] * (len(self.rows) - off - len(w))
+
     def closing(self, ub, comb_ub=None, lam=None) -> list[dict]:
         """For boxes `closed` found safe: per disjunct the weights of its rows (exact for
         bounding rows, floats for an optimised combination) that close it; see SplitTree."""
