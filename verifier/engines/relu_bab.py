@@ -391,13 +391,19 @@ class Engine:
         try:
             total = max(self.time_left(), 0.0)
             for s in specs:
-                hit = self.search(s, 0.3)
+                self.check_time()  # many disjuncts: the time limit holds here too
+                hit = self.search(s, min(0.3, 0.3 * total / len(specs)))
                 if hit:
                     return self._sat(hit)
             # disjuncts whose whole box is closed by one bound computation need no more
-            specs = [s for s in specs if not s.rows or len(self._bound(s, s.lo[None],
-                                                                      s.hi[None])[0])]
+            open_specs = []
             for s in specs:
+                self.check_time()
+                if not s.rows or len(self._bound(s, s.lo[None], s.hi[None])[0]):
+                    open_specs.append(s)
+            specs = open_specs
+            for s in specs:
+                self.check_time()
                 hit = self.search(s, min(0.03 * total, 3.0) / len(specs))
                 if hit:
                     return self._sat(hit)
