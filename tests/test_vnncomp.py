@@ -286,3 +286,31 @@ def test_sigmoid_network(threshold, expected):
     assert res.answer == expected
     if expected == "sat":
         assert ort_holds(path, prop, res.witness_x, [float(v) for v in res.witness_y])
+
+
+def test_time_limit_holds_with_many_disjuncts():
+    """1000 disjuncts over different small boxes: `timeout` (or an answer) within the limit,
+    not minutes of per-disjunct searches."""
+    import time
+
+    from verifier.engines.relu_bab import decide
+    from verifier.onnx_import import load_onnx
+    from verifier.vnnlib import parse_vnnlib
+
+    net = load_onnx(os.path.join(DATA, "vnncomp2021-acasxu",
+                                 "ACASXU_run2a_1_1_batch_2000.onnx"))
+    rng = np.random.default_rng(0)
+    lines = [f"(declare-const X_{i} Real)" for i in range(5)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(5)]
+    ds = []
+    for _ in range(1000):
+        c = rng.uniform(-0.3, 0.3, 5)
+        box = " ".join(f"(>= X_{i} {c[i] - 0.01:.4f}) (<= X_{i} {c[i] + 0.01:.4f})"
+                       for i in range(5))
+        ds.append(f"(and {box} (>= Y_0 1000.0))")
+    lines.append("(assert (or " + " ".join(ds) + "))")
+    prop = parse_vnnlib("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    res = decide(net, prop, 5.0, workers=1)
+    assert res.answer in ("timeout", "unsat"), res.answer
+    assert time.perf_counter() - t0 < 15.0
