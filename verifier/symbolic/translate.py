@@ -174,7 +174,9 @@ class Translator:
         e = sp.sympify(b[()])
         if not e.is_Integer or abs(e) > MAX_POWER:
             raise SpecError(f"exponent must be an integer of size at most {MAX_POWER}",
-                            node.right.span)
+                            node.right.span,
+                            fix="write a larger power as a product of powers, or take exp/log"
+                            if e.is_Integer else "use sqrt(x) for x ^ (1/2), or exp/log")
         if e < 0 and any(sp.sympify(x).is_zero for x in a.flat):
             raise SpecError("division by zero", node.span)
         return np.vectorize(lambda x: real_or_error(sp.sympify(x) ** e, node.span),
@@ -433,7 +435,8 @@ def _size(tr: Translator, node, what: str) -> int:
     v = tr.value(node)
     n = sp.sympify(v[()]) if v.shape == () else None
     if n is None or not n.is_Integer or not 0 < n <= 4096:
-        raise SpecError(f"{what} must be a positive integer (at most 4096)", node.span)
+        raise SpecError(f"{what} must be a positive integer (at most 4096)", node.span,
+                        fix="a size is a literal count from 1 to 4096")
     return int(n)
 
 
