@@ -89,6 +89,18 @@ def check_output_dir(outdir: str) -> None:
     check_writable_dir(outdir, "output directory", fix="give -o a new or an existing directory")
 
 
+DEFAULT_MAX_ARTIFACT_BYTES = 256 << 20
+MAX_ARTIFACT_VAR = "SNN_VERIFY_MAX_ARTIFACT_BYTES"
+
+
+def max_artifact_bytes() -> int:
+    """The largest artifact file written: $SNN_VERIFY_MAX_ARTIFACT_BYTES, else 256 MiB."""
+    text = os.environ.get(MAX_ARTIFACT_VAR, "")
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text)
+    return DEFAULT_MAX_ARTIFACT_BYTES
+
+
 def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
     """Write all files, each via a temporary file and rename, so none is half written.
 
@@ -96,8 +108,14 @@ def write_atomically(outdir: str, files: dict[str, str]) -> list[str]:
     symbolic link to one) or a directory: that is a SpecError naming it.
     """
     check_output_dir(outdir)
+    limit = max_artifact_bytes()
     for name in sorted(files):
         check_writable_target(os.path.join(outdir, name), "artifact")
+        size = len(files[name].encode("utf-8", "surrogateescape"))
+        if size > limit:  # before anything is written
+            raise SpecError(f"too large: artifact {name} would be ~{size:,} bytes (limit "
+                            f"{limit:,})", fix=f"emit fewer kinds (--emit), or raise the limit "
+                            f"with {MAX_ARTIFACT_VAR}=BYTES")
     try:
         return _write_all(outdir, files)
     except OSError as err:
