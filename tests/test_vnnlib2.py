@@ -96,6 +96,8 @@ def test_version_detection_keeps_v1_files():
     ("(assert (<= Y[0] 1)", (3, 1), "unclosed"),
     ("(assert (foo Y[0] 1))", (3, 10), "expected a formula"),
     ("(declare-const X_0 Real)", (3, 2), "VNN-LIB 1.0"),
+    ("(assert (<= Y] 1))", (3, 9), "takes two terms"),  # a stray bracket is not dropped
+    ("(assert (<= Y[0][1] 1))", (3, 9), "takes two terms"),
 ])
 def test_located_errors(body, where, words):
     with pytest.raises(SpecError) as e:

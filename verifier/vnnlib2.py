@@ -29,7 +29,8 @@ from .diagnostics import Span, SpecError
 from .vnnlib import _NUMBER, MAX_DEPTH, MAX_DISJUNCTS, MAX_ROWS, _fraction
 
 MAX_TERMS = 10_000  # monomials of one expanded polynomial
-_TOKEN2 = re.compile(r"\s+|;[^\n]*|\(|\)|\[[^\]\n]*\]|<[0-9.]+>|[^\s()\[\];]+")
+_TOKEN2 = re.compile(r"\s+|;[^\n]*|\(|\)|\[[^\]\n]*\]|<[0-9.]+>|[^\s()\[\];]+|\S")
+_BRACKET = re.compile(r"\[[^\]\n]*\]")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-.]*")
 CMP = ("<=", ">=", "<", ">", "==", "!=")
 TYPES = ("real", "float16", "float32", "float64", "Real")
@@ -416,8 +417,8 @@ class _Reader:
         """Attach index brackets to the names before them: `X [0,1]` is one item."""
         out: list = []
         for it in items:
-            if _is_tok(it) and it.text.startswith("[") and out and _is_tok(out[-1]) \
-                    and not out[-1].text.startswith("["):
+            if _is_tok(it) and _BRACKET.fullmatch(it.text) and out and _is_tok(out[-1]) \
+                    and not out[-1].text.startswith("[") and "[" not in out[-1].text:
                 prev = out.pop()
                 out.append(_Tok(prev.text + it.text, prev.span))
             else:
