@@ -191,3 +191,20 @@ def test_reference_parser_round_trip(path, tmp_path):
     canonical = str(ref.parse_query_string(text))
     assert _atoms(parse_vnnlib2(canonical)) == _atoms(parse_vnnlib2(text))
     assert _atoms(parse_vnnlib2(text)) == _atoms(read_property(path))
+
+
+_PIECES = ["(", ")", "(", ")", " ", "assert", "and", "or", "not", "<=", "<", "==", "!=", "+",
+           "-", "*", "/", "X", "Y", "[0]", "[0,1]", "[", "]", "1", "-2.5", "0", "1e400",
+           "declare-network", "declare-input", "declare-output", "equal-to", "f", "g", "real",
+           "[2]", "[1,2]", "vnnlib-version", "2.0", "<2.0>", ";", "\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_any_text_parses_or_raises_spec_error(pieces):
+    text = "(vnnlib-version 2.0)\n(declare-network f (declare-input X real [1,2]) " \
+           "(declare-output Y real [1]))\n" + " ".join(pieces)
+    try:
+        parse_vnnlib2(text, "fuzz.vnnlib")
+    except SpecError as e:
+        assert e.span is None or e.span.line >= 1
