@@ -345,7 +345,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "out"),
                     help="directory for the specs and weights (default: examples/distill/out)")
     ap.add_argument("--epochs", type=int, default=300)
-    ap.add_argument("--timeout", type=float, default=8.0,
+    ap.add_argument("--timeout", type=float, default=30.0,
                     help="time limit per claim for the bound engine (seconds)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

@@ -52,7 +52,7 @@ def _start(rng, n: int, spread: float, r_min: float) -> np.ndarray:
             return x
 
 
-def simulate(law: str, *, particles: int = 4, trajectories: int = 40, steps: int = 60,
+def simulate(law: str, *, particles: int = 4, trajectories: int = 80, steps: int = 60,
              every: int = 6, dt: float = 0.01, spread: float = 1.0, r_min: float = R_MIN,
              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Snapshots (X [S, N, 2], A [S, N, 2]) of `trajectories` runs of `steps` Verlet steps,
