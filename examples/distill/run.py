@@ -11,11 +11,12 @@ inductive biases", with a certificate at the end instead of only R^2:
    (largest standard deviation);
 4. fit each by sparse regression over a term library (`sindy.py`), coefficients rounded to
    exact rationals;
-5. write a spec `claim close_k: abs(phi(u)[k] - law_k(u)) <= eps_k` over the box of relative
-   positions u seen in the data (pairs at least r_min apart), with phi the edge MLP alone, and
-   decide it with the bound engine: eps_k starts at the sampled maximum of |phi - law| and
-   grows until the claim is proved, so it is a certified bound; a deliberately wrong law
-   (its leading coefficient negated) is refuted with a replayed point.
+5. write a spec `claim close_k: abs(phi(u)[k] - law_k(u)) <= eps_k` for every cell of the
+   relative positions u seen in the data (squares of side 1/2 holding at least 20 pairs, all
+   pairs at least r_min apart), with phi the edge MLP alone, and decide it with the bound
+   engine: eps_k starts at 1.05 times the sampled maximum of |phi - law| and grows until every
+   cell is proved, so it is a certified bound; a deliberately wrong law (its leading
+   coefficient negated) is refuted with a replayed point.
 
     python examples/distill/run.py [--law spring|inverse_square|all] [--out DIR]
 
