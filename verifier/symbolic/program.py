@@ -52,6 +52,7 @@ class Program:
         self._deps: dict[sp.Symbol, tuple[sp.Symbol, ...]] = {}
         self._leaves: dict[sp.Symbol, frozenset] = {}
         self._inlined: dict[int | None, dict[sp.Symbol, object]] = {}
+        self._inlined_ops: dict[int | None, dict[sp.Symbol, int]] = {}
         self.partials: dict[sp.Symbol, dict] = {}  # sym -> {var: d def / d var}, by reverse
         # annotation for numeric engines, filled by `obligations.build_model`: program symbol
         # -> (NetworkApplication, "output", i) or (..., "jacobian", i, j) for the outputs and
@@ -160,6 +161,7 @@ class Program:
         """
         expr = sp.sympify(expr)
         memo = self._inlined.setdefault(limit, {})
+        ops = self._inlined_ops.setdefault(limit, {})  # count_ops of memo's inlined forms
         stack = self._roots([expr])
         while stack:  # post-order: a symbol is inlined once all its dependencies are
             s = stack[-1]
@@ -175,8 +177,26 @@ class Program:
             if any(v is _TOO_LARGE for v in vals.values()):
                 memo[s] = _TOO_LARGE
                 continue
+            if limit is not None:
+                # the definition's own operations plus its inlined dependencies': far above
+                # the limit it is too large without building it (a wide network's terms
+                # grow by a factor of its width per layer); well below, it is small
+                uses: dict = {}
+                for node in sp.preorder_traversal(self.defs[s]):
+                    if node in vals:
+                        uses[node] = uses.get(node, 0) + 1
+                est = sp.count_ops(self.defs[s]) + sum(ops[d] * k for d, k in uses.items())
+                if est > 4 * limit:
+                    memo[s] = _TOO_LARGE
+                    continue
             v = self.defs[s].xreplace(vals) if vals else self.defs[s]
-            memo[s] = _TOO_LARGE if limit is not None and sp.count_ops(v) > limit else v
+            if limit is not None:
+                n = est if est <= limit // 2 else sp.count_ops(v)
+                if n > limit:
+                    memo[s] = _TOO_LARGE
+                    continue
+                ops[s] = n
+            memo[s] = v
         vals = {s: memo[s] for s in sp.sympify(expr).free_symbols if s in self.defs}
         if any(v is _TOO_LARGE for v in vals.values()):
             raise SpecError(
