@@ -406,6 +406,12 @@ def parse_vnnlib(text: str, path: str = "<vnnlib>") -> Property:
 
 def read_vnnlib(path: str) -> Property:
     """Read and parse a `.vnnlib` file (optionally gzip-compressed)."""
+    return parse_vnnlib(read_text(path), path)
+
+
+def read_text(path: str) -> str:
+    """A property file's text (gzip unpacked): a regular file of at most MAX_VNNLIB_BYTES,
+    UTF-8; any other is a SpecError naming the file (and the place of a bad byte)."""
     try:
         raw = read_regular_file(path, MAX_VNNLIB_BYTES, "VNN-LIB file")
     except FileNotFoundError:
@@ -423,7 +429,7 @@ def read_vnnlib(path: str) -> Property:
                         Span(path=path, line=line, column=col),
                         fix="VNN-LIB files are plain text; a compressed one needs the "
                             "suffix .gz") from None
-    return parse_vnnlib(text, path)
+    return text
 
 
 def _gunzip(raw: bytes, path: str) -> bytes:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .diagnostics import Span, SpecError
-from .vnnlib import _NUMBER, MAX_DEPTH, MAX_DISJUNCTS, MAX_ROWS, _fraction
+from .vnnlib import _NUMBER, MAX_DEPTH, MAX_DISJUNCTS, MAX_ROWS, _fraction, read_text
 
 MAX_TERMS = 10_000  # monomials of one expanded polynomial
 _TOKEN2 = re.compile(r"\s+|;[^\n]*|\(|\)|\[[^\]\n]*\]|<[0-9.]+>|[^\s()\[\];]+|\S")
@@ -569,27 +569,6 @@ def parse_vnnlib2(text: str, path: str = "<vnnlib>") -> Query:
         raise SpecError("a VNN-LIB 2.0 query starts with (vnnlib-version 2.0)",
                         Span(path=path, line=1, column=1))
     return q
-
-
-def read_text(path: str) -> str:
-    """A property file's text (gzip unpacked), with the 1.0 reader's limits and errors."""
-    from .fileio import read_regular_file
-    from .vnnlib import MAX_VNNLIB_BYTES, _gunzip
-
-    try:
-        raw = read_regular_file(path, MAX_VNNLIB_BYTES, "VNN-LIB file")
-    except FileNotFoundError:
-        raise SpecError(f"no such VNN-LIB file: {path}") from None
-    except OSError as exc:
-        raise SpecError(f"cannot read VNN-LIB file {path}: {exc.strerror or exc}") from None
-    if path.endswith(".gz") or raw[:2] == b"\x1f\x8b":
-        raw = _gunzip(raw, path)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"VNN-LIB file is not UTF-8 text (byte {exc.start})",
-                        Span(path=path, line=raw.count(b"\n", 0, exc.start) + 1,
-                             column=1)) from None
 
 
 def read_property(path: str):
