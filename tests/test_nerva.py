@@ -24,6 +24,7 @@ from tools import require
 from verifier import run
 from verifier.elaborate import elaborate
 from verifier.engines.replay import evaluate
+from verifier.engines.z3run import run_z3
 from verifier.obligations import build_model
 
 torch = require("torch")
@@ -50,6 +51,9 @@ def test_every_nerva_equation_is_proved_at_every_size():
     for name, v in verdicts.items():
         assert v.verdict == "proved", (name, v.verdict, v.engine, v.reason)
         assert v.engine.startswith("canonical-form"), (name, v.engine)
+        # the .smt2 next to a proof is answered `unsat` by z3, or there is none
+        if v.smt is not None:
+            assert v.smt_answer == "unsat" and run_z3(v.smt, 30.0).answer == "unsat", name
 
 
 def test_every_nerva_mutant_is_refuted_at_every_size():
