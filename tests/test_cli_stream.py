@@ -438,6 +438,19 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _workers(pid: int) -> list[int]:
+    """Forked workers of the run (its command line), not helpers such as a resource tracker."""
+    out = []
+    for c in _children(pid):
+        try:
+            cmd = Path(f"/proc/{c}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"verifier" in cmd and b"resource_tracker" not in cmd:
+            out.append(c)
+    return out
+
+
 def test_interrupted_json_run_still_prints_json(tmp_path):
     import signal
 
@@ -446,7 +459,7 @@ def test_interrupted_json_run_still_prints_json(tmp_path):
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env_with(), start_new_session=True)
     deadline = time.monotonic() + 120
-    while not _children(proc.pid) and time.monotonic() < deadline:  # deciding has begun
+    while not _workers(proc.pid) and time.monotonic() < deadline:  # deciding has begun
         time.sleep(0.2)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group

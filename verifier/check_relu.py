@@ -390,7 +390,10 @@ def z3_leaf(net: Net, disjuncts, lo, hi, L, Uu, seconds: float) -> str:
             atoms.append(lhs < 0 if con.strict else lhs <= 0)
         cases.append(z3.And(atoms))
     s.add(z3.Or(cases))
-    return str(s.check())
+    ans = s.check()
+    if ans == z3.unknown and "interrupted from keyboard" in s.reason_unknown():
+        raise KeyboardInterrupt  # z3 takes Ctrl-C for itself: pass it on
+    return str(ans)
 
 
 # ---- the certificate ---------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_alpha_bound_sound_and_not_looser(seed, act):
                               betas=betas)
     assert np.all(alpha <= plain + 1e-9 * (1 + np.abs(plain)))
     assert np.any(alpha < plain - 1e-6)  # the optimisation does something
-    lam = np.array([[float(t) for t in w] for w in spec.lam])
+    lam = np.array([[float(t) for t in spec.weights(r)] for r in range(len(spec.lam))])
     for x in _samples(rng, box):
         r = spec.rows_float(x, fnet.forward(x)) @ lam.T
         assert np.all(r <= alpha)
@@ -59,7 +59,7 @@ def test_out_of_range_slopes_are_clipped_to_sound_ones():
     k = spec.spec.W.shape[0]
     wild = [b * 0 + 5.0 for b in initial_betas(fnet.hidden, bounds, k)]
     ub, _ = backward_bound(spec.spec, spec.Db, spec.EDb, bounds, box, fnet.hidden, betas=wild)
-    lam = np.array([[float(t) for t in w] for w in spec.lam])
+    lam = np.array([[float(t) for t in spec.weights(r)] for r in range(len(spec.lam))])
     for x in _samples(rng, box):
         assert np.all(spec.rows_float(x, fnet.forward(x)) @ lam.T <= ub)
 

@@ -60,6 +60,8 @@ def _check(solver, text: str, timeout: float) -> Z3Result:
         model = {k: v for k, v in values.items() if v is not None}
         return Z3Result("sat", model)
     reason = solver.reason_unknown()
+    if "interrupted from keyboard" in reason:  # z3 takes Ctrl-C for itself: pass it on
+        raise KeyboardInterrupt
     if "timeout" in reason or "canceled" in reason:
         return Z3Result("timeout", None, reason)
     return Z3Result("unknown", None, reason)
