@@ -462,9 +462,16 @@ def test_interrupted_json_run_still_prints_json(tmp_path):
     while not _workers(proc.pid) and time.monotonic() < deadline:  # deciding has begun
         time.sleep(0.2)
     time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    for _ in range(5):  # Ctrl-C reaches the whole process group (again, should one be lost)
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=2)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out[-2000:], err[-2000:])
     assert json.loads(out) == {"exit": 130, "error": {
         "file": None, "line": None, "col": None, "message": "interrupted", "fix": None}}
     assert err == "interrupted\n"
