@@ -455,9 +455,13 @@ def test_interrupted_json_run_still_prints_json(tmp_path):
     import signal
 
     write(tmp_path, slow=SLOW)
+    # Ctrl-C as a terminal delivers it, to a run that does not ignore it: a process started
+    # with SIGINT ignored (as `cmd &` in a script is, or as this one may be after an earlier
+    # test's library changed the test process's handler) keeps ignoring it, as it should
     proc = subprocess.Popen(command("--json", "--jobs", "2", "--timeout", "30", "slow.snn"),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env_with(), start_new_session=True)
+                            text=True, env=env_with(), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not _workers(proc.pid) and time.monotonic() < deadline:  # deciding has begun
         time.sleep(0.2)
