@@ -84,10 +84,12 @@ class _Tok:
     span: Span
 
 
-def _tokens(text: str, path: str) -> list[_Tok]:
+def _tokens(text: str, path: str, pattern: re.Pattern = _TOKEN) -> list[_Tok]:
+    """The tokens of `text` (whitespace and comments dropped), each with its span; `pattern`
+    must match every character (the 2.0 reader passes its own)."""
     out = []
     line, col, pos = 1, 1, 0
-    for m in _TOKEN.finditer(text):
+    for m in pattern.finditer(text):
         if m.start() != pos:  # cannot happen: the pattern matches every character
             raise SpecError("unreadable text", Span(path=path, line=line, column=col))
         s = m.group()

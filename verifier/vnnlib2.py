@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .diagnostics import Span, SpecError
-from .vnnlib import _NUMBER, MAX_DEPTH, MAX_DISJUNCTS, MAX_ROWS, _fraction, read_text
+from .vnnlib import (
+    _NUMBER,
+    MAX_DISJUNCTS,
+    MAX_ROWS,
+    _fraction,
+    _List,
+    _sexprs,
+    _Tok,
+    _tokens,
+    read_text,
+)
 
 MAX_TERMS = 10_000  # monomials of one expanded polynomial
 _TOKEN2 = re.compile(r"\s+|;[^\n]*|\(|\)|\[[^\]\n]*\]|<[0-9.]+>|[^\s()\[\];]+|\S")
@@ -138,57 +148,6 @@ class Query:
 
 # ---- text ----------------------------------------------------------------------------------
 
-@dataclass
-class _Tok:
-    text: str
-    span: Span
-
-
-@dataclass
-class _List:
-    items: list
-    span: Span
-
-
-def _tokens(text: str, path: str) -> list[_Tok]:
-    out = []
-    line, col = 1, 1
-    for m in _TOKEN2.finditer(text):
-        s = m.group()
-        if not s.isspace() and not s.startswith(";"):
-            out.append(_Tok(s, Span(path=path, line=line, column=col, end_line=line,
-                                    end_column=col + len(s), source=text)))
-        nl = s.count("\n")
-        if nl:
-            line += nl
-            col = len(s) - s.rfind("\n")
-        else:
-            col += len(s)
-    return out
-
-
-def _sexprs(toks: list[_Tok]) -> list:
-    stack: list[list] = [[]]
-    opens: list[_Tok] = []
-    for t in toks:
-        if t.text == "(":
-            stack.append([])
-            opens.append(t)
-            if len(opens) > MAX_DEPTH:
-                raise SpecError(f"parentheses nested too deeply (more than {MAX_DEPTH} "
-                                "levels)", t.span)
-        elif t.text == ")":
-            if not opens:
-                raise SpecError("unexpected `)`", t.span)
-            lst = stack.pop()
-            stack[-1].append(_List(lst, opens.pop().span))
-        else:
-            stack[-1].append(t)
-    if opens:
-        raise SpecError("unclosed `(`", opens[-1].span, fix="add the missing `)`")
-    return stack[0]
-
-
 def _is_tok(node, text: str | None = None) -> bool:
     return isinstance(node, _Tok) and (text is None or node.text == text)
 
@@ -258,7 +217,7 @@ class _Reader:
 
     def read(self) -> Query:
         conj = []
-        for top in _sexprs(_tokens(self.text, self.path)):
+        for top in _sexprs(_tokens(self.text, self.path, _TOKEN2), self.path, self.text):
             if not isinstance(top, _List) or not top.items or not _is_tok(top.items[0]):
                 raise SpecError("expected a command such as (declare-network ...) or "
                                 "(assert ...)", top.span)
