@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-FORMAT = "snn-verify-certificate/1"
 MAX_CERT_BYTES = 256 << 20
 MAX_BOXES_PER_LEAF = 4096
 
@@ -228,6 +227,8 @@ def _load(path: str) -> dict:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Invalid(f"not a certificate (JSON: {exc})") from None
+    from .emit.certificate import FORMAT
+
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise Invalid(f"not a certificate of format {FORMAT}")
     if doc.get("kind") == "relu":  # checked by check_relu

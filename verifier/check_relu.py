@@ -118,9 +118,10 @@ class Net:
 
     # ---- one backward pass -------------------------------------------------------------------
     def backward(self, start: int, coef: dict, box, L, Uu, H, on_pre: bool,
-                 mode: str = "adaptive") -> np.ndarray:
+                 mode: str = "adaptive") -> tuple[np.ndarray, np.ndarray | None]:
         """Upper bound (P, R) of sum_k coef[k] . v_k over each of P boxes, v_k the output of
-        block k, or for k == `start` with `on_pre` its pre-activation.
+        block k, or for k == `start` with `on_pre` its pre-activation; and the coefficients
+        the pass ends with on the input (P, R, n_in), None where it reaches no input.
 
         coef: {value index: float (P, R, size)}, the coefficients taken as exact; L, Uu: per
         block the certified pre-activation bounds (P, size) of the blocks the pass relaxes;
@@ -146,13 +147,12 @@ class Net:
         lam = coef.pop(0, None)
         if coef:
             raise Invalid("a block reads a value that comes after it")
-        self.input_coef = lam  # the split heuristic of `_close` reads it
         if lam is None:
-            return const
+            return const, None
         n = lam.shape[-1]  # the largest of lam . x over the box, each product rounded
         t = np.maximum(lam * lo[:, None, :], lam * hi[:, None, :])
         s = t.sum(axis=-1)
-        return _up(const + _up(s + _err_up(_gam(n + 1) * np.abs(t).sum(axis=-1), n)))
+        return _up(const + _up(s + _err_up(_gam(n + 1) * np.abs(t).sum(axis=-1), n))), lam
 
     @staticmethod
     def _substitute(blk, lam, coef, H, P) -> np.ndarray:
@@ -193,7 +193,8 @@ class Net:
                 eye = np.broadcast_to(np.eye(size), (P, size, size))
                 start = {k: np.concatenate([eye, -eye], axis=1)}
                 for mode in MODES:
-                    up_ = self.backward(k, start, (lo, hi), L, Uu, H, on_pre=True, mode=mode)
+                    up_, _ = self.backward(k, start, (lo, hi), L, Uu, H, on_pre=True,
+                                           mode=mode)
                     u = np.minimum(u, up_[:, :size])
                     l = np.maximum(l, -up_[:, size:])
             L[k], Uu[k] = l, u
@@ -210,14 +211,13 @@ class Net:
         return L, Uu, H
 
     def _interval(self, blk, lows, highs, P):
+        """Interval bounds of the block's pre-activation from its sources' ranges."""
         size = len(blk["b"])
-        eye = np.broadcast_to(np.eye(size), (P, size, size))
         ub = np.zeros((P, size))
         lb = np.zeros((P, size))
         for sign, out in ((1.0, ub), (-1.0, lb)):
-            lam = sign * eye
-            acc = _dot_up(lam, np.broadcast_to(blk["b"], (P, size)))
-            acc = _up(acc + _err_up(np.broadcast_to(blk["eb"], (P, size)), 1))
+            # sign * b is exact in floats; the exact bias is within eb of b
+            acc = np.broadcast_to(_up(sign * blk["b"] + blk["eb"]), (P, size))
             for s, Wf, EW, _ in blk["terms"]:
                 A = sign * Wf  # (size, n): the largest of A . v over the value's range
                 n = Wf.shape[1]
@@ -332,15 +332,17 @@ def rows_block(constraints, n_in: int, n_out: int, K: int) -> dict:
 
 
 def row_bound(net: Net, rows: dict, w: np.ndarray, box, L, Uu, H,
-              mode: str = "adaptive") -> np.ndarray:
-    """Upper bound (P,) of sum_k w_k r_k over each box (w: nonnegative floats (P, R))."""
+              mode: str = "adaptive", with_input: bool = False):
+    """Upper bound (P,) of sum_k w_k r_k over each box (w: nonnegative floats (P, R)); with
+    `with_input` also the bound's coefficients on the input (P, n_in) or None."""
     P = w.shape[0]
     coef: dict = {}
     const = Net._substitute(rows, w[:, None, :], coef, H, P)
     K = len(net.blocks)
-    rest = net.backward(K, coef, box, L, Uu, H, on_pre=False, mode=mode) if coef \
-        else np.zeros_like(const)
-    return _up(const + rest)[:, 0]
+    rest, lam = net.backward(K, coef, box, L, Uu, H, on_pre=False, mode=mode) if coef \
+        else (np.zeros_like(const), None)
+    ub = _up(const + rest)[:, 0]
+    return (ub, None if lam is None else lam[:, 0, :]) if with_input else ub
 
 
 # ---- z3 on one leaf ----------------------------------------------------------------------------
@@ -552,15 +554,16 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
             for W in tries:
                 strict = (W[:, rb["strict"]] > 0).any(axis=1)
                 for mode in MODES:
-                    ub = row_bound(fnet, rb, W, (lo, hi), L, Uu, H, mode)
+                    ub, grad = row_bound(fnet, rb, W, (lo, hi), L, Uu, H, mode,
+                                         with_input=True)
                     ok |= np.where(strict, ub <= 0, ub < 0)
                     if ok.all():
                         break
                 if ok.all():
                     break
             safe &= ok
-            if fnet.input_coef is not None:  # where to split: |d row / dx| x width
-                score = np.abs(fnet.input_coef[:, 0, :]) * (hi - lo)
+            if grad is not None:  # where to split: |d row / dx| x width
+                score = np.abs(grad) * (hi - lo)
                 smear = np.where(ok[:, None], smear, np.maximum(smear, score))
         for i in np.nonzero(~safe)[0]:
             blo, bhi, w, node, by_z3 = batch[i]

@@ -14,7 +14,7 @@ import os
 
 from .smtlib import safe_file_part
 
-FORMAT = "snn-verify-certificate/1"
+FORMAT = "snn-verify-certificate/1"  # every kind of certificate, written and checked
 
 
 def vnn_document(result, onnx_path: str, vnnlib_path: str) -> str | None:

@@ -51,7 +51,6 @@ NEAR_ZERO = 1e-9
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
 LEAF_FILES_SECONDS = 8.0  # z3 on the boxes of a batched proof, for per-box files
 LEAF_FILES_MAX = 64  # a batched proof with more closed boxes writes no per-box files
-CERT_FORMAT = "snn-verify-certificate/1"
 BATCHED_SHARE = 0.75  # of the remaining time for batched branch and bound; the rest goes to
 # the exact path (z3 leaves, exact short sums), which settles ties at an attained bound
 SEARCH_EVERY = 25  # boxes before the first local search in the current worst box; the gaps
@@ -410,7 +409,9 @@ class _Decider:
         """What `verifier.check` re-validates: the claim, the root box over the split
         variables (exact rationals, containing the claim's box) and the split tree whose
         leaves were closed. Every other variable keeps its declared range."""
-        return {"format": CERT_FORMAT, "engine": engine, "claim": self.ob.name,
+        from ..emit.certificate import FORMAT
+
+        return {"format": FORMAT, "engine": engine, "claim": self.ob.name,
                 "text": self.ob.text, "variables": [s.name for s in leaves],
                 "root": [[str(lo), str(hi)] for lo, hi in root],
                 "splits": {str(n): [d, str(Fraction(m)), a, b]

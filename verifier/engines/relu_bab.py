@@ -97,9 +97,14 @@ class SplitTree:
         self.splits: dict = {}
         self.closed: dict = {}
 
-    def split(self, ids, dims, mids):
+    @staticmethod
+    def children(ids):
+        """The halves' node ids of nodes `ids` (lower halves, upper halves)."""
         left = np.array([2 * i + 1 for i in ids], dtype=object)
-        right = left + 1
+        return left, left + 1
+
+    def split(self, ids, dims, mids):
+        left, right = self.children(ids)
         for i, d, m, a, b in zip(ids, dims, mids, left, right):
             self.splits[i] = (int(d), float(m), a, b)
         return left, right
@@ -815,8 +820,7 @@ class Engine:
         """Children's node ids of boxes split along `dims` at `mids` (recorded when
         certifying)."""
         if not self.certify:
-            left = np.array([2 * i + 1 for i in ids], dtype=object)
-            return left, left + 1
+            return SplitTree.children(ids)
         return self.trees.setdefault(s.key, SplitTree()).split(ids, dims, mids)
 
     def _bound(self, s: _Spec, lo, hi, prior=None, ids=None):
