@@ -43,11 +43,13 @@ def _num(v) -> str:
 
 
 def check(onnx_path, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = True,
-          seed: int = 0, workers: int = 1, cluster=None):
+          seed: int = 0, workers: int = 1, cluster=None, certificate: bool = False):
     """Load both files and decide; returns (Result, seconds). Raises SpecError on bad input.
 
     `onnx_path`: a file, or a list of `--onnx` values (`NAME=FILE` for 2.0 queries). For a
-    2.0 query the result carries `query` and `env` (the replayed assignment of `sat`)."""
+    2.0 query the result carries `query` and `env` (the replayed assignment of `sat`).
+    `certificate`: a certificate will be asked for, so a query that cannot have one is refused
+    before any work."""
     from .engines.relu_bab import decide
     from .onnx_import import load_onnx
     from .vnnlib2 import Query, read_property
@@ -55,6 +57,13 @@ def check(onnx_path, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = Tru
     start = time.perf_counter()
     paths = [onnx_path] if isinstance(onnx_path, str) else list(onnx_path)
     prop = read_property(vnnlib_path)
+    if isinstance(prop, Query) and certificate:
+        from .diagnostics import SpecError
+
+        raise SpecError(f"{vnnlib_path}: certificates are written for VNN-LIB 1.0 properties "
+                        "of one network; this is a VNN-LIB 2.0 query",
+                        fix="drop --certificate, or state the property in VNN-LIB 1.0 "
+                            "(one network, linear constraints)")
     if isinstance(prop, Query):
         from .multinet import decide_query, onnx_arguments
 
@@ -159,14 +168,15 @@ def _run(args) -> int:
         onnx = args.onnx if len(args.onnx) > 1 else args.onnx[0]
         result, seconds = check(onnx, args.vnnlib, args.timeout, use_z3=not args.no_z3,
                                 workers=args.workers,
-                                cluster=cluster.client if cluster is not None else None)
+                                cluster=cluster.client if cluster is not None else None,
+                                certificate=bool(args.certificate))
     finally:
         if cluster is not None:
             cluster.close()
     text = answer_text(result)
     if args.answer:
         write_text_atomically(args.answer, text, "answer file")
-    if args.certificate and getattr(result, "query", None) is None:
+    if args.certificate:
         from .emit.certificate import vnn_document
 
         cert = vnn_document(result, args.onnx[0], args.vnnlib)
