@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import sympy as sp
@@ -77,6 +78,8 @@ class _Fn:
     deriv: Callable
     range: tuple
     inverse: Callable | None = None  # (k, convex_piece) -> z with f'(z) = k, or None: bisect
+    pieces: tuple | None = None  # (a, b, curvature) for shape "power"
+    inverse_pq: Callable | None = None  # (k, p, q) -> z in the piece [p, q] with f'(z) ~ k
 
 
 def _inv_tanh(k, convex):
@@ -106,6 +109,83 @@ def _inv_sech2(k, convex):
     return np.arctanh(np.clip(t, -1 + 1e-16, 1 - 1e-16))
 
 
+# ---- powers x^r (integer r, or rational r with x >= 0) ----------------------------------------
+#
+# Values by repeated multiplication (a relative error below 2 |r| u for |r| <= MAX_POWER, far
+# under REL), sqrt (correctly rounded) for halves, numpy's pow for other rationals: there the
+# float exponent is off by at most u |r| relative, which moves x^r by at most
+# u |r| |ln x| <= 745 * 3 u < 3e-13 relative, also under REL with pow's own ulp.
+
+MAX_POWER = 64  # |r| of integer and half-integer exponents with a batched rule
+MAX_RATIONAL = 3  # |r| of other rational exponents
+
+
+def _ipow(z, n: int):
+    """z ** n for an integer n != 0 by repeated squaring (and one division for n < 0)."""
+    m, out, base = abs(n), None, z
+    while m:
+        if m & 1:
+            out = base if out is None else out * base
+        m >>= 1
+        if m:
+            base = base * base
+    return 1.0 / out if n < 0 else out
+
+
+def _power_code(r: Fraction):
+    """z -> z ** r as numpy code (z >= 0 where it matters; nan elsewhere)."""
+    if r.denominator == 1:
+        n = int(r)
+        return (lambda z: np.ones_like(z)) if n == 0 else (lambda z: _ipow(z, n))
+    if r.denominator == 2:
+        n = r.numerator
+        return lambda z: _ipow(np.sqrt(z), n)
+    rf = float(r)
+    return lambda z: np.power(z, rf)
+
+
+def power_fn(r: Fraction) -> _Fn:
+    """x^r with its convexity pieces: integers on the line (x != 0 for r < 0), rationals on
+    x >= 0 (x > 0 for r < 0), the domain the caller checks per box."""
+    value, dpow, rf = _power_code(r), _power_code(r - 1), float(r)
+    integer = r.denominator == 1
+    if integer and r > 0:
+        pieces = ((-INF, 0.0, -1), (0.0, INF, 1)) if r % 2 else ((-INF, INF, 1),)
+    elif integer:
+        pieces = ((-INF, 0.0, 1 if r % 2 == 0 else -1), (0.0, INF, 1))
+    else:
+        pieces = ((0.0, INF, 1 if (r > 1 or r < 0) else -1),)
+    nonneg = not integer or r % 2 == 0
+    e = 1.0 / float(r - 1)
+
+    def inverse_pq(k, p, q):  # r c^(r-1) = k, c on the piece's side of 0
+        mag = np.power(np.abs(k / rf), e)
+        return np.where(q <= 0, -mag, mag)
+
+    return _Fn("power", value, lambda z: rf * dpow(z), (0.0 if nonneg else -INF, INF),
+               pieces=pieces, inverse_pq=inverse_pq)
+
+
+def _box_curvature(fn: _Fn, lo, hi):
+    """Per box +1 where f is convex on [lo, hi], -1 where concave, 0 where both occur."""
+    convex = np.ones(lo.shape, dtype=bool)
+    concave = np.ones(lo.shape, dtype=bool)
+    for a, b, curv in _pieces(fn):
+        on = np.maximum(lo, a) < np.minimum(hi, b)
+        if curv > 0:
+            concave &= ~on
+        else:
+            convex &= ~on
+    return np.where(convex & ~concave, 1, np.where(concave & ~convex, -1, 0))
+
+
+def power_domain(r: Fraction, xl, xu):
+    """Per box: x^r is defined on all of [xl, xu]."""
+    if r.denominator == 1:
+        return (xl > 0) | (xu < 0) if r < 0 else np.ones(np.shape(xl), dtype=bool)
+    return xl > 0 if r < 0 else xl >= 0
+
+
 FNS: dict[type, _Fn] = {
     sp.tanh: _Fn("s", np.tanh, _sech2, (-1.0, 1.0), _inv_tanh),
     sigmoid: _Fn("s", _sig, lambda z: _sig(z) * _sig(-z), (0.0, 1.0), _inv_sigmoid),
@@ -130,12 +210,17 @@ def _pieces(fn: _Fn):
         return [(-INF, 0.0, 1), (0.0, INF, -1)]
     if fn.shape == "convex":
         return [(-INF, INF, 1)]
+    if fn.shape == "power":
+        return list(fn.pieces)
     return [(-INF, -_R2, 1), (-_R2, -_R1, 0), (-_R1, _R1, -1), (_R1, _R2, 0), (_R2, INF, 1)]
 
 
 def _stationary(fn: _Fn, k, p, q, convex: bool):
     """A point of [p, q] where f' is close to k (f' is monotone on a curvature piece)."""
-    if fn.inverse is not None:
+    if fn.inverse_pq is not None:
+        with np.errstate(all="ignore"):
+            c = fn.inverse_pq(k, p, q)
+    elif fn.inverse is not None:
         with np.errstate(all="ignore"):
             c = fn.inverse(k, convex)
     else:
@@ -212,6 +297,11 @@ def _slopes(fn: _Fn, lo, hi, at, upper: bool) -> list:
     tan_at = fn.deriv(at)
     if fn.shape == "bell":
         return [chord, tan_at]
+    if fn.shape == "power":  # chord on the side where the gap is concave, else tangents
+        curv = _box_curvature(fn, lo, hi)
+        tangent_side = (curv < 0) if upper else (curv > 0)
+        mid = fn.deriv(0.5 * (lo + hi))
+        return [np.where(tangent_side, tan_at, chord), np.where(tangent_side, mid, tan_at)]
     mid = fn.deriv(0.5 * (lo + hi))
     if fn.shape == "convex":
         return [chord] if upper else [tan_at, mid]
@@ -265,7 +355,7 @@ class Batch:
 class BatchTape:
     """A `Tape` compiled for batched float runs; raises `Unsupported` for what it lacks."""
 
-    SUPPORTED = frozenset({"affine", "mul", "pow", "fn", "abs"})
+    SUPPORTED = frozenset({"affine", "mul", "pow", "rpow", "fn", "abs"})
 
     def __init__(self, tape: Tape, leaves: list) -> None:
         self.tape = tape
@@ -286,13 +376,21 @@ class BatchTape:
             self.consts[slot] = (down(iv[0]), up(iv[1]))
         self.code = []
         self.nslots = len(tape.base)
+        self.powers: dict[Fraction, _Fn] = {}
+        self.domain = None  # per box of the last run: an operation's domain was not certified
         for _, kind, out, args in tape.code:
             if kind not in self.SUPPORTED:
                 raise Unsupported(f"no batched rule for {kind}")
             if kind == "fn" and args[0] not in FNS:
                 raise Unsupported(f"no batched enclosure of {args[0]}")
-            if kind == "pow" and args[1] not in (1, 2):
-                raise Unsupported("powers other than squares")
+            if kind in ("pow", "rpow"):
+                r = Fraction(args[1])
+                limit = MAX_POWER if r.denominator <= 2 else MAX_RATIONAL
+                if r == 0 or abs(r) > limit:
+                    raise Unsupported(f"the power {r} (batched rules take |exponent| <= "
+                                      f"{limit})")
+                if r not in (1, 2) and r not in self.powers:
+                    self.powers[r] = power_fn(r)
             if kind == "mul" and len(args) > 2:  # a chain of binary products in new slots
                 acc = args[0]
                 for s in args[1:-1]:
@@ -378,9 +476,14 @@ class BatchTape:
         for slot, (clo, chi) in self.consts.items():
             b.vlo[slot], b.vhi[slot] = np.full(B, clo), np.full(B, chi)
             b.x[slot] = np.full(B, 0.5 * (clo + chi))
+        self.domain = None
         with np.errstate(all="ignore"):
             for kind, out, args in self.code:
                 getattr(self, "_" + kind)(b, out, args)
+                # an unbounded operand (outside a power's domain, or overflow) can give nan
+                # (inf * 0, inf - inf): the interval is then the whole line
+                b.vlo[out] = np.where(np.isnan(b.vlo[out]), -INF, b.vlo[out])
+                b.vhi[out] = np.where(np.isnan(b.vhi[out]), INF, b.vhi[out])
                 if out in self.formless:
                     b.L[out] = b.U[out] = None
                     continue
@@ -513,8 +616,44 @@ class BatchTape:
                                np.where(take, 0.0, kz)), np.where(take, cm, cb))
         b.rel[out] = rel
 
+    def _rpow(self, b: Batch, out: int, args) -> None:
+        self._power(b, out, args[0], Fraction(args[1]))
+
+    def _power(self, b: Batch, out: int, x: int, r: Fraction) -> None:
+        """x^r other than x and x^2: the interval from the ends (x^r is monotone on the box
+        but for even powers around 0, whose minimum is 0), and per side a certified line
+        (chord where the gap is concave, tangent at the hint where it is convex). Boxes where
+        x^r is not defined on all of x's interval (x <= 0 for r < 0, x < 0 for fractional r)
+        get the whole line and are counted in `domain`: they never close."""
+        fn = self.powers[r]
+        xl, xu = b.vlo[x], b.vhi[x]
+        ok = power_domain(r, xl, xu)
+        b.x[out] = fn.value(b.x[x])
+        el, eu = _enc(fn, xl), _enc(fn, xu)
+        lo, hi = np.fmin(el[0], eu[0]), np.fmax(el[1], eu[1])
+        lo = np.where(np.isnan(el[0]) | np.isnan(eu[0]), fn.range[0], lo)
+        hi = np.where(np.isnan(el[1]) | np.isnan(eu[1]), INF, hi)
+        if r.denominator == 1 and r > 0 and r % 2 == 0:
+            lo = np.where((xl < 0) & (xu > 0), 0.0, lo)
+        b.vlo[out], b.vhi[out] = np.where(ok, lo, -INF), np.where(ok, hi, INF)
+        if not ok.all():
+            self.domain = ~ok if self.domain is None else self.domain | ~ok
+        if out in self.formless:
+            return
+        hint = np.clip(b.x[x], xl, xu)
+        for upper in (False, True):
+            k, off = envelope_lines(fn, xl, xu, hint, upper)
+            k = np.where(ok & np.isfinite(off), k, 0.0)
+            off = np.where(ok & np.isfinite(off), off, INF if upper else -INF)
+            f = self._line(b, k, off, x, upper)
+            (b.U if upper else b.L)[out] = _finite_or_const(self, b, f, out, upper)
+            b.rel.setdefault(out, [x, None, None])[1 + upper] = ((k,), off)
+
     def _pow(self, b: Batch, out: int, args) -> None:
         x, n = args
+        if n not in (1, 2):
+            self._power(b, out, x, Fraction(n))
+            return
         xl, xu = b.vlo[x], b.vhi[x]
         b.x[out] = b.x[x] ** n
         if n == 1:
@@ -624,7 +763,8 @@ class BatchTape:
             if s_ in lam:
                 coef[:, i] = lam[s_]
         f = np.concatenate([C[:, None], coef], 1)
-        return self.concretize(b, f, True), coef
+        bound = self.concretize(b, f, True)
+        return np.where(np.isnan(bound), INF, bound), coef  # nan: an unbounded slot met 0
 
 
 def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
@@ -632,7 +772,8 @@ def _finite_or_const(bt: BatchTape, b: Batch, f, out: int, upper: bool):
     bad = ~np.isfinite(f).all(1)
     if not bad.any():
         return f
-    const = bt._const_form(b, b.vhi[out] if upper else b.vlo[out])
+    v = b.vhi[out] if upper else b.vlo[out]
+    const = bt._const_form(b, np.where(np.isnan(v), INF if upper else -INF, v))
     return np.where(bad[:, None], const, f)
 
 
