@@ -512,6 +512,9 @@ class BatchTape:
                 b.vlo[out] = np.nextafter(v - e, -INF)
             else:
                 b.vhi[out] = np.nextafter(v + e, INF)
+        if c0 >= 0:  # a sum of non-negative terms (x^2 + y^2 under a sqrt) is >= 0 exactly
+            nonneg = np.where(pos[:, None], vlo >= 0, vhi <= 0).all(0)
+            b.vlo[out] = np.where(nonneg, np.maximum(b.vlo[out], 0.0), b.vlo[out])
         b.x[out] = cf @ np.stack([b.x[s] for s in slots]) + c0
         if out in self.bells:
             self._bell(b, out, self.bells[out][0])
@@ -703,6 +706,11 @@ class BatchTape:
     # ---- backward substitution (CROWN) for one output ------------------------------------------
 
     def backward(self, b: Batch, slot: int, sign: float):
+        """`_backward` (inf * 0 where a slot is unbounded gives nan there, then inf)."""
+        with np.errstate(all="ignore"):
+            return self._backward(b, slot, sign)
+
+    def _backward(self, b: Batch, slot: int, sign: float):
         """Per box a float upper bound of sign * slot over the box, by substituting each
         slot's relaxation in reverse program order (the side by the sign of its coefficient).
 
@@ -795,6 +803,8 @@ class BabResult:
     bound: float
     worst: tuple | None = None  # (lo, hi) float arrays of the worst open box
     stopped: object = None  # what `on_round` returned, when it ended the run
+    where_closed: int = 0  # boxes closed because a `where` atom is false on all of them
+    domain_boxes: int = 0  # boxes where a power's argument left its domain (never closed)
 
 
 class _Pool:
@@ -837,8 +847,13 @@ class BatchedBab:
     `BatchTape`, over the float box [root_lo, root_hi] (which must contain the real one)."""
 
     def __init__(self, bt: BatchTape, ops: list[str], outputs: list[int], root_lo, root_hi,
-                 tol: float = 0.0, batch: int = BATCH) -> None:
+                 tol: float = 0.0, batch: int = BATCH, hyps: list[tuple[str, int]] = ()) -> None:
         self.bt, self.ops, self.outputs = bt, ops, outputs
+        # `where` atoms `h op 0` (op, slot of h): a box where one is false everywhere closes,
+        # with badness -inf (it holds no point of the claim)
+        self.hyps = [(op, o) for op, o in hyps if op != "!="]  # != is never refuted on a box
+        self.where_closed = 0
+        self.domain_boxes = 0  # evaluated boxes where a power was not certified defined
         self.upper = np.array([op in ("<=", "<") for op in ops])
         self.strict = np.array([op in ("<", ">") for op in ops])
         self.root_lo = np.asarray(root_lo, dtype=float)
@@ -872,6 +887,12 @@ class BatchedBab:
         ab = np.where(np.isnan(ab), INF, ab)
         if parent_ab is not None:
             ab = np.minimum(ab, parent_ab)
+        outside = self.refuted(b) if self.hyps else np.zeros(B, dtype=bool)
+        if self.hyps:
+            self.where_closed += int(outside.sum())
+            ab[outside] = -INF
+        if self.bt.domain is not None:
+            self.domain_boxes += int((self.bt.domain & ~outside).sum())
         worst = ab.argmax(1)
         coef = np.zeros((B, self.bt.n))
         for j, f in enumerate(forms):
@@ -886,6 +907,20 @@ class BatchedBab:
             + 1e-12 * w / self.width
         self.evaluated += B
         return ab, corner, score.argmax(1)
+
+    def refuted(self, b: Batch) -> np.ndarray:
+        """Per box: some `where` atom is false at every point of the box (its float bounds,
+        interval and CROWN, are rounded outward; a strict atom is refuted at equality)."""
+        out = np.zeros(b.lo.shape[0], dtype=bool)
+        with np.errstate(all="ignore"):
+            for op, o in self.hyps:
+                if op in ("<=", "<", "=="):
+                    low = np.fmax(b.vlo[o], -self.bt.backward(b, o, -1.0)[0])
+                    out |= (low >= 0) if op == "<" else (low > 0)
+                if op in (">=", ">", "=="):
+                    high = np.fmin(b.vhi[o], self.bt.backward(b, o, 1.0)[0])
+                    out |= (high <= 0) if op == ">" else (high < 0)
+        return out
 
     def run(self, deadline: float, on_round: Callable | None = None) -> BabResult:
         lo, hi = self.root_lo[None].copy(), self.root_hi[None].copy()
@@ -974,7 +1009,8 @@ class BatchedBab:
         done = self._closes(ab)
         if done.any() and self.splits is not None:
             for i in np.flatnonzero(done):
-                self.closed_nodes[int(ids[i])] = [float(t) for t in ab[i]]
+                self.closed_nodes[int(ids[i])] = [float(t) if t > -INF else None
+                                                  for t in ab[i]]  # None: `where` refuted
         if done.any():
             self.closed += int(done.sum())
             self.closed_bound = max(self.closed_bound, float(ab[done].max()))
@@ -992,4 +1028,5 @@ class BatchedBab:
         return max(open_bad, self.closed_bound)
 
     def _result(self, status: str) -> BabResult:
-        return BabResult(status, self.evaluated, self.closed, self.bound(), self.worst_box())
+        return BabResult(status, self.evaluated, self.closed, self.bound(), self.worst_box(),
+                         where_closed=self.where_closed, domain_boxes=self.domain_boxes)

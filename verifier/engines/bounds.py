@@ -48,6 +48,7 @@ Z3_EVERY = 8  # z3 on one box in this many (plus one more per box it closes): sp
 # often cheaper than z3 on small input dimensions; counting, not timing, keeps runs repeatable
 Z3_FRUITLESS = 6  # after this many z3 calls that closed nothing, z3 only on one box in 64
 NEAR_ZERO = 1e-9
+WHERE = "interval-where"  # a box closed because a `where` condition is false on all of it
 ARTIFACT_Z3_SECONDS = 1.0  # z3 re-checking an interval proof, for a file users can re-run
 LEAF_FILES_SECONDS = 8.0  # z3 on the boxes of a batched proof, for per-box files
 LEAF_FILES_MAX = 64  # a batched proof with more closed boxes writes no per-box files
@@ -79,6 +80,13 @@ def _proves(op: str, iv) -> bool:
     lo, hi = iv
     return {"<=": hi <= 0, "<": hi < 0, ">=": lo >= 0, ">": lo > 0,
             "==": lo == 0 and hi == 0, "!=": lo > 0 or hi < 0}[op]
+
+
+def _refutes(op: str, iv) -> bool:
+    """The atom `lhs op rhs` is false everywhere, iv enclosing lhs - rhs."""
+    lo, hi = iv
+    return {"<=": lo > 0, "<": lo >= 0, ">=": hi < 0, ">": hi <= 0,
+            "==": lo > 0 or hi < 0, "!=": lo == 0 and hi == 0}[op]
 
 
 def _badness(op: str, iv) -> float:
@@ -120,6 +128,10 @@ def decide_bound(ob: Obligation, program: Program, timeout: float = 10.0) -> Ver
     """
     t0 = time.perf_counter()
     v = _decide_relu(ob, program, timeout)
+    if v is None:
+        from .poly_route import decide_poly
+
+        v = decide_poly(ob, program, timeout)  # polynomial atoms or conditions, wide ReLU nets
     if v is not None:
         return v
     return _Decider(ob, program, max(timeout - (time.perf_counter() - t0), 0.1)).decide()
@@ -190,6 +202,9 @@ class _Decider:
         self.smooth = _has_smooth(program, terms)
         hyps = [a.lhs - a.rhs for a in ob.hypotheses]  # their atoms get enclosures too
         self.tape = Tape(program, diffs + hyps)
+        # powers beyond squares (sqrt, division): no exact z3 encoding, but batched rules
+        self.powers = any(k == "rpow" or (k == "pow" and a[1] not in (1, 2))
+                          for _, k, _, a in self.tape.code)
         self.root = {v.symbol: (_frac(v.lo), _frac(v.hi)) for v in ob.variables}
         self.hull: dict[int, tuple] = {}
         self.closed: list[_Closed] = []
@@ -260,7 +275,7 @@ class _Decider:
                 return v
             if self._proved_by_intervals(root):
                 return self._interval_verdict(root)
-        batched = self._batched() if self.smooth else None
+        batched = self._batched() if self.smooth or self.powers else None
         if batched is not None and batched.verdict != UNKNOWN:
             return batched
         v = self._branch_and_bound(root)
@@ -272,11 +287,9 @@ class _Decider:
 
     def batched_setup(self, tol: float = 0.0):
         """A `BatchedBab` on the whole box, or None (with the reason as a note) when the
-        obligation is outside the batched path: hypotheses, `==`/`!=`, unbounded inputs, or
-        an operation without a batched rule."""
+        obligation is outside the batched path: `==`/`!=` goals, unbounded inputs, or an
+        operation without a batched rule. `where` atoms close the boxes they are false on."""
         try:
-            if self.ob.hypotheses:
-                raise Unsupported("hypotheses")
             if any(a.op not in OPS for a in self.ob.goal):
                 raise Unsupported("== and != atoms")
             leaves = [v.symbol for v in self.ob.variables if v.symbol in self.tape.leaves]
@@ -289,7 +302,8 @@ class _Decider:
         lo = [down(self.root[s][0]) for s in leaves]
         hi = [up(self.root[s][1]) for s in leaves]
         ops = [a.op for a in self.ob.goal]
-        return BatchedBab(bt, ops, self.tape.outputs[:len(ops)], lo, hi, tol=tol)
+        hyps = list(zip([a.op for a in self.ob.hypotheses], self.tape.outputs[len(ops):]))
+        return BatchedBab(bt, ops, self.tape.outputs[:len(ops)], lo, hi, tol=tol, hyps=hyps)
 
     def _batched(self) -> Verdict | None:
         """Batched branch and bound (`batched`) with most of the remaining time: `proved`
@@ -318,6 +332,8 @@ class _Decider:
         if res.status == "proved":
             art = (f"batched branch and bound: {res.closed} boxes, each closed by float interval "
                    f"and affine bounds rounded outward ({res.evaluated} evaluated)")
+            if res.where_closed:
+                art += f"; {res.where_closed} of them by refuting a `where` condition on the box"
             details = {"boxes": res.closed, "boxes_evaluated": res.evaluated,
                        "leaves_by_engine": {"batched-bounds": res.closed}}
             tree = bab.certificate_tree()
@@ -339,9 +355,15 @@ class _Decider:
             details["best_seen"] = self.best[0]
             details["best_point"] = {s.name: x for s, x in self.best[1].items()}
         why = "a box too small to split" if res.status == "stalled" else "timeout"
+        domain = ""
+        if res.domain_boxes:
+            details["domain_boxes"] = res.domain_boxes
+            domain = (f"; on {res.domain_boxes} boxes the argument of a square root, fractional "
+                      "power or division was not certified inside its domain (>= 0, > 0 or "
+                      "!= 0)")
         return self._verdict(UNKNOWN, engine, reason=(
             f"{why} after {res.evaluated} boxes in batched branch and bound "
-            f"({res.closed} closed, {open_boxes} split or open)"), details=details)
+            f"({res.closed} closed, {open_boxes} split or open){domain}"), details=details)
 
     def _leaf_files(self, bab: BatchedBab) -> list[str] | None:
         """One SMT-LIB file per box the batched proof closed (the encoding with that box's
@@ -538,8 +560,14 @@ class _Decider:
     def _priority(self, box: _Box) -> float:
         return -max(_badness(self.ob.goal[k].op, self._iv(box, k)) for k in box.atoms)
 
+    def _where_refuted(self, box: _Box) -> bool:
+        """Some `where` atom is false at every point of the box (by its interval)."""
+        n = len(self.ob.goal)
+        return any(_refutes(h.op, box.ev.values[self.tape.outputs[n + j]])
+                   for j, h in enumerate(self.ob.hypotheses))
+
     def _close(self, box: _Box, atoms, engine: str, seconds: float = 0.0, smt=None) -> None:
-        for k in atoms:
+        for k in atoms if engine != WHERE else ():  # a refuted `where`: no value to bound
             iv = self._iv(box, k)
             if engine != "interval":
                 iv = _clip(self.ob.goal[k].op, iv)
@@ -566,6 +594,9 @@ class _Decider:
 
     def _process(self, box: _Box, count: int):
         """Close the box (intervals, then z3), or return its halves, or a final Verdict."""
+        if self._where_refuted(box):  # no point of the box meets the `where` conditions
+            self._close(box, box.atoms, WHERE)
+            return []
         done = [k for k in box.atoms if _proves(self.ob.goal[k].op, self._iv(box, k))]
         self._close(box, done, "interval")
         box.atoms = tuple(k for k in box.atoms if k not in done)
@@ -743,22 +774,26 @@ def _box_note(extra: dict) -> str:
 
 def certified_bound(ob: Obligation, program: Program, timeout: float,
                     tolerance: float = 0.0) -> dict:
-    """The tightest upper bound on `lhs - rhs` of the first goal atom over the obligation's
-    box that branch and bound certifies within `timeout` seconds (enclosures only: no z3,
-    no search). Refines the worst box until time runs out or the bound is <= `tolerance`.
+    """The tightest upper bound on `lhs - rhs` of the first goal atom over the points of the
+    obligation's box that meet its `where` conditions, as branch and bound certifies it within
+    `timeout` seconds (enclosures only: no z3, no search); a box where a condition is false
+    everywhere drops out, one where it is undecided counts whole. Refines the worst box until
+    time runs out or the bound is <= `tolerance`.
     Returns the bound (exact and float), the boxes evaluated and the seconds spent.
     """
     d = _Decider(ob, program, timeout)
-    bab = d.batched_setup(tol=tolerance) if d.smooth and len(ob.goal) == 1 else None
-    if bab is not None and ob.goal[0].op in ("<=", "<"):
+    batchable = (d.smooth or d.powers) and len(ob.goal) == 1 and ob.goal[0].op in ("<=", "<")
+    bab = d.batched_setup(tol=tolerance) if batchable else None
+    if bab is not None:
         res = bab.run(d.deadline)
-        bound = Fraction(up(res.bound)) if np.isfinite(res.bound) else INF
+        bound = Fraction(up(res.bound)) if np.isfinite(res.bound) else res.bound
         return {"bound": bound, "approx": float(bound), "boxes": res.evaluated,
-                "seconds": time.perf_counter() - d.t0}
+                "seconds": time.perf_counter() - d.t0, "where_closed": res.where_closed}
     root = d._box(d.root, (0,))
-    heap = [(-d._iv(root, 0)[1], 0, root)]
+    heap = [] if d._where_refuted(root) else [(-d._iv(root, 0)[1], 0, root)]
     count = evaluated = 1
-    while d.remaining() > 0 and -heap[0][0] > tolerance:
+    where_closed = 1 - len(heap)
+    while heap and d.remaining() > 0 and -heap[0][0] > tolerance:
         _, _, box = heapq.heappop(heap)
         children = d._split(box)
         if not children:
@@ -767,7 +802,10 @@ def certified_bound(ob: Obligation, program: Program, timeout: float,
         for child in children:
             evaluated += 1
             count += 1
+            if d._where_refuted(child):  # holds no point of the claim: no bound needed
+                where_closed += 1
+                continue
             heapq.heappush(heap, (-d._iv(child, 0)[1], count, child))
-    bound = -heap[0][0]
+    bound = -heap[0][0] if heap else -INF  # -inf: no point meets the `where` conditions
     return {"bound": bound, "approx": float(bound), "boxes": evaluated,
-            "seconds": time.perf_counter() - d.t0}
+            "seconds": time.perf_counter() - d.t0, "where_closed": where_closed}
