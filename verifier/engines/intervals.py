@@ -210,6 +210,7 @@ _FLOAT_OPS: dict[str, Callable] = {
     "affine": lambda x, a: float(a[0]) + sum(float(c) * x[s] for c, s in a[1]),
     "mul": lambda x, a: math.prod(x[s] for s in a),
     "pow": lambda x, a: x[a[0]] ** a[1],
+    "rpow": lambda x, a: math.pow(x[a[0]], float(a[1])),  # ValueError below 0: no hint
     "fn": lambda x, a: SMOOTH[a[0]].fl(x[a[1]]),
     "abs": lambda x, a: abs(x[a]),
     "relu": lambda x, a: max(x[a], 0.0),

@@ -60,6 +60,9 @@ def _to_fraction(x: float, lo, hi) -> Fraction:
     return q
 
 
+FD_LEAVES = 4  # leaves up to which the program path steps by finite differences
+
+
 class Searcher:
     """Compiled slack functions of one obligation, reusable on many boxes.
 
@@ -77,12 +80,22 @@ class Searcher:
         self.domain = {v.symbol: (v.lo, v.hi) for v in ob.variables}
         net = NetworkTerms.build(program, self.leaves, self.diffs, len(ob.goal)) if matrix \
             else None
+        self._program = program
         if net is not None:
-            self.path, self.f, self.grads = "matrix", net.values, net.grads
+            self.path, self.f, self._grads = "matrix", net.values, net.grads
             return
         self.path = "program"
         self.f = compile_numpy(program, self.leaves, self.diffs)
-        self.grads = [_value_and_grad(program, self.leaves, a.lhs - a.rhs) for a in ob.goal]
+        self._grads = None  # compiled on first use: sympy's diff takes seconds on laws with
+        # sqrt and division, and with few leaves finite differences serve the search as well
+
+    @property
+    def grads(self) -> list:
+        """Per goal atom its compiled (value, gradient) function, or None."""
+        if self._grads is None:
+            self._grads = [_value_and_grad(self._program, self.leaves, a.lhs - a.rhs)
+                           for a in self.ob.goal]
+        return self._grads
 
     def bounds(self, box: dict | None) -> list[tuple]:
         """(lo, hi) per leaf as Fractions or None, from `box` else the obligation's domain."""
@@ -124,7 +137,8 @@ class Searcher:
         return G
 
     def _grad(self, k: int, X: np.ndarray, width: np.ndarray) -> np.ndarray:
-        g = self.grads[k]
+        # central differences cost 2n evaluations: for n <= FD_LEAVES less than compiling
+        g = None if self._grads is None and len(X) <= FD_LEAVES else self.grads[k]
         with np.errstate(all="ignore"):
             if g is not None:
                 return np.array(g(*X)[1]).reshape(X.shape)
