@@ -6,7 +6,10 @@
 `BENCHMARK_DIR` holds `instances.csv` (rows `network,property,timeout`; VNN-LIB 2.0
 benchmarks write the network column as `[('f', 'onnx/a.onnx'), ('g', 'onnx/b.onnx')]`) and
 the files it names, relative to it (a missing `X` is looked for as `X.gz`). `--expected`: a csv
-of `property,answer` rows (published answers; `holds`/`unsat`, `violated`/`sat`). `--cap S`
+of `property,answer` rows (published answers; `holds`/`unsat`, `violated`/`sat`), or a
+VNN-COMP results csv (`benchmark,network,property,prepare,answer,seconds`), whose answers are
+matched by network and property both (benchmarks that share one property among networks;
+`timeout`/`unknown` rows are no answer). `--cap S`
 shortens every time limit to at most S seconds (and says so in the table).
 
 Per instance: the answer, the seconds (loading included), and the verdict: `correct` (agrees
@@ -98,8 +101,12 @@ def main(argv=None) -> int:
     if args.expected:
         with open(args.expected, newline="") as fh:
             for row in csv.reader(fh):
-                if len(row) >= 2 and row[1].strip() in _ALIASES:
-                    expected[os.path.basename(row[0].strip())] = _ALIASES[row[1].strip()]
+                row = [c.strip() for c in row]
+                if len(row) >= 5 and row[4] in _ALIASES:
+                    key = (os.path.basename(row[1]), os.path.basename(row[2]))
+                    expected[key] = _ALIASES[row[4]]
+                elif len(row) >= 2 and row[1] in _ALIASES:
+                    expected[os.path.basename(row[0])] = _ALIASES[row[1]]
     rows = list(instances(args.benchmark))[:args.first]
     totals = {"correct": 0, "wrong": 0, "unknown": 0, "unsat?": 0}
     total_time = 0.0
@@ -118,8 +125,10 @@ def main(argv=None) -> int:
             res, answer = None, f"error: {exc.message}"
         secs = time.perf_counter() - start
         total_time += secs
-        want = expected.get(os.path.basename(prop)) or expected.get(
-            os.path.basename(prop).removesuffix(".gz"))
+        pname = os.path.basename(prop).removesuffix(".gz")
+        nname = os.path.basename(onnx).removesuffix(".gz") if isinstance(onnx, str) else None
+        want = (expected.get((nname, pname)) or expected.get(os.path.basename(prop))
+                or expected.get(pname))
         if answer in ("unknown", "timeout") or answer.startswith("error"):
             verdict = "unknown"
         elif want is not None:

@@ -6,10 +6,13 @@ and consecutive affine operators are composed exactly) and `Act` layers (relu, l
 sigmoid, tanh, softmax). The batch dimension is fixed to 1; input and output tensors are
 flattened in row-major order, which is how VNN-LIB numbers `X_i` and `Y_j`.
 
-Supported operators: Gemm, MatMul, Add, Sub, Mul, Div (by constants), Relu, LeakyRelu,
+Supported operators: Gemm, MatMul, Add, Sub, Mul, Div (by constants), Neg, Relu, LeakyRelu,
 Sigmoid, Tanh, Softmax, BatchNormalization (inference), Flatten, Reshape, Identity, Dropout
-(inference), Constant, Transpose, Squeeze, Unsqueeze, and Cast/Shape/Gather/Concat on
-constants. Anything else is a `SpecError` naming the operator, the node and its index.
+(inference), Constant, Transpose, Squeeze, Unsqueeze, Slice, Pad (constant), Concat, Conv and
+MaxPool (lowered exactly to affine maps and relu blocks, `onnx_ops`), Sin, Cos, Sign and Pow
+with a constant integer exponent (elementwise activations whose rules are in `onnx_ops`), and
+Cast/Shape/Gather on constants. Anything else is a `SpecError` naming the operator, the node
+and its index.
 
 Conventions, stated: BatchNormalization's factor `scale / sqrt(var + eps)` is irrational in
 general; it is taken to 128 bits (relative error below 1e-38). Constant-only subgraphs are
@@ -28,6 +31,10 @@ from fractions import Fraction
 import numpy as np
 
 from .diagnostics import Span, SpecError
+from .onnx_ops import ENGINE_LESS
+from .onnx_ops import apply_exact as apply_exact_op
+from .onnx_ops import apply_float as apply_float_op
+from .onnx_ops import bounds as op_bounds
 
 
 class _Lazy:
@@ -66,8 +73,9 @@ class Affine:
 class Act:
     """An elementwise activation (softmax: over the whole vector)."""
 
-    kind: str  # relu | leaky_relu | sigmoid | tanh | softmax
+    kind: str  # relu | leaky_relu | sigmoid | tanh | softmax | sin | cos | sign | pow
     alpha: Fraction | None = None  # leaky_relu's slope for x < 0
+    param: int | None = None  # pow's exponent
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,15 @@ class OnnxNet:
         relu(v - l) with l a certified lower bound of v minus 1 over the box, so the carried
         neuron is always active and equals v - l exactly (see `lower_graph`).
         """
+        from .onnx_ops import has_engine_less
+
+        other = has_engine_less(self.blocks)
+        if other is not None:
+            from .engines.crown import Unsupported
+
+            raise Unsupported(f"the network has a {other} activation, which the bound engines "
+                              "do not relax (only the importer's forward, replay and interval "
+                              "rules know it)")
         if self.is_chain:
             return _chain_pairs(self)
         if lo is None or hi is None:
@@ -172,7 +189,8 @@ class OnnxNet:
 
     def evaluate_exact(self, x) -> list:
         """Output at x (rationals) exactly for piecewise-linear nets; else mpmath at 60 digits."""
-        smooth = any(blk.act is not None and blk.act.kind in ("sigmoid", "tanh", "softmax")
+        smooth = any(blk.act is not None and blk.act.kind in ("sigmoid", "tanh", "softmax",
+                                                              "sin", "cos")
                      for blk in self.blocks)
         ctx = mpmath.workdps(60) if smooth else _Null()
         with ctx:
@@ -316,6 +334,8 @@ def graph_lower_bounds(net: OnnxNet, lo, hi) -> list[np.ndarray]:
             ivs.append(((cands - w).min(axis=0), (cands + w).max(axis=0)))
         elif act.kind in ("tanh", "sigmoid"):
             ivs.append(smooth_bounds(act.kind, zl, zh))
+        elif act.kind in ENGINE_LESS:
+            ivs.append(op_bounds(act.kind, zl, zh, act.param))
         else:  # softmax
             ivs.append((np.zeros_like(zl), np.ones_like(zh)))
     return [iv[0] for iv in ivs]
@@ -338,6 +358,8 @@ def _to_mp(a: np.ndarray) -> np.ndarray:
 
 def _apply_exact(act: Act, v: np.ndarray) -> np.ndarray:
     k = act.kind
+    if k in ENGINE_LESS:
+        return apply_exact_op(k, v, act.param)
     if k == "relu":
         return np.array([t if t > 0 else 0 * t for t in v], dtype=object)
     if k == "leaky_relu":
@@ -358,6 +380,8 @@ def _apply_exact(act: Act, v: np.ndarray) -> np.ndarray:
 
 def apply_float(act: Act, v: np.ndarray) -> np.ndarray:
     k = act.kind
+    if k in ENGINE_LESS:
+        return apply_float_op(k, v, act.param)
     if k == "relu":
         return np.maximum(v, 0.0)
     if k == "leaky_relu":
@@ -650,6 +674,9 @@ class _Importer:
             raise self.fail("product of two input-dependent tensors is not linear")
         if isinstance(x, _Sym):
             W = fractions(w)
+            if W.ndim == 1 and len(x.shape) >= 1:  # x @ v: the last axis contracted
+                y = self.matmul(x, W.reshape(-1, 1))
+                return y.take(np.arange(y.numel), tuple(y.shape[:-1]))
             if W.ndim != 2:
                 raise self.fail(f"constant matrix operand must be 2-D, got {list(W.shape)}")
             if len(x.shape) == 0:
@@ -674,6 +701,9 @@ class _Importer:
         # constant @ symbolic
         W = fractions(x)
         y = w
+        if W.ndim == 1 and len(y.shape) >= 1:  # v @ y: y's first (or only) axis contracted
+            r = self.matmul(W.reshape(1, -1), y)
+            return r.take(np.arange(r.numel), tuple(r.shape[1:]))
         if W.ndim != 2:
             raise self.fail(f"constant matrix operand must be 2-D, got {list(W.shape)}")
         if len(y.shape) == 1:
@@ -744,9 +774,22 @@ class _Importer:
         return self.permute(data, lambda a: np.take(a, idx, axis=axis))
 
     def op_Concat(self, args, attrs):
-        if any(isinstance(a, _Sym) for a in args):
-            raise self.fail("Concat of input-dependent tensors is not supported")
-        return np.concatenate([np.asarray(a) for a in args], axis=attrs["axis"])
+        if not any(isinstance(a, _Sym) for a in args):
+            return np.concatenate([np.asarray(a) for a in args], axis=attrs["axis"])
+        parts = [a if isinstance(a, _Sym) else _Sym(np.asarray(a).shape,
+                                                    fractions(a).ravel(), A={})
+                 for a in args if a is not None]
+        offsets = np.cumsum([0] + [p.numel for p in parts])
+        order = np.concatenate([np.arange(p.numel).reshape(p.shape) + off
+                                for p, off in zip(parts, offsets)], axis=attrs["axis"])
+        c = np.concatenate([p.c for p in parts])
+        A: dict[int, np.ndarray] = {}
+        for p, off in zip(parts, offsets):
+            for s, m in p.terms(self.sizes).items():
+                if s not in A:
+                    A[s] = np.full((offsets[-1], m.shape[1]), Fraction(0), dtype=object)
+                A[s][off:off + p.numel] = m
+        return _Sym(tuple(order.shape), c, A=A).take(order.ravel(), tuple(order.shape))
 
     def op_Add(self, args, attrs):
         return self.add(args[0], args[1])
@@ -924,6 +967,140 @@ class _Importer:
             raise self.fail(f"Softmax over axis {axis} of shape {list(x.shape)}: only one "
                             "vector (batch 1) is supported")
         return self._act(args, Act("softmax"))
+
+    # ---- index maps, convolutions, pooling (exact lowerings: `onnx_ops`)
+    def op_Neg(self, args, attrs):
+        x = args[0]
+        return self.scale(x, np.array(-1)) if isinstance(x, _Sym) else -np.asarray(x)
+
+    def op_Slice(self, args, attrs):
+        from .onnx_ops import slice_indices
+
+        x = args[0]
+        shape = x.shape if isinstance(x, _Sym) else np.asarray(x).shape
+        if len(args) > 1:  # opset 10+: starts, ends, axes, steps as inputs
+            vals = [None if i >= len(args) or args[i] is None else
+                    [int(t) for t in self.const(args[i], "Slice " + n).ravel()]
+                    for i, n in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))]
+        else:
+            vals = [list(attrs["starts"]), list(attrs["ends"]), attrs.get("axes"), None]
+        idx = slice_indices(shape, *vals)
+        return self.permute(x, lambda a: a[idx])
+
+    def op_Pad(self, args, attrs):
+        x = args[0]
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant":
+            raise self.fail(f"Pad mode `{mode}`: only constant padding is supported")
+        shape = x.shape if isinstance(x, _Sym) else np.asarray(x).shape
+        pads = ([int(t) for t in self.const(args[1], "Pad's pads").ravel()]
+                if len(args) > 1 and args[1] is not None else list(attrs.get("pads", [])))
+        value = (self.const(args[2], "Pad's value") if len(args) > 2 and args[2] is not None
+                 else np.array(attrs.get("value", 0.0)))
+        rank = len(shape)
+        axes = ([int(t) for t in self.const(args[3], "Pad's axes").ravel()]
+                if len(args) > 3 and args[3] is not None else list(range(rank)))
+        if len(pads) != 2 * len(axes) or any(p < 0 for p in pads):
+            raise self.fail(f"Pad with pads {pads} on a rank-{rank} tensor (only "
+                            "nonnegative pads are supported)")
+        width = [(0, 0)] * rank
+        for i, a in enumerate(axes):
+            width[a + rank if a < 0 else a] = (pads[i], pads[i + len(axes)])
+        if not isinstance(x, _Sym):
+            return np.pad(np.asarray(x), width, constant_values=np.asarray(value).item())
+        # entries of x, then one constant entry for the padding
+        n = x.numel
+        pad_row = _Sym((1,), fractions(np.asarray(value, dtype=np.float64).reshape(1)),
+                       A={})
+        ext = self.op_Concat([x.take(np.arange(n), (n,)), pad_row], {"axis": 0})
+        idx = np.pad(np.arange(n).reshape(shape), width, constant_values=n)
+        return ext.take(idx.ravel(), tuple(idx.shape))
+
+    def op_Conv(self, args, attrs):
+        from .onnx_ops import conv_matrix
+
+        x, W = args[0], args[1]
+        B = args[2] if len(args) > 2 else None
+        W = self.const(W, "Conv weights")
+        if B is not None:
+            B = self.const(B, "Conv bias")
+        shape = x.shape if isinstance(x, _Sym) else np.asarray(x).shape
+        rows, bias, out_shape = conv_matrix(shape, W, B, attrs, self.fail)
+        if not isinstance(x, _Sym):
+            xf = fractions(x).ravel()
+            val = np.array([ws.dot(xf[cols]) if len(cols) else Fraction(0)
+                            for cols, ws in rows], dtype=object) + bias
+            return np.asarray(to_float(val), dtype=np.asarray(x).dtype).reshape(out_shape)
+        c = np.array([ws.dot(x.c[cols]) if len(cols) else Fraction(0) for cols, ws in rows],
+                     dtype=object) + bias
+        if x.A is None:  # a selection of one value: scatter the taps into its columns
+            A = np.full((len(rows), self.sizes[x.src]), Fraction(0), dtype=object)
+            for i, (cols, ws) in enumerate(rows):
+                sc = ws if x.scale is None else ws * x.scale[cols]
+                for r, w in zip(x.rows[cols], sc):
+                    A[i, r] += w
+            return _Sym(out_shape, c, A={x.src: A})
+        terms = {}
+        for s, As in x.A.items():
+            out = np.full((len(rows), As.shape[1]), Fraction(0), dtype=object)
+            for i, (cols, ws) in enumerate(rows):
+                if len(cols):
+                    out[i] = ws.dot(As[cols])
+            terms[s] = out
+        return _Sym(out_shape, c, A=terms)
+
+    def op_MaxPool(self, args, attrs):
+        from .onnx_ops import maxpool_windows
+
+        node, _ = self._ctx
+        if len(node.output) > 1 and node.output[1]:
+            raise self.fail("MaxPool's Indices output is not supported")
+        x = args[0]
+        if not isinstance(x, _Sym):
+            raise self.fail("MaxPool of a constant is not supported")
+        windows, out_shape = maxpool_windows(x.shape, attrs, self.fail)
+        K = max(len(w) for w in windows)
+        idx = np.array([w + [w[0]] * (K - len(w)) for w in windows], dtype=np.int64)
+        n = len(windows)
+        flat = x.take(np.arange(x.numel), (x.numel,))
+        cands = [flat.take(idx[:, k], (n,)) for k in range(K)]
+        while len(cands) > 1:  # max(a, b) = a + relu(b - a), a tree over the window
+            nxt = []
+            for a, b in zip(cands[0::2], cands[1::2]):
+                nxt.append(self.add(a, self.activation(self.add(b, a, sign=-1), Act("relu"))))
+            if len(cands) % 2:
+                nxt.append(cands[-1])
+            cands = nxt
+        return cands[0].take(np.arange(n), out_shape)
+
+    # ---- elementwise activations without engine relaxations (rules: `onnx_ops.RULES`)
+    def op_Sin(self, args, attrs):
+        return self._act(args, Act("sin"))
+
+    def op_Cos(self, args, attrs):
+        return self._act(args, Act("cos"))
+
+    def op_Sign(self, args, attrs):
+        return self._act(args, Act("sign"))
+
+    def op_Pow(self, args, attrs):
+        x, y = args
+        if isinstance(y, _Sym):
+            raise self.fail("Pow with an input-dependent exponent is not supported")
+        e = np.asarray(y)
+        if not isinstance(x, _Sym):
+            return np.power(np.asarray(x), e)
+        if e.size != 1 or float(e.ravel()[0]) != int(float(e.ravel()[0])) or not \
+                0 <= float(e.ravel()[0]) <= 64:
+            raise self.fail(f"Pow with exponent {e.ravel().tolist()}: only one constant "
+                            "integer exponent from 0 to 64 is supported")
+        p = int(float(e.ravel()[0]))
+        if p == 1:
+            return x
+        shape = np.broadcast_shapes(x.shape, e.shape)
+        x = self.permute(x, lambda a: np.broadcast_to(a, shape))
+        return self.activation(x, Act("pow", param=p))
 
 
 def _nonzero_terms(terms: dict[int, np.ndarray]) -> tuple[tuple[int, np.ndarray], ...]:
