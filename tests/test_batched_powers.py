@@ -239,3 +239,13 @@ def test_batched_where_closes_refuted_boxes_and_only_those():
                      hyps=[("<=", tape.outputs[1])])
     res = bab.run(time.perf_counter() + 1.0)
     assert res.status != "proved" and res.bound >= -5 + 1.0  # (0.7, 0.7) is in the disk
+
+
+def test_certified_bound_honours_where_on_the_exact_path(net, monkeypatch):
+    monkeypatch.setattr(bounds._Decider, "batched_setup", lambda self, tol=0.0: None)
+    val, inside = _where_values(net)
+    _, ob, model = _decide(net, TERM_W, "<=", 0, WHERE, timeout=0.1)
+    got = bounds.certified_bound(ob, model.program, 3.0, tolerance=0.0)
+    assert got["approx"] >= val[inside].max()
+    assert got["approx"] < val.max() - 0.1
+    assert got["where_closed"] > 0
