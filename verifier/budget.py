@@ -218,4 +218,8 @@ def _children(node) -> list:
         return [node.expr, node.wrt]
     if isinstance(node, ast.Comparison):
         return list(node.operands)
+    if isinstance(node, ast.BoolOp):
+        return list(node.args)
+    if isinstance(node, ast.Not):
+        return [node.arg]
     return []

@@ -93,6 +93,9 @@ class Obligation:
     span: Span | None = field(default=None, compare=False, hash=False, repr=False)
     # an identity whose two sides have different shapes at these sizes is false as stated
     shape_mismatch: str | None = None
+    # the claim this is one case of (a claim with `or` / `not`: `NAME.1`, `NAME.2`, ...);
+    # engines that take a union of polyhedra may decide the cases together
+    case_of: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -245,23 +248,150 @@ def _narrow(variables: tuple[Variable, ...], hyps: list[Atom]) -> tuple[Variable
 _FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "=="}
 
 
-def _obligation(spec, tr, claim) -> Obligation:
+MAX_CASES = 256  # obligations one claim with `or` / `not` may become
+
+
+def _cnf(tr, node, positive: bool, span) -> list[list[Atom]]:
+    """The formula (negated unless `positive`) as clauses: a list of disjunctions of atoms.
+
+    A comparison of tensors is the conjunction of its entries' atoms, so it gives one unit
+    clause per entry, and its negation one clause of the negated entries."""
+    from .syntax import ast
+
+    if isinstance(node, ast.Not):
+        return _cnf(tr, node.arg, not positive, span)
+    if isinstance(node, ast.BoolOp):
+        parts = [_cnf(tr, a, positive, span) for a in node.args]
+        if (node.op == "and") == positive:  # a conjunction of the parts' clauses
+            return [c for p in parts for c in p]
+        out: list[list[Atom]] = [[]]  # a disjunction: one clause per choice of clauses
+        for p in parts:
+            if len(out) * len(p) > MAX_CASES:
+                _too_many(span)
+            out = [a + b for a in out for b in p]
+        return out
+    atoms = _atoms(tr, node)
+    return [[a] for a in atoms] if positive else [[a.negated() for a in atoms]]
+
+
+def _too_many(span):
+    from .diagnostics import SpecError
+
+    raise SpecError(f"the claim's `or` / `not` give more than {MAX_CASES} cases", span,
+                    fix="split the claim into several claims, or state it without negated "
+                        "conjunctions")
+
+
+def _key(a: Atom) -> tuple:
+    return (a.lhs, a.op, a.rhs)
+
+
+def _clean(clause: list[Atom]) -> list[Atom] | None:
+    """The clause without repeated literals, or None when it holds everywhere (it contains a
+    comparison and its negation)."""
+    seen: dict = {}
+    for a in clause:
+        seen.setdefault(_key(a), a)
+    if any(_key(a.negated()) in seen for a in seen.values()):
+        return None
+    return list(seen.values())
+
+
+def _cases(tr, claim) -> list[tuple[list[Atom], list[Atom]]]:
+    """(goal, hypotheses) pairs whose obligations together say exactly what the claim says.
+
+    `where W: F` holds iff for every conjunction M of the conditions' disjunctive normal form
+    and every clause l_1 or ... or l_k of F's conjunctive normal form, M and not l_2 ... not
+    l_k imply l_1. Unit clauses share one obligation (the plain claim: one case); the goal
+    literal of a longer clause is an inequality where it has one (a bound obligation), the
+    rest become hypotheses (a negated atom is an atom: `<` and `>=`, `==` and `!=`)."""
+    span = claim.span
+    conditions: list[list[Atom]] = [[]]  # the DNF of the conditions
+    for c in claim.where:
+        dnf = [[a.negated() for a in clause] for clause in _cnf(tr, c, False, span)]
+        if len(conditions) * len(dnf) > MAX_CASES:
+            _too_many(span)
+        conditions = [m + d for m in conditions for d in dnf]
+    raw = _cnf(tr, claim.comparison, True, span)
+    clauses = [k for k in (_clean(c) for c in raw) if k is not None]
+    if raw and not clauses:  # it holds by its form: keep one case for the engines to prove
+        clauses = raw[:1]
+    units = [c[0] for c in clauses if len(c) == 1]
+    longer = [c for c in clauses if len(c) > 1]
+    out = []
+    for m in conditions:
+        if units or not longer:
+            out.append((units, m))
+        for c in longer:
+            pick = max(range(len(c)), key=lambda i: (c[i].op not in ("==", "!="), i))
+            rest = [a.negated() for i, a in enumerate(c) if i != pick]
+            out.append(([c[pick]], m + rest))
+    if len(out) > 1:  # drop cases whose conditions exclude each other (they hold vacuously)
+        out = [(g, h) for g, h in out if not _contradictory(h)] or out[:1]
+    if len(out) > MAX_CASES:
+        _too_many(span)
+    return out
+
+
+def _term_bound(a: Atom):
+    """(term, op, number) for an atom comparing a term with a rational number, else None."""
+    lhs, rhs = sp.sympify(a.lhs), sp.sympify(a.rhs)
+    if rhs.is_Rational and not lhs.is_Number:
+        return lhs, a.op, rhs
+    if lhs.is_Rational and not rhs.is_Number:
+        return rhs, _FLIP.get(a.op, a.op), lhs
+    return None
+
+
+def _contradictory(atoms: list[Atom]) -> bool:
+    """Do these atoms exclude each other by their comparisons of one term with numbers alone
+    (`t <= 0`, `t >= 0`, `t != 0`; `t < 100`, `t >= 100`)? Only ever True when no value of
+    the term meets them all."""
+    by_term: dict = {}
+    for a in atoms:
+        got = _term_bound(a)
+        if got is not None:
+            by_term.setdefault(got[0], []).append(got[1:])
+    for facts in by_term.values():
+        lo, lo_strict, hi, hi_strict, points = None, False, None, False, set()
+        for op, c in facts:
+            if op in (">=", ">", "=="):
+                if lo is None or c > lo or (c == lo and op == ">"):
+                    lo, lo_strict = c, op == ">"
+            if op in ("<=", "<", "=="):
+                if hi is None or c < hi or (c == hi and op == "<"):
+                    hi, hi_strict = c, op == "<"
+            if op == "!=":
+                points.add(c)
+        if lo is not None and hi is not None and (
+                lo > hi or (lo == hi and (lo_strict or hi_strict or lo in points))):
+            return True
+    return False
+
+
+def _obligations(spec, tr, claim) -> list[Obligation]:
+    """The claim's obligations: one, or one per case of a claim with `or` / `not` (named
+    `NAME.1`, `NAME.2`, ...; the claim holds when every case does)."""
     from .symbolic.translate import ShapeError
 
     try:
-        goal = _atoms(tr, claim.comparison)
-        hyps = [a for c in claim.where for a in _atoms(tr, c)]
+        cases = _cases(tr, claim)
     except (_ShapeMismatch, ShapeError) as err:
         if isinstance(err, ShapeError) and not spec.dims:
             raise  # fixed sizes: a mistake in the spec, not a claim false at some sizes
-        return Obligation(name=claim.name, kind="identity", goal=(), hypotheses=(),
-                          variables=(), text=claim.text, span=claim.span,
-                          shape_mismatch=f"{_located(err)} at sizes "
-                          + ", ".join(f"{k}={v}" for k, v in spec.dims))
-    kind = "identity" if all(a.op == "==" for a in goal) else "bound"
-    variables = _narrow(_variables(spec, tr.program, goal + hyps), hyps)
-    return Obligation(name=claim.name, kind=kind, goal=tuple(goal), hypotheses=tuple(hyps),
-                      variables=variables, text=claim.text, span=claim.span)
+        return [Obligation(name=claim.name, kind="identity", goal=(), hypotheses=(),
+                           variables=(), text=claim.text, span=claim.span,
+                           shape_mismatch=f"{_located(err)} at sizes "
+                           + ", ".join(f"{k}={v}" for k, v in spec.dims))]
+    out = []
+    for k, (goal, hyps) in enumerate(cases, 1):
+        kind = "identity" if goal and all(a.op == "==" for a in goal) else "bound"
+        variables = _narrow(_variables(spec, tr.program, goal + hyps), hyps)
+        name = claim.name if len(cases) == 1 else f"{claim.name}.{k}"
+        out.append(Obligation(name=name, kind=kind, goal=tuple(goal), hypotheses=tuple(hyps),
+                              variables=variables, text=claim.text, span=claim.span,
+                              case_of=claim.name if len(cases) > 1 else None))
+    return out
 
 
 def _located(err) -> str:
@@ -323,8 +453,8 @@ def build_model(spec, instances=None) -> Model:
     for inst in instances or [spec]:
         tr = _RecordingTranslator(inst, program)
         suffix = _suffix(inst) if instances and len(instances) > 1 else ""
-        obligations += [replace(_obligation(inst, tr, c), name=c.name + suffix)
-                        for c in inst.claims]
+        obligations += [replace(ob, name=ob.name + suffix)
+                        for c in inst.claims for ob in _obligations(inst, tr, c)]
         derivations += [replace(d, name=d.name + suffix)
                         for d in (_derivation(inst, tr, d) for d in inst.derives)]
         _annotate(program, tr)

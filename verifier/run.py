@@ -62,8 +62,32 @@ def check(model: Model, timeout: float, *, jobs: int = 1, cache=None, cluster=No
                 done(i, hit, cached=True)
     else:
         todo = list(range(len(model.obligations)))
+    todo = _cases_together(model, todo, timeout, done)
     parallel.decide_all(model, todo, timeout, done, jobs=jobs, cluster=cluster)
     return verdicts
+
+
+def _cases_together(model: Model, todo: list[int], timeout: float, done) -> list[int]:
+    """The cases of a claim with `or` / `not` decided as one query where the VNN-LIB 2.0
+    engines take them (`poly_route.decide_cases`: the union of their violations); returns the
+    obligations still to decide one by one."""
+    groups: dict[str, list[int]] = {}
+    for i in todo:
+        name = model.obligations[i].case_of
+        if name is not None and model.obligations[i].kind == "bound":
+            groups.setdefault(name, []).append(i)
+    decided: set[int] = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        from .engines.poly_route import decide_cases
+
+        got = decide_cases([model.obligations[i] for i in members], model.program, timeout)
+        for i, v in zip(members, got or ()):
+            if v is not None:
+                done(i, v)
+                decided.add(i)
+    return [i for i in todo if i not in decided]
 
 
 def exit_status(verdicts: list[Verdict]) -> int:

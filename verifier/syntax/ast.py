@@ -88,6 +88,21 @@ class Comparison:
     span: Span | None = _span()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BoolOp:
+    """`a and b and ...` (op "and") or `a or b or ...` (op "or") of formulas."""
+
+    op: str
+    args: tuple
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Not:
+    arg: object
+    span: Span | None = _span()
+
+
 # ---- declarations -----------------------------------------------------------------------------
 
 

@@ -261,6 +261,19 @@ class _ToAst(Transformer):
     def where(self, meta, *comparisons):
         return tuple(comparisons)
 
+    def f_or(self, meta, a, b):
+        return self._bool("or", a, b, meta)
+
+    def f_and(self, meta, a, b):
+        return self._bool("and", a, b, meta)
+
+    def _bool(self, op, a, b, meta):
+        args = (a.args if isinstance(a, ast.BoolOp) and a.op == op else (a,)) + (b,)
+        return ast.BoolOp(op=op, args=args, span=self._span(meta))
+
+    def f_not(self, meta, a):
+        return ast.Not(arg=a, span=self._span(meta))
+
     def claim_decl(self, meta, name, comparison, where=()):
         return ast.ClaimDecl(name=str(name), comparison=comparison, where=where,
                              text=" ".join(self._text(meta).split()), span=self._span(meta))
