@@ -15,6 +15,9 @@ The engine gives z3 min(timeout, 0.25) s to confirm an identity it has already p
 canonical forms (or by cases); `--timeout 0.2` shows the time of the decision itself.
 `--nerva` adds the equations phrased as nerva writes them (specs/batch/nerva.snn). The
 summary gives our total per size tuple: the library's target is under 10 s per size.
+`--before` also times the previous route on every equation (the inlined canonical form only,
+z3 confirming every proof) and gives the ratio ours / previous per size tuple, both measured
+in this run and so under the same load.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, ROOT)
 from derivecommon import run_with_limit
 
 from verifier.elaborate import elaborate
-from verifier.engines import decide
+from verifier.engines import decide, identity
 from verifier.obligations import build_model
 
 LAYERS = ("linear", "activation", "softmax", "batchnorm", "dropout", "losses")
@@ -62,19 +65,44 @@ def naive(program, ob, limit: float):
 
 
 CPU: dict = {}  # size tuple -> our CPU seconds (z3 runs in this process): robust to load
+BEFORE: dict = {}  # size tuple -> [wall, CPU] seconds of the previous route (--before)
 
 
-def rows(sizes_list, limit: float, timeout: float, only: str, files=FILES):
+def _timed(ob, program, timeout: float):
+    t0, c0 = time.perf_counter(), time.process_time()
+    v = decide(ob, program, timeout)
+    return v, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _before(ob, model, timeout: float):
+    """The verdict and times of the previous route: the inlined canonical form only, z3
+    confirming every proof (on a fresh model, so no memo of ours helps it)."""
+    identity.PROGRAM_FORM = False
+    try:
+        return _timed(ob, model.program, timeout)
+    finally:
+        identity.PROGRAM_FORM = True
+
+
+def rows(sizes_list, limit: float, timeout: float, only: str, files=FILES, before=False):
     for sizes in sizes_list:
         for name in files:
             model = load(name, sizes)
-            for ob in model.obligations:
+            old_model = load(name, sizes) if before else None
+            for ob, old_ob in zip(model.obligations, old_model.obligations if before
+                                  else model.obligations):
                 if only and only not in ob.name:
                     continue
-                t0, c0 = time.perf_counter(), time.process_time()
-                v = decide(ob, model.program, timeout)
-                ours = time.perf_counter() - t0
-                CPU[sizes] = CPU.get(sizes, 0.0) + time.process_time() - c0
+                v, ours, cpu = _timed(ob, model.program, timeout)
+                CPU[sizes] = CPU.get(sizes, 0.0) + cpu
+                if before:
+                    old, wall, cpu = _before(old_ob, old_model, timeout)
+                    acc = BEFORE.setdefault(sizes, [0.0, 0.0])
+                    acc[0] += wall
+                    acc[1] += cpu
+                    if old.verdict != v.verdict:
+                        print(f"note: {ob.name} at {sizes}: {v.verdict}, previously "
+                              f"{old.verdict}", file=sys.stderr)
                 yield ob.name, sizes, v, ours, naive(model.program, ob, limit) if limit > 0 else 0
 
 
@@ -105,6 +133,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="only equations whose name contains this")
     ap.add_argument("--nerva", action="store_true",
                     help="also the equations as nerva writes them (specs/batch/nerva.snn)")
+    ap.add_argument("--before", action="store_true",
+                    help="also time the previous route (inlined canonical form, every proof "
+                         "confirmed by z3) on each equation, for the ratio")
     ap.add_argument("--out", help="also write the table to this file")
     args = ap.parse_args(argv)
     sizes_list = [tuple(int(x) for x in s.split(",")) for s in args.sizes]
@@ -124,7 +155,8 @@ def main(argv=None) -> int:
     timeouts = nonzero = count = 0
     per_size: dict = {}
     files = FILES + (["nerva.snn"] if args.nerva else [])
-    for name, sizes, v, ours, res in rows(sizes_list, args.limit, args.timeout, args.only, files):
+    for name, sizes, v, ours, res in rows(sizes_list, args.limit, args.timeout, args.only, files,
+                                               args.before):
         count += 1
         total_ours += ours
         per_size[sizes] = per_size.get(sizes, 0.0) + ours
@@ -153,6 +185,9 @@ def main(argv=None) -> int:
     )
     summary += "\n" + "\n".join(f"ours at {fmt_sizes(k)}: {t:.1f} s ({CPU[k]:.1f} s CPU)"
                                  for k, t in per_size.items())
+    for k, (wall, cpu) in BEFORE.items():
+        summary += (f"\nprevious route at {fmt_sizes(k)}: {wall:.1f} s ({cpu:.1f} s CPU); "
+                    f"ours / previous: {per_size[k] / wall:.2f} wall, {CPU[k] / cpu:.2f} CPU")
     lines.append(summary)
     print(summary)
     if args.out:

@@ -27,15 +27,20 @@ from ..emit.smtlib import encode
 from ..layers.activations import PIECEWISE_FUNCTIONS, SMOOTH_FUNCTIONS
 from ..obligations import Obligation
 from ..symbolic.program import Program
-from . import cases
+from . import cases, rational
 from .replay import _NotExact, replay, show_value
 from .verdict import PROVED, REFUTED, UNKNOWN, Verdict
 from .z3run import Z3Result, run_z3
 
 RANDOM_POINTS = 24
+QUICK_POINTS = 3  # before the inlined canonical form, where the program's form found no zero
 # after a canonical proof or a replayed refutation, z3 only confirms on the emitted text;
 # its answer (or its timeout) is recorded as is
 CONFIRM_SECONDS = 0.25
+# False: the previous route (inlined canonical form only, z3 confirms every proof), which
+# bench/batch_backprop.py --before times for comparison
+PROGRAM_FORM = True
+CONFIRM_DEFS = 40  # program quantities of a claim beyond which z3 does not confirm a proof
 CANONICAL_LIMIT = 5_000  # operations in an inlined side; beyond, skip to z3
 
 
@@ -218,8 +223,8 @@ def _replay(ob, program, point):
         return None
 
 
-def _try_points(ob, program, rng) -> dict | None:
-    for _ in range(RANDOM_POINTS):
+def _try_points(ob, program, rng, points: int = RANDOM_POINTS) -> dict | None:
+    for _ in range(points):
         point = _random_point(ob, rng)
         r = _replay(ob, program, point)
         if r is not None and r.violated:
@@ -231,33 +236,34 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     """Prove, refute or give up on an identity obligation."""
     start = time.perf_counter()
     rng = random.Random(_seed(ob.name))
-    canonical = _canonical_zero(program, ob)
-    try:
-        query = encode(ob, program, atom_key=_canonical_key(program))
-    except NotImplementedError as err:  # a term z3 has no form for: this claim only
-        query = _NoQuery(str(err))
+    canonical, cex, fast = _canonical(ob, program, rng)
+    query = _Query(ob, program)
+    if cex is not None:
+        return _refuted_by_points(ob, query.get(), cex, start, timeout)
     if canonical:
-        z3res = _confirm(query, min(timeout, CONFIRM_SECONDS))
+        z3res = _confirm(query, min(timeout, CONFIRM_SECONDS), _worth_confirming(program, ob, fast))
         engine = "canonical-form" + ("+z3" if z3res.answer == "unsat" else "")
+        what = "residue lhs - rhs expands to 0 with activations as atoms"
+        if fast.zero and fast.solved:
+            what += (f", where the equality side conditions hold ({fast.solved} solved for one "
+                     "leaf each)")
         return Verdict(name=ob.name, kind=ob.kind, verdict=PROVED, engine=engine,
-                       seconds=time.perf_counter() - start,
-                       artifact="residue lhs - rhs expands to 0 with activations as atoms",
+                       seconds=time.perf_counter() - start, artifact=what,
                        **_confirmed(query, z3res))
     split = None
     # before random points (a true claim skips them); not on sides too large to inline
     if canonical is False and cases.relevant(program, ob):
         split = cases.prove(program, ob, start + max(1.0, timeout - 0.5))
         if split.proved:
-            return _proved_by_cases(ob, query, split, start, timeout)
-        refuted = _refuted_by_case(ob, program, split, query, start)
+            worth = _worth_confirming(program, ob, fast)
+            return _proved_by_cases(ob, query, split, start, timeout, worth)
+        refuted = _refuted_by_case(ob, program, split, query.get(), start)
         if refuted is not None:
             return refuted
     cex = _try_points(ob, program, rng)
+    query = query.get()
     if cex is not None:
-        z3res = _confirm(query, min(timeout, CONFIRM_SECONDS / 2))
-        return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
-                       seconds=time.perf_counter() - start, smt=query.text,
-                       smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
+        return _refuted_by_points(ob, query, cex, start, timeout)
     if isinstance(query, _NoQuery):
         return Verdict(name=ob.name, kind=ob.kind, verdict=UNKNOWN, engine="z3",
                        seconds=time.perf_counter() - start,
@@ -286,19 +292,84 @@ def decide_identity(ob: Obligation, program: Program, timeout: float) -> Verdict
     return Verdict(verdict=UNKNOWN, engine="z3", seconds=seconds, reason=why, **base)
 
 
-def _confirmed(query, z3res) -> dict:
+def _refuted_by_points(ob, query, cex, start, timeout) -> Verdict:
+    z3res = _confirm(query, min(timeout, CONFIRM_SECONDS / 2))
+    return Verdict(name=ob.name, kind=ob.kind, verdict=REFUTED, engine="exact-points",
+                   seconds=time.perf_counter() - start, smt=query.text,
+                   smt_answer=z3res.answer, artifact="counterexample replayed", **cex)
+
+
+class _Query:
+    """The claim's SMT-LIB query, encoded on first use (a canonical proof of a large claim
+    needs none)."""
+
+    def __init__(self, ob, program):
+        self.ob, self.program, self.query = ob, program, None
+
+    def get(self):
+        if self.query is None:
+            try:
+                self.query = encode(self.ob, self.program, atom_key=_canonical_key(self.program))
+            except NotImplementedError as err:  # a term z3 has no form for: this claim only
+                self.query = _NoQuery(str(err))
+        return self.query
+
+
+def _worth_confirming(program, ob, fast) -> bool:
+    """Whether z3 is asked to confirm a canonical proof: not for claims of more than
+    CONFIRM_DEFS program quantities, nor where the program's rational form divided by a sum
+    or took a root (softmax, batchnorm: z3 never confirmed those within its budget). The
+    proof does not rest on z3; what is lost is the .smt2 file next to it."""
+    if not PROGRAM_FORM:
+        return True
+    if fast.normalisers or fast.roots:
+        return False
+    return len(program.closure([e for a in ob.goal for e in (a.lhs, a.rhs)])) <= CONFIRM_DEFS
+
+
+def _canonical(ob, program, rng) -> tuple[bool | None, dict | None, rational.Decision]:
+    """Whether the residues are zero in canonical form, a counterexample found on the way,
+    and the program's rational form's decision.
+
+    The program's rational form (`rational.py`) decides first. Where it cannot show zero,
+    claims with kinks go on to the case split as before; the others get a few exact random
+    points (a false claim is refuted here, without the slower inlined form) and then the
+    inlined canonical form, which sees what sympy's own rewriting makes equal."""
+    if not PROGRAM_FORM:
+        return _canonical_zero(program, ob), None, rational.Decision(None)
+    fast = rational.decide(program, ob)
+    if fast.zero:
+        return True, None, fast
+    if fast.zero is False and cases.relevant(program, ob):
+        return False, None, fast
+    if fast.zero is False:
+        cex = _try_points(ob, program, rng, QUICK_POINTS)
+        if cex is not None:
+            return False, cex, fast
+    return _canonical_zero(program, ob), None, fast
+
+
+def _confirmed(query: _Query, z3res) -> dict:
     """The SMT-LIB file of a proof that does not rest on z3: kept only when z3 answers
     `unsat` on it (a file next to a `proved` is never one z3 answers otherwise; the whole
     encoding sees activations as free atoms and is coarser than the canonical form)."""
     if z3res.answer == "unsat":
-        return {"smt": query.text, "smt_answer": "unsat", "details": {}}
-    note = (f"no SMT-LIB file: z3 answers `{z3res.answer}` on the encoding with activations as "
-            "free atoms, which is coarser than the canonical form")
+        return {"smt": query.get().text, "smt_answer": "unsat", "details": {}}
+    if z3res.answer == "skipped":
+        note = ("no SMT-LIB file: the claim is too large (or divides by sums of atoms) for z3 "
+                "to confirm the canonical proof in its short budget; it was not asked")
+    else:
+        note = (f"no SMT-LIB file: z3 answers `{z3res.answer}` on the encoding with "
+                "activations as free atoms, which is coarser than the canonical form")
     return {"details": {"no_whole_box_smt": True, "notes": [note]}}
 
 
-def _confirm(query, seconds: float):
+def _confirm(query, seconds: float, worth: bool = True):
     """z3's answer on the claim's SMT-LIB text, briefly; none where the claim has no text."""
+    if not worth:
+        return Z3Result("skipped", None, "not asked")
+    if isinstance(query, _Query):
+        query = query.get()
     if query.text is None:
         return Z3Result("none", None, query.why)
     return run_z3(query.text, seconds)
@@ -328,9 +399,9 @@ def _refuted_by_case(ob, program, split, query, start) -> Verdict | None:
     return None
 
 
-def _proved_by_cases(ob, query, split, start, timeout) -> Verdict:
+def _proved_by_cases(ob, query, split, start, timeout, worth) -> Verdict:
     """A proof by the indicator form; z3 only confirms on the whole encoding, briefly."""
-    z3res = _confirm(query, min(timeout, CONFIRM_SECONDS))
+    z3res = _confirm(query, min(timeout, CONFIRM_SECONDS), worth)
     engine = "canonical-form+cases" + ("+z3" if z3res.answer == "unsat" else "")
     what = ("residue lhs - rhs expands to 0 with activations as atoms and piecewise terms as "
             "indicators of their decisions")
