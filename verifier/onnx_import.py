@@ -696,7 +696,7 @@ class _Importer:
             out = {}
             for s, As in x.terms(self.sizes).items():
                 A3 = As.reshape(L, k, As.shape[1])
-                out[s] = np.stack([W.T.dot(A3[l_]) for l_ in range(L)]).reshape(L * m, -1)
+                out[s] = np.stack([_odot(W.T, A3[l_]) for l_ in range(L)]).reshape(L * m, -1)
             return _Sym(lead + (m,), c, A=out)
         # constant @ symbolic
         W = fractions(x)
@@ -710,14 +710,14 @@ class _Importer:
             if y.shape[0] != W.shape[1]:
                 raise self.fail(f"sizes do not match: {list(W.shape)} @ {list(y.shape)}")
             return _Sym((W.shape[0],), W.dot(y.c),
-                        A={s: W.dot(As) for s, As in y.terms(self.sizes).items()})
+                        A={s: _odot(W, As) for s, As in y.terms(self.sizes).items()})
         if len(y.shape) != 2 or y.shape[0] != W.shape[1]:
             raise self.fail(f"sizes do not match: {list(W.shape)} @ {list(y.shape)}")
         k, p = y.shape
         out = {}
         for s, As in y.terms(self.sizes).items():
             A3 = As.reshape(k, p, As.shape[1])
-            out[s] = np.stack([W.dot(A3[:, j, :]) for j in range(p)], axis=1).reshape(
+            out[s] = np.stack([_odot(W, A3[:, j, :]) for j in range(p)], axis=1).reshape(
                 -1, As.shape[1])
         c = W.dot(y.c.reshape(k, p))
         return _Sym((W.shape[0], p), c.ravel(), A=out)
@@ -1101,6 +1101,18 @@ class _Importer:
         shape = np.broadcast_shapes(x.shape, e.shape)
         x = self.permute(x, lambda a: np.broadcast_to(a, shape))
         return self.activation(x, Act("pow", param=p))
+
+
+def _odot(W: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """W @ A for object (Fraction) arrays, W 2-D: a sum over W's nonzero entries when W is
+    sparse (the stacked paths of lattice networks, selection matrices), else numpy's dot."""
+    nz = np.nonzero(W != 0)
+    if len(nz[0]) * 4 > W.size:
+        return W.dot(A)
+    out = np.full((W.shape[0],) + A.shape[1:], Fraction(0), dtype=object)
+    for i, j in zip(*nz):
+        out[i] = out[i] + W[i, j] * A[j]
+    return out
 
 
 def _nonzero_terms(terms: dict[int, np.ndarray]) -> tuple[tuple[int, np.ndarray], ...]:
