@@ -118,6 +118,12 @@ def edge_forward(arrays: dict, F: np.ndarray) -> np.ndarray:
     return h
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished workers (robust to machine load)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _num(f: Fraction) -> str:
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
@@ -245,23 +251,25 @@ def compose(node_W: np.ndarray, laws: list[dict]) -> list[dict]:
 def pipeline(law: str, out: str, epochs: int, timeout: float, seed: int = 0,
              trajectories: int = 80, log=print) -> dict:
     """Every stage for one law; returns the figures (and prints them through `log`)."""
-    times, res = {}, {"law": law}
-    t = time.perf_counter()
+    times, cpu, res = {}, {}, {"law": law}
+    t, cpu0 = time.perf_counter(), _cpu()
     X, A = simulate.simulate(law, particles=PARTICLES, trajectories=trajectories, seed=seed)
     d = simulate.relative(X)
     times["simulate"] = time.perf_counter() - t
+    cpu["simulate"] = _cpu() - cpu0
     log(f"[{law}] simulated {len(X)} snapshots of {PARTICLES} particles "
         f"({len(d)} pairs) in {times['simulate']:.1f} s")
 
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), _cpu()
     net, losses = train(X, A, epochs, seed=seed)
     times["train"] = time.perf_counter() - t
+    cpu["train"] = _cpu() - cpu0
     res["losses"] = losses
     log(f"[{law}] trained {epochs} epochs with compiled gradients: loss {losses[0]:.3g} -> "
         f"{losses[-1]:.3g} (mean square acceleration {np.mean((A ** 2).sum((1, 2))):.3g}) in "
         f"{times['train']:.1f} s")
 
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), _cpu()
     lines, arrays, edge_file = export_edge(net, out, law)
     m = edge_forward(arrays, edge_features(d))
     # the layer's own messages (compiled GNN) and the exported edge MLP agree
@@ -279,6 +287,7 @@ def pipeline(law: str, out: str, epochs: int, timeout: float, seed: int = 0,
         fits.append((k, coeffs, r2))
         log(f"[{law}] message {k} (std {std[k]:.3f}): {sindy.pretty(coeffs)}   R^2 = {r2:.5f}")
     times["fit"] = time.perf_counter() - t
+    cpu["fit"] = _cpu() - cpu0
     res["fits"] = fits
     res["std"] = std
     force = compose(net.params["node1.W"][:, keep], [laws[k] for k in keep])
@@ -287,7 +296,7 @@ def pipeline(law: str, out: str, epochs: int, timeout: float, seed: int = 0,
         shown = {n: c for n, c in terms.items() if n != "1" and abs(c) > 1e-3}
         log(f"[{law}] implied force F_{'xy'[o]} = {sindy.pretty(shown, 3)}")
 
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), _cpu()
     boxes = cells(d, r_min=simulate.R_MIN)
     res["cells"] = boxes
     inside = sum(int(np.all((d >= np.array(lo, float)) & (d <= np.array(hi, float)), 1).sum())
@@ -308,10 +317,11 @@ def pipeline(law: str, out: str, epochs: int, timeout: float, seed: int = 0,
             f"max {c['sampled']:.4g}, ratio {float(c['eps']) / c['sampled']:.3f} ({steps}; "
             + ", ".join(f"{n} {e}" for e, n in sorted(engines.items())) + ")")
     times["certify"] = time.perf_counter() - t
+    cpu["certify"] = _cpu() - cpu0
     res["certs"] = certs
 
     # a deliberately wrong law on the cell with most data: refuted with a replayed point
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), _cpu()
     key = np.floor(d / float(CELL)).astype(int)
     dense = max(range(len(boxes)), key=lambda c: int(np.all(
         key == np.floor(np.array(boxes[c][0], float) / float(CELL)).astype(int), 1).sum()))
@@ -335,8 +345,10 @@ def pipeline(law: str, out: str, epochs: int, timeout: float, seed: int = 0,
                              for c in range(len(boxes))]))
     res["final_path"] = final
     times["refute"] = time.perf_counter() - t
-    res["times"] = times
-    log(f"[{law}] seconds per stage: " + ", ".join(f"{k} {s:.1f}" for k, s in times.items()))
+    cpu["refute"] = _cpu() - cpu0
+    res["times"], res["cpu"] = times, cpu
+    log(f"[{law}] seconds per stage (wall / CPU of this process and its workers): "
+        + ", ".join(f"{k} {s:.1f} / {cpu[k]:.1f}" for k, s in times.items()))
     return res
 
 
