@@ -33,6 +33,16 @@ from ..symbolic.program import Program
 
 MAX_TERMS = 20_000  # terms of one numerator; beyond, this form gives up (None)
 _APPS = SMOOTH_FUNCTIONS + PIECEWISE_FUNCTIONS
+_APP_TYPES = frozenset(_APPS)
+
+
+_SLOTS: list = []  # generator symbols for atoms, normalisers and roots, shared by all forms
+
+
+def _slots(k: int) -> list:
+    while len(_SLOTS) < k:
+        _SLOTS.append(sp.Dummy(f"g{len(_SLOTS)}"))
+    return _SLOTS[:k]
 
 
 class _Outside(Exception):
@@ -57,15 +67,26 @@ class _Form:
     def __init__(self, program: Program, exprs: list):
         self.program = program
         closure = program.closure(exprs)
-        leaves = sorted(program.leaves(exprs), key=sp.default_sort_key)
-        slots = 0  # an upper bound on the atoms, normalisers and roots the terms can create
+        found: set = set()
+        for sym in closure:
+            found |= program.def_leaves(sym)
+        for e in exprs:
+            found |= {x for x in sp.sympify(e).free_symbols if not program.is_defined(x)}
+        leaves = sorted(found, key=sp.default_sort_key)
+        # an upper bound on the atoms, normalisers and roots the terms can create: one per
+        # distinct power, two per distinct application (an atom, and a root where
+        # exp(c log b) becomes b^c)
+        apps, pows = set(), set()
         for e in [program.defs[s] for s in closure] + list(exprs):
             for node in sp.preorder_traversal(e):
-                if isinstance(node, _APPS):
-                    slots += 2  # an atom, and a root where exp(c log b) becomes b^c
-                elif node.is_Pow:
-                    slots += 1
-        names = leaves + [sp.Dummy(f"g{k}") for k in range(slots)] or [sp.Dummy("one")]
+                if node.is_Pow:
+                    if not (node.exp.is_Integer and node.exp > 0):
+                        pows.add(node)
+                elif type(node) in _APP_TYPES or (node.is_Function and isinstance(node, _APPS)):
+                    apps.add(node)
+        # rounded up, so that claims on the same leaves share one ring (sympy caches rings)
+        slots = -(-(2 * len(apps) + len(pows)) // 8) * 8
+        names = leaves + _slots(slots) or [sp.Dummy("one")]
         self.ring, *gens = sp.ring(names, sp.QQ)
         self.gen = dict(zip(leaves, gens))
         self.free = gens[len(leaves):]
