@@ -9,16 +9,43 @@ all run over the same gradient program); activation rules are written with the f
 
 from __future__ import annotations
 
+import gc
 from bisect import bisect_left
-from functools import cache, lru_cache
+from contextlib import contextmanager
+from functools import cache, lru_cache, wraps
+from weakref import WeakKeyDictionary
 
 import sympy as sp
 from sympy.core.basic import _args_sortkey, ordering_of_classes
 
 from ..layers.activations import output_rule
-from .program import Program
+from .program import Program, free_symbols
 
 _ONE, _ZERO = sp.Integer(1), sp.Integer(0)
+
+
+@contextmanager
+def cyclic_gc_paused():
+    """Pause the cyclic garbage collector while a derivation builds its terms.
+
+    A reverse pass allocates hundreds of thousands of sympy objects and tuples, none of them
+    in reference cycles; each full collection walks every object alive, so with the
+    collector on, a Hessian spent about a third of its time in it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _paused(fn):
+    @wraps(fn)
+    def run(*args, **kwargs):
+        with cyclic_gc_paused():
+            return fn(*args, **kwargs)
+    return run
 
 
 # ---- canonical products and sums without sympy's general flattening
@@ -274,33 +301,206 @@ def _seed(expr: sp.Expr, prog: Program, wrt: set) -> dict[sp.Symbol, list[sp.Exp
     return adj
 
 
+# ---- the reverse pass
+#
+# A Hessian is one reverse pass per input over the same gradient program, so what a pass
+# needs of a definition (its partials, and how a product `bar * partial` is laid out in
+# canonical order) is worked out once per definition, and every pass only inserts its
+# adjoint symbol. A pending term of an adjoint is (sort key, key without the coefficient,
+# expression); the sum is then sorted on keys (tuples, compared in C) instead of by
+# `Basic.compare`. Whatever does not fit the common shapes goes through `mul` and `add`.
+
+_EDGES: WeakKeyDictionary = WeakKeyDictionary()  # program -> {sym: ((v, program index, plan), ...)}
+_PLAIN, _GENERIC = 1, 2
+
+
+def _plan(p: sp.Expr) -> tuple | None:
+    """How `bar * p` is built in canonical order for a symbol `bar` that p does not contain:
+    None when p is 1; (_PLAIN, p, head, head keys, factors, factor keys, free symbols) when
+    bar only joins p's sorted factors (after a numeric coefficient, the head); (_GENERIC, p)
+    when sympy.Mul must decide."""
+    if p is _ONE:
+        return None
+    if p.is_commutative is not True:
+        return (_GENERIC, p)
+    if p.is_Mul:
+        args = p.args
+        n = 1 if args[0].is_Number else 0
+        head, rest = args[:n], args[n:]
+        if not all(f.is_Symbol or f.is_Pow or ((f.is_Function or f.is_Add) and not f.is_number)
+                   for f in rest):
+            return (_GENERIC, p)
+    elif p.is_Rational:
+        head, rest = (p,), ()
+    elif p.is_Symbol or ((p.is_Function or p.is_Add or p.is_Pow) and not p.is_number):
+        head, rest = (), (p,)
+    else:
+        return (_GENERIC, p)
+    try:
+        keys = tuple(sort_key(f) for f in rest)
+        head_keys = tuple(sort_key(f) for f in head)
+        if list(keys) != sorted(keys):
+            return (_GENERIC, p)
+    except TypeError:
+        return (_GENERIC, p)
+    return (_PLAIN, p, head, head_keys, rest, keys, frozenset(free_symbols(p)))
+
+
+def _edges(prog: Program, sym: sp.Symbol) -> tuple:
+    """((v, program index of v or None, plan of d def(sym) / d v), ...) for sym's partials,
+    built once per program symbol; a plain plan gains what its partial reads: the program
+    indices, the leaves and the last index."""
+    table = _EDGES.get(prog)
+    if table is None:
+        table = _EDGES[prog] = {}
+    hit = table.get(sym)
+    if hit is None:
+        index = prog.index
+        out = []
+        for v, p in partials(prog, sym).items():
+            plan = _plan(p)
+            if plan is not None and plan[0] == _PLAIN:
+                reads = tuple(index[s] for s in plan[6] if s in index)
+                leaves = frozenset(s for s in plan[6] if s not in index)
+                plan = (*plan, max(reads, default=-1), reads, leaves)
+            out.append((v, index.get(v), plan))
+        hit = table[sym] = tuple(out)
+    return hit
+
+
+_NO_LEAVES: frozenset = frozenset()
+
+
+def _generic_part(e: sp.Expr) -> tuple:
+    return (None, None, e, None, None, None)
+
+
+def _product(bar: sp.Symbol, bk: tuple, bar_index: int, plan: tuple) -> tuple:
+    """The pending term bar * p of a plain plan: bar inserted among p's sorted factors
+    (unless p reads bar: a symbol that already existed can be a factor of p)."""
+    _, p, head, head_keys, rest, keys, free, last, reads, leaves = plan
+    if bar_index <= last and bar in free:  # -1 (a leaf) is at most any last
+        return _generic_part(mul(bar, p))
+    k = bisect_left(keys, bk)
+    args = (*head, *rest[:k], bar, *rest[k:])
+    ck = (*keys[:k], bk, *keys[k:])
+    return ((_MUL_RANK, len(args), (*head_keys, *ck) if head else ck), ck,
+            sp.Mul._from_args(args, True), bar_index, reads, leaves)
+
+
+def _total(parts: list) -> tuple:
+    """(the sum of pending terms as sympy.Add builds it, the program indices and the leaves
+    it reads, or None, None when they are not known without a walk)."""
+    if len(parts) == 1:
+        t = parts[0]
+        if t[3] is None or t[3] < 0:
+            return t[2], None, None
+        return t[2], {t[3], *t[4]}, t[5]
+    if all(t[0] is not None for t in parts):
+        if len({t[1] for t in parts}) == len(parts):  # no like terms: nothing to collect
+            try:
+                parts.sort(key=_first)
+            except TypeError:
+                pass
+            else:
+                expr = sp.Add._from_args(tuple(t[2] for t in parts), True)
+                reads: set = set()
+                leaves = set()
+                for t in parts:
+                    if t[3] < 0:
+                        return expr, None, None
+                    reads.add(t[3])
+                    reads.update(t[4])
+                    if t[5]:
+                        leaves |= t[5]
+                return expr, reads, leaves
+        return sp.Add(*[t[2] for t in parts]), None, None
+    return add([t[2] for t in parts]), None, None
+
+
+def _first(t: tuple) -> tuple:
+    return t[0]
+
+
+def _bind(prog: Program, total: tuple, hint: str) -> sp.Expr:
+    """`prog.assign(expr, hint)` for (expr, reads, leaves) from `_total`: with what the
+    expression reads known, the walk over it that `assign` makes is skipped (the
+    bookkeeping is assign's: hash-consing, a fresh name, dependencies in program order)."""
+    expr, reads, leaves = total
+    if reads is None or expr.is_Atom:
+        return prog.assign(expr, hint)
+    hit = prog._memo.get(expr)
+    if hit is not None:
+        return hit
+    name = prog.fresh_name(hint)
+    sym = sp.Symbol(name, real=True)
+    prog._names.add(name)
+    order = prog.order
+    prog._deps[sym] = tuple(order[i] for i in sorted(reads))
+    prog._leaves[sym] = frozenset(leaves)
+    prog.index[sym] = len(order)
+    order.append(sym)
+    prog.defs[sym] = expr
+    prog._memo[expr] = sym
+    return sym
+
+
+@_paused
 def gradient(prog: Program, expr: sp.Expr, wrt: list[sp.Symbol], tag: str = "g") -> list[sp.Expr]:
     """d expr / d w for each w in `wrt` (leaves or program symbols), as program terms."""
     expr = sp.sympify(expr)
     targets = set(wrt)
     leaf_targets = {w for w in wrt if w not in prog.defs}
-    adj = _seed(expr, prog, targets)
-    defs = prog.defs
+    seeded = _seed(expr, prog, targets)
+    index = prog.index
+    adj: dict = {index[s]: [_generic_part(e) for e in es] for s, es in seeded.items()
+                 if s in index}  # program symbols by index, leaves by symbol
+    leaf_adj: dict = {s: [_generic_part(e) for e in es] for s, es in seeded.items()
+                      if s not in index}
     for sym in reversed(prog.closure([expr])):
-        parts = adj.pop(sym, None)
+        parts = adj.pop(index[sym], None)
         if not parts:
             continue
-        bar = prog.assign(add(parts), f"{tag}:{sym.name}")
+        bar = _bind(prog, _total(parts), f"{tag}:{sym.name}")
         if sym in targets:
-            adj[sym] = [bar]  # keep the finished adjoint of a target that is itself a symbol
-        if bar == 0:
+            adj[index[sym]] = [_generic_part(bar)]  # the finished adjoint of a target symbol
+        plain = type(bar) is sp.Symbol and bar.is_commutative
+        if not plain and bar == 0:
             continue
-        for v, p in partials(prog, sym).items():
-            if v in defs or v in leaf_targets:
-                adj.setdefault(v, []).append(mul(bar, p))
-    return [prog.assign(add(adj.get(w, [])), f"{tag}:{w.name}") for w in wrt]
+        if plain:
+            bk = sort_key(bar)
+            bar_index = index.get(bar, -1)
+            bar_part = (bk, (bk,), bar, bar_index, (), _NO_LEAVES)
+        for v, vi, plan in _edges(prog, sym):
+            if vi is not None:
+                lst = adj.get(vi)
+                if lst is None:
+                    lst = adj[vi] = []
+            elif v in leaf_targets:
+                lst = leaf_adj.setdefault(v, [])
+            else:
+                continue
+            if plan is None:
+                lst.append(bar_part if plain else _generic_part(bar))
+            elif plain and plan[0] == _PLAIN:
+                lst.append(_product(bar, bk, bar_index, plan))
+            else:
+                lst.append(_generic_part(mul(bar, plan[1])))
+    out = []
+    for w in wrt:
+        parts = adj.get(index[w]) if w in index else leaf_adj.get(w)
+        out.append(_bind(prog, _total(parts), f"{tag}:{w.name}") if parts else
+                   prog.assign(_ZERO, f"{tag}:{w.name}"))
+    return out
 
 
+@_paused
 def jacobian(prog: Program, outs: list[sp.Expr], wrt: list[sp.Symbol], tag: str = "J") -> list:
     """Rows of d outs / d wrt, one reverse pass per output."""
     return [gradient(prog, o, wrt, f"{tag}{i}") for i, o in enumerate(outs)]
 
 
+@_paused
 def hessian(prog: Program, expr: sp.Expr, wrt: list[sp.Symbol], diagonal: bool = False,
             tag: str = "H") -> list:
     """Second derivatives by reverse over reverse: one extra pass per gradient entry."""
