@@ -20,6 +20,14 @@ property come from their loaders (`onnx_import`, `vnnlib`, or the spec's own net
 
 The root boxes must contain the property's boxes, the splits must lie inside their boxes and the
 leaves must form a tree, so that the leaves cover each root exactly.
+
+Trees of format 2 (`tree` 2) also split a ReLU neuron's phase: its two children are the same
+box with the neuron's pre-activation p <= 0 and p >= 0, which cover it whatever p is. Each leaf
+is then bounded on its box intersected with the phases on its path: this module's bounds of
+every block hold on those points, a fixed neuron's interval is cut to its side before the next
+blocks are bounded, and a leaf where that leaves an interval empty has no point at all (a
+leaf the certificate calls "empty" must be shown so). Nonnegative multipliers of the phase
+constraints (`beta`, beta-CROWN's) may come with a leaf's weights; any such are sound.
 """
 
 from __future__ import annotations
@@ -118,7 +126,8 @@ class Net:
 
     # ---- one backward pass -------------------------------------------------------------------
     def backward(self, start: int, coef: dict, box, L, Uu, H, on_pre: bool,
-                 mode: str = "adaptive") -> tuple[np.ndarray, np.ndarray | None]:
+                 mode: str = "adaptive", betas: dict | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """Upper bound (P, R) of sum_k coef[k] . v_k over each of P boxes, v_k the output of
         block k, or for k == `start` with `on_pre` its pre-activation; and the coefficients
         the pass ends with on the input (P, R, n_in), None where it reaches no input.
@@ -126,7 +135,14 @@ class Net:
         coef: {value index: float (P, R, size)}, the coefficients taken as exact; L, Uu: per
         block the certified pre-activation bounds (P, size) of the blocks the pass relaxes;
         H: per value index a bound of |value| (P, size); box: (lo, hi) floats (P, n_in);
-        mode: the lower lines of unstable neurons (see `_relax`)."""
+        mode: the lower lines of unstable neurons (see `_relax`).
+
+        betas: {block: (P, R, size)} signed multipliers of phase constraints, +beta on a
+        neuron fixed active (p >= 0), -beta on one fixed inactive (p <= 0), 0 elsewhere
+        (`phase_betas`): after the block's relaxation `lam . h <= mu . p + c`, the pass goes on
+        with nu = fl(mu + beta) instead of mu. Rounding is monotone, so nu >= mu where beta >= 0
+        and nu <= mu where beta <= 0, and (nu - mu) . p >= 0 at every point meeting the phases:
+        the bound holds there (the Lagrangian bound of beta-CROWN) without any error term."""
         lo, hi = box
         P = lo.shape[0]
         R = next(iter(coef.values())).shape[1]
@@ -143,6 +159,8 @@ class Net:
             elif blk["kind"] is not None and not (on_pre and k == start):
                 lam, c = _relax(lam, L[k], Uu[k], blk["slope"], mode)
                 const = _up(const + c)
+                if betas is not None and k in betas:
+                    lam = lam + betas[k]
             const = _up(const + self._substitute(blk, lam, coef, H, P))
         lam = coef.pop(0, None)
         if coef:
@@ -180,7 +198,18 @@ class Net:
         """Certified pre-activation bounds L[k], U[k] (P, size) of every block k >= 1 and the
         magnitude bounds H of every value: intervals, then backward linear bounds for the
         blocks with an activation (the tighter of the two per neuron)."""
+        L, Uu, H, _ = self.bounds_phased(lo, hi, {})
+        return L, Uu, H
+
+    def bounds_phased(self, lo: np.ndarray, hi: np.ndarray, clamp: dict):
+        """`bounds` on each box intersected with its phase constraints: clamp {block: (on,
+        off)}, boolean (P, size) masks of the neurons fixed active (p >= 0) and inactive
+        (p <= 0). Each block's bounds hold on the points of the box meeting the phases of the
+        blocks before it; a fixed neuron's interval is then cut to its side, and where that
+        leaves it empty (l > u) no point of the box meets the phases: `empty` (P,) is True
+        there (the box is closed: there is nothing to bound)."""
         P = lo.shape[0]
+        empty = np.zeros(P, dtype=bool)
         H = {0: np.maximum(np.abs(lo), np.abs(hi))}
         L: dict = {}
         Uu: dict = {}
@@ -197,6 +226,12 @@ class Net:
                                            mode=mode)
                     u = np.minimum(u, up_[:, :size])
                     l = np.maximum(l, -up_[:, size:])
+            if k in clamp:
+                on, off = clamp[k]
+                l = np.where(on, np.maximum(l, 0.0), l)
+                u = np.where(off, np.minimum(u, 0.0), u)
+                empty |= np.any(l > u, axis=1)
+                l = np.where(empty[:, None], np.minimum(l, u), l)  # keep the arithmetic tame
             L[k], Uu[k] = l, u
             if blk["kind"] is None:
                 lows[k], highs[k] = l, u
@@ -208,7 +243,7 @@ class Net:
                 lows[k] = np.where(l >= 0, l, np.nextafter(np.minimum(a_hi * l, 0.0), -np.inf))
                 highs[k] = np.where(u >= 0, u, np.nextafter(a_lo * u, np.inf))
             H[k] = np.maximum(np.abs(lows[k]), np.abs(highs[k]))
-        return L, Uu, H
+        return L, Uu, H, empty
 
     def _interval(self, blk, lows, highs, P):
         """Interval bounds of the block's pre-activation from its sources' ranges."""
@@ -332,24 +367,27 @@ def rows_block(constraints, n_in: int, n_out: int, K: int) -> dict:
 
 
 def row_bound(net: Net, rows: dict, w: np.ndarray, box, L, Uu, H,
-              mode: str = "adaptive", with_input: bool = False):
+              mode: str = "adaptive", with_input: bool = False, betas: dict | None = None):
     """Upper bound (P,) of sum_k w_k r_k over each box (w: nonnegative floats (P, R)); with
-    `with_input` also the bound's coefficients on the input (P, n_in) or None."""
+    `with_input` also the bound's coefficients on the input (P, n_in) or None. `betas`:
+    signed multipliers of the boxes' phase constraints (see `Net.backward`)."""
     P = w.shape[0]
     coef: dict = {}
     const = Net._substitute(rows, w[:, None, :], coef, H, P)
     K = len(net.blocks)
-    rest, lam = net.backward(K, coef, box, L, Uu, H, on_pre=False, mode=mode) if coef \
-        else (np.zeros_like(const), None)
+    rest, lam = net.backward(K, coef, box, L, Uu, H, on_pre=False, mode=mode,
+                             betas=betas) if coef else (np.zeros_like(const), None)
     ub = _up(const + rest)[:, 0]
     return (ub, None if lam is None else lam[:, 0, :]) if with_input else ub
 
 
 # ---- z3 on one leaf ----------------------------------------------------------------------------
 
-def z3_leaf(net: Net, disjuncts, lo, hi, L, Uu, seconds: float) -> str:
-    """z3's answer on one box: some disjunct's constraints all hold at a point of the box.
-    Exact rationals; a ReLU is linear where this module's bounds fix its phase."""
+def z3_leaf(net: Net, disjuncts, lo, hi, L, Uu, seconds: float, phases=()) -> str:
+    """z3's answer on one box: some disjunct's constraints all hold at a point of the box
+    meeting the phase constraints `phases` ((block, neuron, side) with side "on": p >= 0,
+    "off": p <= 0). Exact rationals; a ReLU is linear where this module's bounds fix its
+    phase (bounds that hold wherever the phases do)."""
     import z3
 
     def q(v) -> z3.ArithRef:
@@ -362,6 +400,7 @@ def z3_leaf(net: Net, disjuncts, lo, hi, L, Uu, seconds: float) -> str:
     for i, x in enumerate(xs):
         s.add(q(float(lo[i])) <= x, x <= q(float(hi[i])))
     values = [xs]
+    fixed = {(k, n): side for k, n, side in phases}
     for k, blk in enumerate(net.net.blocks, start=1):
         if blk.act is not None and blk.act.kind not in ("relu", "leaky_relu"):
             raise Invalid(f"a z3 leaf on a network with {blk.act.kind} activations")
@@ -375,6 +414,9 @@ def z3_leaf(net: Net, disjuncts, lo, hi, L, Uu, seconds: float) -> str:
                 out.append(p)
                 continue
             a = q(blk.act.alpha if blk.act.kind == "leaky_relu" else 0)
+            side = fixed.get((k, j))
+            if side is not None:
+                s.add(p >= 0 if side == "on" else p <= 0)
             if L[k][j] >= 0:
                 out.append(p)
             elif Uu[k][j] <= 0:
@@ -425,11 +467,24 @@ class _Report:
     boxes = 0
 
 
+TREE_VERSIONS = (1, 2)  # 1: input splits only; 2: also phase splits of ReLU neurons
+
+
+def tree_version(doc: dict) -> int:
+    """The split-tree format of a ReLU certificate (`tree`; absent in the first format)."""
+    v = doc.get("tree", 1)
+    if not isinstance(v, int) or isinstance(v, bool) or v not in TREE_VERSIONS:
+        raise Invalid(f"the certificate's split trees have format {v!r}; this checker reads "
+                      f"formats {', '.join(map(str, TREE_VERSIONS))}")
+    return v
+
+
 def check_groups(net, prop_disjuncts, groups, deadline: float, report,
-                 max_boxes: int) -> None:
+                 max_boxes: int, version: int = 1) -> None:
     """Every disjunct is in a group whose tree closes: raise Invalid where one does not.
 
-    prop_disjuncts: per disjunct (constraints that are rows, exact lo, exact hi)."""
+    prop_disjuncts: per disjunct (constraints that are rows, exact lo, exact hi); version:
+    the trees' format (`tree_version`): phase splits only from 2 on."""
     fnet = Net(net)
     covered: set[int] = set()
     if not isinstance(groups, list) or not groups:
@@ -455,7 +510,7 @@ def check_groups(net, prop_disjuncts, groups, deadline: float, report,
             if any(Fraction(a) > b for a, b in zip(lo, dlo)) or any(
                     Fraction(a) < b for a, b in zip(hi, dhi)):
                 raise Invalid(f"group {gi}: the root box does not contain disjunct {k}'s box")
-        leaves = _leaves(grp, gi, lo, hi)
+        leaves = _leaves(grp, gi, lo, hi, fnet if version >= 2 else None)
         _close(fnet, [prop_disjuncts[k][0] for k in members], leaves, gi, deadline, report,
                max_boxes)
     missing = set(range(len(prop_disjuncts))) - covered
@@ -463,20 +518,46 @@ def check_groups(net, prop_disjuncts, groups, deadline: float, report,
         raise Invalid(f"disjunct {min(missing)} of the property is in no group")
 
 
-def _leaves(grp: dict, gi: int, lo, hi) -> list:
-    """The leaves (box, how) of a group's tree, checking that it is one."""
+def _phase_split(rec, node: str, gi: int, net) -> tuple[int, int]:
+    """The (block, neuron) of a phase split ["relu", block, neuron, off child, on child]."""
+    if net is None:
+        raise Invalid(f"group {gi}: node {node} splits a ReLU phase, which certificates of "
+                      "tree format 1 cannot")
+    ok = len(rec) == 5 and all(isinstance(v, int) and not isinstance(v, bool)
+                               for v in rec[1:3])
+    if ok:
+        k, n = rec[1], rec[2]
+        ok = 1 <= k < len(net.blocks) and net.blocks[k - 1]["kind"] in (
+            "relu", "leaky_relu") and 0 <= n < len(net.blocks[k - 1]["b"])
+    if not ok:
+        raise Invalid(f"group {gi}: phase split of node {node} does not name a ReLU neuron "
+                      "of the network")
+    return rec[1], rec[2]
+
+
+def _leaves(grp: dict, gi: int, lo, hi, net=None) -> list:
+    """The leaves (box, phase constraints, how) of a group's tree, checking that it is one.
+    A phase split (tree format 2, `net` given) keeps the box and adds p <= 0 to its first
+    child and p >= 0 to its second for the pre-activation p of one ReLU neuron: the two
+    cover the parent whatever p is."""
     splits, closed = grp.get("splits"), grp.get("closed")
     if not isinstance(splits, dict) or not isinstance(closed, dict):
         raise Invalid(f"group {gi}: `splits` and `closed` must be objects")
     out = []
     seen: set[str] = set()
-    stack = [("0", lo, hi)]
+    stack = [("0", lo, hi, ())]
     while stack:
-        node, blo, bhi = stack.pop()
+        node, blo, bhi, phases = stack.pop()
         if node in seen:
             raise Invalid(f"group {gi}: node {node} is reached twice: not a tree")
         seen.add(node)
-        if node in splits:
+        if node in splits and isinstance(splits[node], list) and splits[node][:1] == [
+                "relu"]:
+            rec = splits[node]
+            k, n = _phase_split(rec, node, gi, net)
+            stack.append((str(rec[3]), blo, bhi, phases + ((k, n, "off"),)))
+            stack.append((str(rec[4]), blo, bhi, phases + ((k, n, "on"),)))
+        elif node in splits:
             rec = splits[node]
             if (not isinstance(rec, list) or len(rec) != 4 or not isinstance(rec[0], int)
                     or not 0 <= rec[0] < len(blo)):
@@ -491,10 +572,10 @@ def _leaves(grp: dict, gi: int, lo, hi) -> list:
                 raise Invalid(f"group {gi}: split point of node {node} is not inside its box")
             h1, l2 = bhi.copy(), blo.copy()
             h1[d] = l2[d] = mid
-            stack.append((str(rec[2]), blo, h1))
-            stack.append((str(rec[3]), l2, bhi))
+            stack.append((str(rec[2]), blo, h1, phases))
+            stack.append((str(rec[3]), l2, bhi, phases))
         elif node in closed:
-            out.append((node, blo, bhi, closed[node]))
+            out.append((node, blo, bhi, phases, closed[node]))
         else:
             raise Invalid(f"group {gi}: node {node} is neither split nor closed: the tree "
                           "has a hole")
@@ -521,22 +602,75 @@ def _weights(how, node: str, gi: int, rows_per: list[int]) -> np.ndarray | None:
     return out
 
 
+def _betas(how, node: str, gi: int, n_members: int, phases) -> list | None:
+    """A leaf's multipliers of its phase constraints, per member a nonnegative float per
+    phase split on the leaf's path (root first), or None."""
+    b = how.get("beta")
+    if b is None:
+        return None
+    if not isinstance(b, list) or len(b) != n_members or any(
+            not isinstance(v, list) or len(v) != len(phases) for v in b):
+        raise Invalid(f"group {gi}: leaf {node} has malformed phase multipliers")
+    try:
+        out = [np.array([float(t) if isinstance(t, str) and len(t) < 40 else float("nan")
+                         for t in v], dtype=np.float64) for v in b]
+    except (TypeError, ValueError):
+        raise Invalid(f"group {gi}: leaf {node} has phase multipliers that are not numbers") \
+            from None
+    if any(not np.all(np.isfinite(v)) or np.any(v < 0) for v in out):
+        raise Invalid(f"group {gi}: leaf {node} has phase multipliers that are not "
+                      "nonnegative")
+    return out
+
+
+def _clamps(fnet: Net, batch) -> dict:
+    """{block: (on, off)} masks (P, size) of the batch's phase constraints."""
+    out: dict = {}
+    for p, item in enumerate(batch):
+        for k, n, side in item[5]:
+            if k not in out:
+                size = len(fnet.blocks[k - 1]["b"])
+                out[k] = (np.zeros((len(batch), size), dtype=bool),
+                          np.zeros((len(batch), size), dtype=bool))
+            out[k][0 if side == "on" else 1][p, n] = True
+    return out
+
+
+def phase_betas(fnet: Net, batch, g: int) -> dict | None:
+    """Member g's signed multipliers per block (P, 1, size) from the batch's leaves (+beta for
+    a neuron fixed active, -beta for one fixed inactive), or None if no leaf has any."""
+    if not any(item[6] is not None and len(item[5]) for item in batch):
+        return None
+    out: dict = {}
+    for p, item in enumerate(batch):
+        if item[6] is None:
+            continue
+        for (k, n, side), beta in zip(item[5], item[6][g]):
+            if k not in out:
+                out[k] = np.zeros((len(batch), 1, len(fnet.blocks[k - 1]["b"])))
+            out[k][p, 0, n] += beta if side == "on" else -beta
+    return out
+
+
 def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, report,
            max_boxes: int) -> None:
     K = len(fnet.blocks)
     rows = [rows_block(c, fnet.n_in, fnet.net.n_out, K) for c in members]
     rows_per = [len(c) for c in members]
-    # (lo, hi, weights per member, leaf name, closed by z3): a z3 leaf is bisected a little
-    # first (`Z3_BISECT` boxes), and what bounds leave open of it goes to z3, smaller
+    # (lo, hi, weights per member, leaf name, closed by z3, phase constraints, multipliers,
+    # claimed empty): a z3 leaf is bisected a little first (`Z3_BISECT` boxes), and what
+    # bounds leave open of it goes to z3, smaller; a leaf whose phases are said to contradict
+    # its box ("empty") must be shown so by this module's bounds (bisected if need be)
     pending = []
     z3_leaves = []
-    for node, lo, hi, how in leaves:
+    for node, lo, hi, phases, how in leaves:
         report.leaves += 1
-        if not isinstance(how, dict) or how.get("by") not in ("bound", "z3"):
+        if not isinstance(how, dict) or how.get("by") not in ("bound", "z3", "empty"):
             raise Invalid(f"group {gi}: leaf {node} does not say how it was closed")
         by_z3 = how["by"] == "z3"
-        w = None if by_z3 else _weights(how, node, gi, rows_per)
-        pending.append((lo, hi, w, node, by_z3))
+        w = _weights(how, node, gi, rows_per) if how["by"] == "bound" else None
+        betas = _betas(how, node, gi, len(members), phases) if w is not None else None
+        pending.append((lo, hi, w, node, by_z3, phases, betas, how["by"] == "empty"))
     spent: dict[str, int] = {}
     while pending:
         if time.perf_counter() > deadline:
@@ -545,17 +679,23 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
         lo = np.array([b[0] for b in batch])
         hi = np.array([b[1] for b in batch])
         report.boxes += len(batch)
-        L, Uu, H = fnet.bounds(lo, hi)
+        L, Uu, H, empty = fnet.bounds_phased(lo, hi, _clamps(fnet, batch))
+        # a leaf claimed empty must be shown empty (its side was the point of its split)
+        claim = np.array([b[7] for b in batch], dtype=bool)
         safe = np.ones(len(batch), dtype=bool)
         smear = np.zeros_like(lo)
         for g, rb in enumerate(rows):
-            ok = np.zeros(len(batch), dtype=bool)
-            tries = _weight_choices(batch, g, rows_per[g])
-            for W in tries:
+            if claim.all():
+                break
+            ok = empty | claim
+            betas = phase_betas(fnet, batch, g)
+            tries, given = _weight_choices(batch, g, rows_per[g])
+            for ti, W in enumerate(tries):
                 strict = (W[:, rb["strict"]] > 0).any(axis=1)
                 for mode in MODES:
                     ub, grad = row_bound(fnet, rb, W, (lo, hi), L, Uu, H, mode,
-                                         with_input=True)
+                                         with_input=True,
+                                         betas=betas if given and ti == 0 else None)
                     ok |= np.where(strict, ub <= 0, ub < 0)
                     if ok.all():
                         break
@@ -565,10 +705,11 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
             if grad is not None:  # where to split: |d row / dx| x width
                 score = np.abs(grad) * (hi - lo)
                 smear = np.where(ok[:, None], smear, np.maximum(smear, score))
+        safe = np.where(claim, empty, safe)
         for i in np.nonzero(~safe)[0]:
-            blo, bhi, w, node, by_z3 = batch[i]
+            blo, bhi, w, node, by_z3, phases, betas, is_empty = batch[i]
             if by_z3 and spent.get(node, 1) >= Z3_BISECT:
-                z3_leaves.append((node, blo, bhi))
+                z3_leaves.append((node, blo, bhi, phases))
                 continue
             spent[node] = spent.get(node, 1) + 2
             if spent[node] > max_boxes:
@@ -581,33 +722,39 @@ def _close(fnet: Net, members: list, leaves: list, gi: int, deadline: float, rep
                               "and cannot be split further")
             h1, l2 = bhi.copy(), blo.copy()
             h1[d] = l2[d] = mid
-            pending += [(blo, h1, w, node, by_z3), (l2, bhi, w, node, by_z3)]
-    for node, lo, hi in z3_leaves:
+            pending += [(blo, h1, w, node, by_z3, phases, betas, is_empty),
+                        (l2, bhi, w, node, by_z3, phases, betas, is_empty)]
+    for node, lo, hi, phases in z3_leaves:
         left = deadline - time.perf_counter()
         if left <= 0:
             raise Invalid("time limit reached before every leaf was re-validated")
-        L, Uu, _ = fnet.bounds(lo[None], hi[None])
+        L, Uu, _, empty = fnet.bounds_phased(
+            lo[None], hi[None], _clamps(fnet, [(None,) * 5 + (phases,)]))
         report.boxes += 1
+        if empty[0]:
+            continue
         ans = z3_leaf(fnet, members, lo, hi, {k: v[0] for k, v in L.items()},
-                      {k: v[0] for k, v in Uu.items()}, min(left, Z3_LEAF_SECONDS))
+                      {k: v[0] for k, v in Uu.items()}, min(left, Z3_LEAF_SECONDS), phases)
         if ans != "unsat":
             raise Invalid(f"group {gi}: leaf {node}: z3 answers {ans} on the checker's own "
                           "encoding of the box")
 
 
-def _weight_choices(batch, g: int, n: int) -> list[np.ndarray]:
-    """Row weights to try for member g: the certificate's, then each row alone, then all."""
+def _weight_choices(batch, g: int, n: int) -> tuple[list[np.ndarray], bool]:
+    """Row weights to try for member g: the certificate's, then each row alone, then all;
+    and whether the first are the certificate's."""
     out = []
     given = [b[2][g] if b[2] is not None else None for b in batch]
     if all(v is not None for v in given):
         out.append(np.array(given))
+    first = bool(out)
     for k in range(n):
         e = np.zeros((len(batch), n))
         e[:, k] = 1.0
         out.append(e)
     if n > 1:
         out.append(np.full((len(batch), n), 1.0 / n))
-    return out
+    return out, first
 
 
 # ---- the two kinds of certificate ----------------------------------------------------------------
@@ -647,7 +794,8 @@ def check_vnn(doc: dict, cert_path: str, report, deadline: float, max_boxes: int
     if prop.n_inputs != net.n_in or prop.n_outputs != net.n_out:
         raise Invalid("the property does not fit the network")
     disjuncts = [(d.output_constraints(), d.lo, d.hi) for d in prop.disjuncts]
-    check_groups(net, disjuncts, doc.get("groups"), deadline, report, max_boxes)
+    check_groups(net, disjuncts, doc.get("groups"), deadline, report, max_boxes,
+                 tree_version(doc))
     return (f"valid: {os.path.basename(prop_path)} holds on {os.path.basename(net_path)} "
             f"(unsat), {report.leaves} leaves re-validated ({report.boxes} boxes bounded)")
 
@@ -824,7 +972,8 @@ def check_spec(doc: dict, cert_path: str, spec: str | None, report, deadline: fl
     if ans != z3.unsat:
         raise Invalid(f"the certificate's disjuncts do not cover every violation of the claim "
                       f"(z3: {ans})")
-    check_groups(net, disjuncts, doc.get("groups"), deadline, report, max_boxes)
+    check_groups(net, disjuncts, doc.get("groups"), deadline, report, max_boxes,
+                 tree_version(doc))
     return (f"valid: claim `{ob.name}` of {os.path.basename(spec_path)}, violations covered "
             f"by {len(disjuncts)} polyhedra (z3), {report.leaves} leaves re-validated "
             f"({report.boxes} boxes bounded)")

@@ -20,7 +20,8 @@ FORMAT = "snn-verify-certificate/1"  # every kind of certificate, written and ch
 def vnn_document(result, onnx_path: str, vnnlib_path: str) -> str | None:
     """The certificate of a `verify-vnn` answer `unsat` (None for other answers, or where the
     engine kept no tree): the ONNX and VNN-LIB files by path and sha256, and the closed
-    split trees (`relu_bab.SplitTree`), re-validated by `verify-check` (`check_relu`)."""
+    split trees (`relu_bab.SplitTree`; `tree` 2: input splits and ReLU phase splits),
+    re-validated by `verify-check` (`check_relu`)."""
     import hashlib
 
     from ..fileio import read_regular_file

@@ -18,12 +18,17 @@ Disjuncts with the same input box are decided together (`_Spec`): disjunct g has
    and for a disjunct with several rows a per-box nonnegative combination of its rows
    optimised with the slopes, which sees all the rows at once).
    An open box is split in half along the input with the largest interval gradient x width
-   (ReluVal's smear); its centre and the corner maximising its linear bound are tried as
-   counterexamples. With `workers > 1` the boxes are cut into pieces that forked processes
+   (ReluVal's smear), or, once it has few unstable ReLUs left (`RELU_MAX_UNSTABLE`), on the
+   phase of the unstable neuron whose upper chord costs the row's bound most (BaBSR's
+   intercept score): two copies of the box, one with the neuron's pre-activation bound
+   clamped to <= 0 and one to >= 0, which every later bound of the copy starts from (so the
+   neuron is exact there and the next layers tighten); a copy whose bounds then contradict
+   (l > u) is empty and closed. Its centre and the corner maximising its linear bound are
+   tried as counterexamples. With `workers > 1` the boxes are cut into pieces that forked processes
    take in turn, each for a time slice after which its open boxes become new pieces;
 3. boxes with few unstable ReLUs left go to z3 as exact SMT-LIB (stable neurons fixed to
-   their certified phase, unstable ones as `ite`): z3's `unsat` closes the box and its text
-   is kept; `sat` gives a point that is replayed like any other candidate.
+   their certified phase, unstable ones as `ite`, a split phase asserted): z3's `unsat`
+   closes the box and its text is kept; `sat` gives a point that is replayed like any other candidate.
 
 Answers: `unsat` only when every box of every disjunct was closed; `sat` only with a replayed
 witness; otherwise `unknown` or `timeout`.
@@ -71,6 +76,12 @@ ROW_ALPHA = 0  # also optimise slopes per bounding row where every disjunct gets
 COMB_SMEAR = 1  # split along the smear of the combined row where it was computed
 TIGHTEN_ITERS = 3  # α-CROWN steps for the intermediate bounds of those boxes (0: off)
 COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes together (0: off)
+# phase splits where a box has at most RELU_MAX_UNSTABLE unstable neurons and the best
+# neuron's score is at least RELU_RATIO times the bound still to be closed; on robot_3's
+# open boxes an input split closed more of them than a phase split with ~37 unstable
+# neurons left, fewer with ~28
+RELU_MAX_UNSTABLE = 32
+RELU_RATIO = 0.0
 
 
 @dataclass
@@ -89,9 +100,10 @@ class SplitTree:
 
     Nodes are numbered like a heap (the root 0, the halves of n are 2n+1 and 2n+2), so every
     worker process names the boxes it splits without asking; `splits` maps a node to (input,
-    split point, lower half, upper half), `closed` a leaf to how it was closed: {"by": "bound",
-    "w": per disjunct the nonnegative weights of its rows whose combination was certified
-    negative} or {"by": "z3"}."""
+    split point, lower half, upper half) or ("relu", block, neuron, inactive child, active
+    child), `closed` a leaf to how it was closed: {"by": "bound", "w": per disjunct the
+    nonnegative weights of its rows whose combination was certified negative}, {"by": "z3"}
+    or {"by": "empty"} (its phases contradict its box)."""
 
     def __init__(self) -> None:
         self.splits: dict = {}
@@ -109,6 +121,14 @@ class SplitTree:
             self.splits[i] = (int(d), float(m), a, b)
         return left, right
 
+    def split_relu(self, ids, blocks, neurons):
+        """Phase splits of neuron `neurons` of block `blocks` (the network's numbering, 1 the
+        first hidden block): the first child has pre-activation <= 0, the second >= 0."""
+        left, right = self.children(ids)
+        for i, k, n, a, b in zip(ids, blocks, neurons, left, right):
+            self.splits[i] = ("relu", int(k), int(n), a, b)
+        return left, right
+
     def merge(self, other: SplitTree) -> None:
         self.splits.update(other.splits)
         self.closed.update(other.closed)
@@ -116,10 +136,19 @@ class SplitTree:
     def to_json(self, disjuncts: list[int], lo, hi) -> dict:
         return {"disjuncts": disjuncts,
                 "root": [[float(a).hex(), float(b).hex()] for a, b in zip(lo, hi)],
-                "splits": {str(i): [d, m.hex(), str(a), str(b)]
-                           for i, (d, m, a, b) in self.splits.items()},
+                "splits": {str(i): _split_json(rec) for i, rec in self.splits.items()},
                 "closed": {str(i): how for i, how in self.closed.items()}}
 
+
+def _split_json(rec) -> list:
+    """[input, split point, lower, upper] or ["relu", block, neuron, z <= 0, z >= 0]."""
+    if rec[0] == "relu":
+        return ["relu", rec[1], rec[2], str(rec[3]), str(rec[4])]
+    d, m, a, b = rec
+    return [d, m.hex(), str(a), str(b)]
+
+
+TREE_VERSION = 2  # 2: trees may split ReLU phases (1: input splits only)
 
 _ROOT = np.array([0], dtype=object)
 
@@ -352,7 +381,8 @@ def _groups(prop: Property) -> list[list[Disjunct]]:
 
 class Engine:
     def __init__(self, net: OnnxNet, prop: Property, timeout: float, seed: int = 0,
-                 use_z3: bool = True, workers: int = 1, cluster=None, certify: bool = True):
+                 use_z3: bool = True, workers: int = 1, cluster=None, certify: bool = True,
+                 phase_splits: bool = True):
         if prop.n_inputs != net.n_in or prop.n_outputs != net.n_out:
             from ..diagnostics import SpecError
 
@@ -373,6 +403,9 @@ class Engine:
         self.smt: list = []
         self.certify = certify  # record the split trees for a certificate of `unsat`
         self.trees: dict[int, SplitTree] = {}
+        # phase splits name neurons by the network's blocks: chains of ReLU layers only
+        self.phase_splits = phase_splits and net.is_chain and all(
+            la.act in ("relu", "leaky_relu") for la in self.fnet.hidden)
 
     def __getstate__(self) -> dict:  # sent to cluster workers: without the connection
         state = dict(self.__dict__)
@@ -442,7 +475,7 @@ class Engine:
         if not self.certify:
             return None
         index = {id(d): i for i, d in enumerate(self.prop.disjuncts)}
-        return {"groups": [self.trees.get(k, SplitTree()).to_json(
+        return {"tree": TREE_VERSION, "groups": [self.trees.get(k, SplitTree()).to_json(
             [index[id(d)] for d in g], s.lo, s.hi) for k, (g, s) in enumerate(zip(groups,
                                                                                   specs))]}
 
@@ -789,6 +822,19 @@ class Engine:
             score = g * width
             score = np.where(width > MIN_WIDTH * width0, score, -1.0)
             dim = np.argmax(score, axis=1)
+            if self.phase_splits:  # the neuron whose chord offset costs the row most
+                rows_w = comb[0][to_split] if comb is not None else s.spec.W[row]
+                rscore = relu_scores(self.fnet, bounds, rows_w)
+                flat = np.argmax(rscore, axis=1)
+                best_r = rscore[np.arange(len(lo)), flat]
+                # the bound to be pushed below 0: the combined row's, or the split row's
+                target = comb[2][to_split] if comb is not None else ub[np.arange(len(lo)),
+                                                                          row]
+                phase = (best_r > 0) & (best_r >= RELU_RATIO * target) & (
+                    unstable[to_split] <= RELU_MAX_UNSTABLE)
+            else:
+                phase = np.zeros(len(lo), dtype=bool)
+                flat = np.zeros(len(lo), dtype=np.int64)
             stuck = score[np.arange(len(lo)), dim] <= 0
             if stuck.any():
                 score2 = np.where(width > MIN_WIDTH * width0, width / width0, -1.0)
@@ -796,11 +842,22 @@ class Engine:
                 if np.any(score2[np.arange(len(lo)), dim] <= 0):
                     open_reason = "boxes too small to split and not closed"
                     keepable = score2[np.arange(len(lo)), dim] > 0
+                    keepable |= phase
                     lo, hi, dim = lo[keepable], hi[keepable], dim[keepable]
                     nid = nid[keepable]
                     BL, BU, score = BL[keepable], BU[keepable], score[keepable]
+                    phase, flat = phase[keepable], flat[keepable]
             if not len(lo):
                 continue
+            if phase.any():
+                self._split_phases(s, lo[phase], hi[phase], BL[phase], BU[phase],
+                                   nid[phase], flat[phase], stack_lo, stack_hi, stack_L,
+                                   stack_U, stack_id)
+                keep = ~phase
+                lo, hi, dim, nid = lo[keep], hi[keep], dim[keep], nid[keep]
+                BL, BU = BL[keep], BU[keep]
+                if not len(lo):
+                    continue
             idx = np.arange(len(lo))
             mid = 0.5 * (lo[idx, dim] + hi[idx, dim])
             lo2, hi2 = lo.copy(), hi.copy()
@@ -815,6 +872,33 @@ class Engine:
             self.stats["open_volume"] = float(sum(
                 np.prod((h - l) / width0, axis=1).sum() for l, h in zip(stack_lo, stack_hi)))
         return True if open_reason is None else open_reason
+
+    def _split_phases(self, s: _Spec, lo, hi, BL, BU, nid, flat, *stacks) -> None:
+        """Split boxes on the phase of one unstable neuron each (`flat`, an index into the
+        concatenated hidden layers): the same box twice, once with the neuron's upper bound
+        clamped to 0 (inactive: its output is 0, or alpha z) and once with its lower bound
+        clamped to 0 (active: the identity). The clamped bounds are the children's prior
+        bounds, so every later bound computation (forward, CROWN, α-CROWN, z3 leaf) works
+        on the box intersected with the phase, and the following layers tighten."""
+        stack_lo, stack_hi, stack_L, stack_U, stack_id = stacks
+        self.stats["phase_splits"] = self.stats.get("phase_splits", 0) + len(lo)
+        rows = np.arange(len(lo))
+        off, inactive, active = BU.copy(), BL.copy(), BL.copy()
+        off[rows, flat] = np.minimum(off[rows, flat], 0.0)
+        active[rows, flat] = np.maximum(active[rows, flat], 0.0)
+        if self.certify:
+            cuts = np.cumsum([la.W.shape[0] for la in self.fnet.hidden])
+            layer = np.searchsorted(cuts, flat, side="right")
+            neuron = flat - np.concatenate([[0], cuts])[layer]
+            left, right = self.trees.setdefault(s.key, SplitTree()).split_relu(
+                nid, layer + 1, neuron)
+        else:
+            left, right = SplitTree.children(nid)
+        stack_id.append(np.concatenate([left, right]))
+        stack_lo.append(np.concatenate([lo, lo]))
+        stack_hi.append(np.concatenate([hi, hi]))
+        stack_L.append(np.concatenate([inactive, active]))
+        stack_U.append(np.concatenate([off, BU]))
 
     def _split(self, s: _Spec, ids, dims, mids):
         """Children's node ids of boxes split along `dims` at `mids` (recorded when
@@ -833,14 +917,14 @@ class Engine:
         box = Box(lo, hi)
         fwd = forward_bounds(self.fnet, box, prior)
         ub, G = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
-        keep = self._record(s, ids, ub)
+        keep = self._record(s, ids, ub, empty=_empty(fwd))
         if not keep.any() or len(self.fnet.hidden) < 2:
             return lo[keep], hi[keep], ub[keep], G[keep], fwd.take(keep), ids[keep]
         lo, hi, ids = lo[keep], hi[keep], ids[keep]
         box = Box(lo, hi)
         bounds = forward_bounds(self.fnet, box, fwd.take(keep), tighten=True)
         ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
-        keep = self._record(s, ids, ub)
+        keep = self._record(s, ids, ub, empty=_empty(bounds))
         if not keep.any() or not ALPHA_ITERS or not self.fnet.piecewise_linear:
             return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
@@ -848,6 +932,15 @@ class Engine:
         box = Box(lo, hi)
         if TIGHTEN_ITERS:
             bounds = tighten_layers(self.fnet, box, bounds, iters=TIGHTEN_ITERS)
+            empty = _empty(bounds)
+            if empty.any():  # a phase split's side contradicts the tightened bounds
+                keep = self._record(s, ids, np.full_like(ub, np.inf), empty=empty)
+                lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], \
+                    bounds.take(keep)
+                ids = ids[keep]
+                box = Box(lo, hi)
+                if not len(lo):
+                    return lo, hi, ub, G, bounds, ids
         if ROW_ALPHA or len(s.multi) < len(s.ds):  # else the combinations below do it
             betas = optimize_betas(s.spec, s.Db, bounds, box, self.fnet.hidden,
                                    iters=2 * ALPHA_ITERS)
@@ -871,14 +964,25 @@ class Engine:
         self.stats["comb_closed"] = self.stats.get("comb_closed", 0) + int(np.sum(cub < 0))
         keep = self._record(s, ids, ub, cub, lam)
         lam0 = lam[keep, 0, :]
-        self.comb_rows = (lam0 @ s.base.W, lam0 @ s.D)
+        self.comb_rows = (lam0 @ s.base.W, lam0 @ s.D, cub[keep, 0])
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
 
-    def _record(self, s: _Spec, ids, ub, cub=None, lam=None) -> np.ndarray:
-        """The boxes still open; the closed ones go into the split tree with their rows."""
+    def _record(self, s: _Spec, ids, ub, cub=None, lam=None, empty=None) -> np.ndarray:
+        """The boxes still open; the closed ones go into the split tree with their rows.
+        `empty`: boxes where some neuron's certified bounds contradict each other (l > u:
+        a phase split's side that no point of the box takes), closed as such."""
         keep = ~s.closed(ub, cub)
-        if self.certify and not keep.all():
+        if empty is not None and empty.any():
+            self.stats["empty"] = self.stats.get("empty", 0) + int(np.sum(empty))
+            if self.certify:
+                tree = self.trees.setdefault(s.key, SplitTree())
+                tree.closed.update((i, {"by": "empty"}) for i in ids[empty])
+            keep |= empty  # recorded above, not again below
             shut = ~keep
+            keep &= ~empty
+        else:
+            shut = ~keep
+        if self.certify and shut.any():
             tree = self.trees.setdefault(s.key, SplitTree())
             hows = s.closing(ub[shut], None if cub is None else cub[shut],
                              None if lam is None else lam[shut])
@@ -1018,6 +1122,46 @@ def _piece_worker(piece):
     return k, res, eng.stats, eng.smt, eng.trees.get(k)
 
 
+def _empty(bounds: Bounds) -> np.ndarray:
+    """Boxes where some pre-activation's certified lower bound exceeds its upper bound: no
+    point of the box meets the phases its splits fixed (the bounds hold wherever they do)."""
+    out = np.zeros(bounds.l[0].shape[0], dtype=bool) if bounds.l else None
+    for l, u in zip(bounds.l, bounds.u):
+        out |= np.any(l > u, axis=1)
+    return out
+
+
+def relu_scores(fnet: FloatNet, bounds: Bounds, rows: np.ndarray) -> np.ndarray:
+    """Per box and unstable neuron (B, all hidden neurons, concatenated): what the neuron's
+    relaxation costs the bound of the row `rows` (B, m) on the last hidden layer, the
+    intercept of its upper chord times the row's positive coefficient on it plus a quarter
+    of the lower line's gap for a negative one (BaBSR's estimate). Float, a heuristic that
+    chooses the phase split; 0 for stable neurons."""
+    lam = rows
+    out = []
+    for j in range(len(fnet.hidden) - 1, -1, -1):
+        la = fnet.hidden[j]
+        l, u = bounds.l[j], bounds.u[j]
+        if la.act in ("relu", "leaky_relu"):
+            alpha = la.alpha if la.act == "leaky_relu" else 0.0
+            unst = (l < 0) & (u > 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s = np.where(unst, (u - alpha * l) / (u - l), 1.0)
+            t = np.where(unst, -(s - alpha) * l, 0.0)
+            beta = np.where(u > -l, 1.0, alpha)
+            pos = np.maximum(lam, 0.0)
+            neg = np.minimum(lam, 0.0)
+            gap = (1.0 - alpha) * np.minimum(u, -l)
+            out.append(np.where(unst, pos * t - 0.25 * neg * gap, 0.0))
+            s_pos = np.where(unst, s, np.where(l >= 0, 1.0, alpha))
+            s_neg = np.where(unst, beta, np.where(l >= 0, 1.0, alpha))
+            lam = pos * s_pos + neg * s_neg
+        else:
+            out.append(np.zeros_like(l))
+        lam = lam @ la.W
+    return np.concatenate(out[::-1], axis=1)
+
+
 def gradient_magnitude(fnet: FloatNet, bounds: Bounds, rows: np.ndarray, D: np.ndarray):
     """Bound of |d row / d x_i| over each box (ReluVal's smear): the row's gradient pushed
     back through the layers in interval arithmetic, unstable ReLUs contributing [alpha, 1].
@@ -1115,6 +1259,8 @@ def leaf_query(eng: Engine, s: _Spec, lo, hi, bounds) -> str:
                                  f"(<= {z} {_lit(Fraction(u))})))")
                 cur.append(a)
                 zero_cur.append(False)
+            if l == 0.0 or u == 0.0:  # a phase split's side (any certified bound holds)
+                lines.append(f"(assert ({'>=' if l == 0.0 else '<='} {z} 0.0))")
         prev, zero_prev = cur, zero_cur
     cases = []
     for d in s.ds:

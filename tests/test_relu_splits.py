@@ -1,0 +1,228 @@
+"""Phase (ReLU) splits in the ReLU engine's branch and bound, and their certificates.
+
+Oracles: z3 on this file's own exact encoding of the network and the property (the truth of
+every instance, and the replay of every witness), and certificates built by hand on a
+two-neuron network whose phases are known, mutated so that they no longer prove what they
+claim: the checker (`check_relu`) must refuse them.
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import z3
+from spec_oracle import random_relu_net
+
+from verifier import check_relu
+from verifier.engines import relu_bab
+from verifier.onnx_import import Act, Affine, OnnxNet
+from verifier.vnnlib import parse_vnnlib
+
+
+def _q(v) -> z3.ArithRef:
+    v = Fraction(v)
+    return z3.RealVal(f"{v.numerator}/{v.denominator}")
+
+
+def z3_truth(net: OnnxNet, lo, hi, c: Fraction, fix_x=None) -> str:
+    """z3 on the exact network: is there x in the box with y_0 - y_1 >= c (or at `fix_x`)?"""
+    s = z3.Solver()
+    xs = [z3.Real(f"x{i}") for i in range(net.n_in)]
+    for i, x in enumerate(xs):
+        s.add(_q(lo) <= x, x <= _q(hi))
+        if fix_x is not None:
+            s.add(x == _q(fix_x[i]))
+    v = xs
+    for blk in net.blocks:
+        ((_, W),) = blk.terms
+        z = [_q(blk.b[j]) + z3.Sum([_q(W[j, i]) * v[i] for i in range(len(v))])
+             for j in range(blk.size)]
+        if blk.act is None:
+            v = z
+        else:
+            a = _q(blk.act.alpha if blk.act.kind == "leaky_relu" else 0)
+            v = [z3.If(t > 0, t, a * t) for t in z]
+    s.add(v[0] - v[1] >= _q(c))
+    return str(s.check())
+
+
+def prop_text(n_in: int, lo: float, hi: float, c: Fraction) -> str:
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
+    lines += ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"]
+    lines += [f"(assert (>= X_{i} {lo!r}))(assert (<= X_{i} {hi!r}))" for i in range(n_in)]
+    lines.append(f"(assert (>= (- Y_0 Y_1) {float(c)!r}))")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def phase_only(monkeypatch):
+    """Open boxes with at most 8 unstable neurons are split on a neuron's phase (input
+    splits above that, and where no unstable neuron is left)."""
+    monkeypatch.setattr(relu_bab, "RELU_MAX_UNSTABLE", 8)
+    monkeypatch.setattr(relu_bab, "RELU_RATIO", 0.0)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_phase_splits_prove_only_truths_and_refute_with_replay(seed, act, phase_only):
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, [3, 8, 8, 2], act)
+    xs = rng.uniform(-1, 1, size=(4000, 3))
+    y = net.evaluate_float(xs)
+    top = float(np.max(y[:, 0] - y[:, 1]))
+    answers = {}
+    for margin in (0.3, -0.05):  # above the sampled maximum (usually unsat), below (sat)
+        c = Fraction(top + margin).limit_denominator(1000)
+        prop = parse_vnnlib(prop_text(3, -1.0, 1.0, c))
+        res = relu_bab.decide(net, prop, 60, use_z3=False)
+        truth = z3_truth(net, -1, 1, c)
+        answers[margin] = res.answer
+        if res.answer == "unsat":
+            assert truth == "unsat"
+            rep = check_relu._Report()
+            check_relu.check_groups(net, [(d.output_constraints(), d.lo, d.hi)
+                                          for d in prop.disjuncts],
+                                    res.certificate["groups"], time.perf_counter() + 60,
+                                    rep, 4096, check_relu.tree_version(res.certificate))
+            assert rep.leaves >= 1
+        elif res.answer == "sat":
+            assert z3_truth(net, -1, 1, c, fix_x=res.witness_x) == "sat"
+        else:
+            pytest.fail(f"no answer: {res.answer} {res.reason}")
+    assert answers[-0.05] == "sat"
+
+
+def test_phase_splits_happen_and_close_boxes(phase_only):
+    """A property whose proof needs splitting: the tree has phase splits, and the checker
+    accepts it with at most one box per leaf, where the phases do the work."""
+    rng = np.random.default_rng(5)
+    net = random_relu_net(rng, [2, 12, 12, 2])
+    xs = rng.uniform(-1, 1, size=(20000, 2))
+    y = net.evaluate_float(xs)
+    c = Fraction(float(np.max(y[:, 0] - y[:, 1])) + 0.05).limit_denominator(1000)
+    assert z3_truth(net, -1, 1, c) == "unsat"
+    prop = parse_vnnlib(prop_text(2, -1.0, 1.0, c))
+    res = relu_bab.decide(net, prop, 60, use_z3=False)
+    assert res.answer == "unsat"
+    splits = res.certificate["groups"][0]["splits"]
+    assert any(v[0] == "relu" for v in splits.values())
+    rep = check_relu._Report()
+    check_relu.check_groups(net, [(d.output_constraints(), d.lo, d.hi)
+                                  for d in prop.disjuncts], res.certificate["groups"],
+                            time.perf_counter() + 60, rep, 4096, 2)
+    assert rep.leaves == len(res.certificate["groups"][0]["closed"])
+
+
+# ---- hand-made certificates on a network whose phases are known -------------------------------
+
+def two_neurons() -> OnnxNet:
+    """x in R; z_0 = x, z_1 = -x; y = (relu(z_0) + relu(z_1), 0) = (|x|, 0)."""
+    F = Fraction
+    W1 = np.array([[F(1)], [F(-1)]], dtype=object)
+    b1 = np.array([F(0), F(0)], dtype=object)
+    W2 = np.array([[F(1), F(1)], [F(0), F(0)]], dtype=object)
+    b2 = np.array([F(0), F(0)], dtype=object)
+    return OnnxNet.from_layers([Affine(W=W1, b=b1), Act("relu"), Affine(W=W2, b=b2)],
+                               path="two", in_shape=(1,), out_shape=(2,), input_name="x",
+                               output_name="y")
+
+
+def hand_check(doc: dict, c: str, lo="-1", hi="-0.25") -> None:
+    """Check a hand-made tree for `y_0 - y_1 >= c` on x in [lo, hi]; one box per leaf."""
+    prop = parse_vnnlib(prop_text(1, float(Fraction(lo)), float(Fraction(hi)), Fraction(c)))
+    rep = check_relu._Report()
+    check_relu.check_groups(two_neurons(), [(d.output_constraints(), d.lo, d.hi)
+                                            for d in prop.disjuncts], doc["groups"],
+                            time.perf_counter() + 30, rep, 1, check_relu.tree_version(doc))
+
+
+def tree(splits: dict, closed: dict, lo=-1.0, hi=-0.25, version=2) -> dict:
+    return {"tree": version, "groups": [{"disjuncts": [0], "root": [[lo.hex(), hi.hex()]],
+                                         "splits": splits, "closed": closed}]}
+
+
+def valid_tree() -> dict:
+    """On x in [-1, -1/4] (z_0 = x < 0 throughout): split z_0's phase; its active side is
+    empty, its inactive side has y_0 = -x <= 1 < 1.5."""
+    return tree({"0": ["relu", 1, 0, "1", "2"]},
+                {"1": {"by": "bound", "w": [["1"]]}, "2": {"by": "empty"}})
+
+
+def test_hand_made_phase_certificate_accepted():
+    hand_check(valid_tree(), "1.5")
+
+
+def test_side_flipped_rejected():
+    doc = valid_tree()
+    doc["groups"][0]["splits"]["0"] = ["relu", 1, 0, "2", "1"]  # children swapped
+    with pytest.raises(check_relu.Invalid, match="not closed"):
+        hand_check(doc, "1.5")
+
+
+def test_wrong_neuron_rejected():
+    doc = valid_tree()
+    doc["groups"][0]["splits"]["0"] = ["relu", 1, 1, "1", "2"]  # z_1 = -x > 0: active
+    with pytest.raises(check_relu.Invalid, match="not closed"):
+        hand_check(doc, "1.5")
+    for bad in (["relu", 1, 2, "1", "2"], ["relu", 2, 0, "1", "2"], ["relu", 0, 0, "1", "2"],
+                ["relu", 1, True, "1", "2"], ["relu", 1, 0, "1"]):
+        doc["groups"][0]["splits"]["0"] = bad
+        with pytest.raises(check_relu.Invalid, match="ReLU neuron"):
+            hand_check(doc, "1.5")
+
+
+def test_split_removed_rejected():
+    doc = valid_tree()
+    del doc["groups"][0]["splits"]["0"]
+    with pytest.raises(check_relu.Invalid, match="not in the tree|hole"):
+        hand_check(doc, "1.5")
+
+
+def test_negative_or_malformed_beta_rejected():
+    for beta, msg in (([["-0.5"]], "not nonnegative"), ([["nan"]], "not nonnegative"),
+                      ([["0.5", "1"]], "malformed"), ([[0.5]], "not numbers|nonnegative")):
+        doc = valid_tree()
+        doc["groups"][0]["closed"]["1"]["beta"] = beta
+        with pytest.raises(check_relu.Invalid, match=msg):
+            hand_check(doc, "1.5")
+    doc = valid_tree()
+    doc["groups"][0]["closed"]["1"]["beta"] = [["0.5"]]
+    hand_check(doc, "1.5")  # a nonnegative multiplier is sound, whatever its value
+
+
+def test_false_property_rejected():
+    """y_0 = |x| reaches 1 on [-1, -1/4]: no tree may prove y_0 < 0.9 there."""
+    with pytest.raises(check_relu.Invalid, match="not closed"):
+        hand_check(valid_tree(), "0.9")
+
+
+def test_tree_versions():
+    doc = valid_tree()
+    doc["tree"] = 1  # the first format had no phase splits
+    with pytest.raises(check_relu.Invalid, match="tree format 1"):
+        hand_check(doc, "1.5")
+    doc["tree"] = 3
+    with pytest.raises(check_relu.Invalid, match="formats 1, 2"):
+        hand_check(doc, "1.5")
+    old = tree({"0": [0, (-0.5).hex(), "1", "2"]},
+               {"1": {"by": "bound", "w": [["1"]]}, "2": {"by": "bound", "w": [["1"]]}},
+               version=1)
+    del old["tree"]  # certificates written before the field existed
+    hand_check(old, "1.5")
+
+
+def test_z3_leaf_with_phases():
+    """The checker's z3 encoding of a leaf adds its phases: on [-1, -1/4], y_0 - y_1 >= -10
+    holds everywhere, yet no point has z_0 = x >= 0 (z3: unsat), while z_0 <= 0 is sat."""
+    prop = parse_vnnlib(prop_text(1, -1.0, -0.25, Fraction(-10)))
+    fnet = check_relu.Net(two_neurons())
+    lo, hi = np.array([-1.0]), np.array([-0.25])
+    rows = [d.output_constraints() for d in prop.disjuncts]
+    wide = {1: np.array([-1.0, -1.0]), 2: np.array([-5.0, -5.0])}, \
+        {1: np.array([1.0, 1.0]), 2: np.array([5.0, 5.0])}  # bounds that fix no phase
+    assert check_relu.z3_leaf(fnet, rows, lo, hi, *wide, 10, ((1, 0, "on"),)) == "unsat"
+    assert check_relu.z3_leaf(fnet, rows, lo, hi, *wide, 10, ((1, 0, "off"),)) == "sat"
+    assert check_relu.z3_leaf(fnet, rows, lo, hi, *wide, 10) == "sat"
