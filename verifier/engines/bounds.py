@@ -132,6 +132,10 @@ def decide_bound(ob: Obligation, program: Program, timeout: float = 10.0) -> Ver
         from .poly_route import decide_poly
 
         v = decide_poly(ob, program, timeout)  # polynomial atoms or conditions, wide ReLU nets
+    if v is None:
+        from .relu_grad import decide_grad
+
+        v = decide_grad(ob, program, timeout)  # Jacobian claims on wide ReLU nets
     if v is not None:
         return v
     return _Decider(ob, program, max(timeout - (time.perf_counter() - t0), 0.1)).decide()
