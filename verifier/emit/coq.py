@@ -50,7 +50,7 @@ from ..obligations import Atom, Model, Obligation
 from . import json_export as jx
 from .names import NameMap, coq_comment_text, coq_reserved, file_label, printable
 from .names import ident as sanitize
-from .templating import render
+from .templating import render, wrap
 
 COQ_RESERVED = coq_reserved()  # keywords, the names our text refers to, the prelude's
 
@@ -62,7 +62,8 @@ INTERVAL_INPUTS = 2
 INTERVAL_SECONDS = 20.0
 INTERVAL_ATTEMPTS = 8  # coqc runs per file to confirm interval proofs
 JACOBIAN_LEMMAS = 16
-LET_BUDGET = 4000  # `let` lines per file for Definitions in CSE form; the rest is omitted
+# named quantities in a file's CSE form (coqc: about 1 ms each); the entries beyond are omitted
+CSE_DEFINITIONS = 10_000
 # auto_derive rebuilds the function with `a + - b`, `a * / b` and `x * (x * 1)` for `x ^ 2`:
 # bring the claimed derivative to the same form so that field sees the same atoms
 DERIVE_TACTIC = "auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side]."
@@ -84,6 +85,15 @@ class UnsupportedTerm(Exception):
 
 
 ATOM, APP, POW, MUL, ADD = 0, 10, 30, 40, 50  # binding levels shared by Coq and Lean 4
+
+
+def _ordered_terms(e) -> list:
+    """`e.as_ordered_terms()` (sympy's lex order), by the JSON printer's fast path where it
+    applies: ordering terms is most of the time printing a program takes."""
+    try:
+        return jx.lex_terms(e)
+    except jx.Unsupported:
+        return e.as_ordered_terms()
 
 
 class CoqPrinter(StrPrinter):
@@ -145,7 +155,7 @@ class CoqPrinter(StrPrinter):
 
     def _print_Add(self, e, order=None):
         out = []
-        for k, t in enumerate(self._as_ordered_terms(e)):
+        for k, t in enumerate(_ordered_terms(e)):
             if t.as_coeff_Mul()[0].is_negative:
                 out.append("- " + self.wrap(-t, MUL))
             else:
@@ -157,7 +167,7 @@ class CoqPrinter(StrPrinter):
         if c.is_negative:
             return "- " + self.wrap(-e, MUL)
         num, den = ([c] if c != 1 else []), []
-        for f in (rest.as_ordered_factors() if rest.is_Mul else [rest]):
+        for f in (jx.ordered_factors(rest.args) if rest.is_Mul else [rest]):
             neg = f.is_Pow and f.exp.is_Rational and f.exp.is_negative
             (den if neg else num).append(f.base ** -f.exp if neg else f)
         body = " * ".join(self.wrap(f, MUL) for f in num) or "1"
@@ -992,35 +1002,88 @@ def coq_accepts(coqc: str, lemmas: str, timeout: float = INTERVAL_SECONDS) -> bo
 # ---------------------------------------------------------------- derivations
 
 
-def definitions(ctx: Ctx, define, comment) -> tuple[list[str], dict]:
-    """A definition per derivation entry, inlined when small, else the CSE form (`let`s)
-    while LET_BUDGET lasts; `define(ident, params, body_or_None, steps, term, label)` writes
-    one in the target syntax, `comment(lines)` notes an omitted one."""
-    blocks, defs, budget = [], {}, LET_BUDGET
+@dataclass(frozen=True, slots=True)
+class CseForm:
+    """The derivation entries too large to inline, as one program: `steps` ([(symbol,
+    definition)] in program order, long definitions split into named parts), `entries`
+    ([(identifier, term, label)]) and the leaves they read, in binder order."""
+
+    steps: list
+    entries: list
+    leaves: list
+
+
+def definitions(ctx: Ctx, define, comment, cse) -> tuple[list[str], dict]:
+    """A Definition per derivation entry, inlined when its estimated inlined size is small
+    (`define(ident, params, body, label)`); the other entries share one CSE form, every named
+    quantity defined once (`cse(CseForm)`), up to CSE_DEFINITIONS quantities per file: the
+    work is linear in the program. Entries beyond that are omitted with a comment
+    (`comment(lines)`); the JSON export has them all."""
+    blocks, defs, entries, steps, omitted = [], {}, [], [], []
+    seen: set = set()
+    budget = CSE_DEFINITIONS
     for d in ctx.model.derivations:
+        full = False
         for idx, term in jx.flatten(d.terms):
             ident = ctx.names.name(("def", d.name, idx), "_".join([d.name, *map(str, idx)]))
-            inl = jx.safe_inline(ctx.prog, term, jx.INLINE_OPS)
-            steps = [] if inl is not None else ctx.prog.slice([term])
             label = f"{d.kind} {d.name}{list(idx) if idx else ''}"
-            if len(steps) > budget:
-                blocks.append(comment([(f"{label}: omitted, its CSE form has {len(steps)} "
-                                        "named quantities (see the JSON export)")]))
+            inl = jx.safe_inline(ctx.prog, term, jx.INLINE_OPS)
+            if inl is not None:
+                params = ctx.leaves([inl])
+                blocks.append(define(ident, params, inl, label))
+                defs[(d.name, idx)] = (ident, params, inl)
                 continue
-            budget -= len(steps)
-            params = ctx.leaves([inl] if inl is not None else list(ctx.prog.leaves([term])))
-            blocks.append(define(ident, params, inl, steps, term, label))
-            defs[(d.name, idx)] = (ident, params, inl)
+            new = None if full else ctx.prog.new_closure([term], seen, budget)
+            if new is None:  # the rest of this derivation is omitted without another walk
+                if not full:
+                    omitted.append(f"{label} and the entries of {d.name} after it: omitted, "
+                                   f"the CSE form here holds at most {CSE_DEFINITIONS} named "
+                                   "quantities (the JSON export has them all)")
+                full = True
+                continue
+            budget -= len(new)
+            steps += new
+            entries.append((ident, term, label))
+            defs[(d.name, idx)] = (ident, None, None)
+    if entries:
+        leaves = set().union(*(ctx.prog.def_leaves(s) for s in steps))
+        leaves |= {x for _, t, _ in entries for x in t.free_symbols if x not in ctx.prog.defs}
+        form = CseForm(ctx.prog.readable([(s, ctx.prog.defs[s]) for s in steps]), entries,
+                       ctx.leaves(leaves))
+        blocks.append(cse(form))
+    if omitted:
+        blocks.append(comment(omitted))
     return blocks, defs
 
 
 def _coq_definition(ctx: Ctx):
-    def define(ident, params, inl, steps, term, label) -> str:
+    def define(ident, params, inl, label) -> str:
         args = f" ({' '.join(ctx.sym_name(s) for s in params)} : R)" if params else ""
-        lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)} in" for s, e in steps]
-        body = "\n  ".join([*lets, ctx.p(inl if inl is not None else term)])
-        return f"(* {coq_comment_text(label)} *)\nDefinition {ident}{args} : R :=\n  {body}.\n"
+        return (f"(* {coq_comment_text(label)} *)\nDefinition {ident}{args} : R :=\n"
+                f"  {ctx.p(inl)}.\n")
     return define
+
+
+def _coq_cse(ctx: Ctx):
+    """The CSE form as a functor over a module type of the leaves: each named quantity one
+    short Definition (a Section would abstract each one over its variables when it closes,
+    applying every use to all of them: quadratic in a deep network)."""
+    def cse(form: CseForm) -> str:
+        names = " ".join(ctx.sym_name(s) for s in form.leaves)
+        out = [coq_comment([
+            "CSE form: the entries below are too large to inline; each named quantity is "
+            "defined once, over the inputs and parameters declared in snn_leaves. "
+            "Instantiate snn_cse with a module of values to evaluate them."]),
+            "Module Type snn_leaves.", f"  Parameters {names} : R." if names else "",
+            "End snn_leaves.", "", "Module snn_cse (L : snn_leaves).", "Import L.", ""]
+        for sym, e in form.steps:
+            out.append(f"Definition {ctx.sym_name(sym)} : R := {ctx.p(e)}.")
+        for ident, term, label in form.entries:
+            out.append(f"(* {coq_comment_text(label)} *)\nDefinition {ident} : R := "
+                       f"{ctx.p(term)}.")
+        out += ["", "End snn_cse.", ""]
+        return "\n".join(x for x in out if x is not None)
+    return cse
 
 
 @dataclass(frozen=True, slots=True)
@@ -1049,6 +1112,12 @@ def jacobian_claims(ctx: Ctx, defs: dict) -> list[JacobianClaim]:
             j_id, j_params, Jt = defs[(jac.name, j_idx)]
             if len(out) >= JACOBIAN_LEMMAS:
                 break
+            if f_params is None or j_params is None:
+                out.append(JacobianClaim(
+                    name=f"{j_id}_deriv", binders=[v], nonzero=[], f_call=f_id, j_call=j_id,
+                    v=v, plan=DerivativePlan((), "the Definitions are in CSE form (too large "
+                                                 "to inline)"), note="", ids=(f_id, j_id)))
+                continue
             plan = derivative_plan(F, v, Jt, PROOF_OPS) if F is not None and Jt is not None \
                 else DerivativePlan((), "the Definitions are in CSE form (too large to inline)")
             syms = ctx.leaves([*f_params, *j_params], skip=[v])
@@ -1169,10 +1238,10 @@ def _emit(model: Model, verdicts: list[Verdict], coqc: str | None) -> dict[str, 
     ctx = Ctx(model)
     check_supported(ctx)
     module = module_name(model.name)
-    blocks, defs = definitions(ctx, _coq_definition(ctx), coq_comment)
+    blocks, defs = definitions(ctx, _coq_definition(ctx), coq_comment, _coq_cse(ctx))
     blocks += _jacobian_lemmas(ctx, defs)
     by_name = {v.name: v for v in verdicts}
     obs = [_obligation(ctx, ob, by_name.get(ob.name), coqc) for ob in model.obligations]
     text = render_file(module, printable(model.name), "\n".join(blocks), "\n".join(obs),
                        file_label(model.source_path) if model.source_path else "")
-    return {f"{module}.v": text}
+    return {f"{module}.v": wrap(text, comment="(*")}

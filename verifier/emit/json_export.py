@@ -36,12 +36,16 @@ class TooLarge(Exception):
 
 
 def safe_inline(program: Program, expr, limit: int | None = None):
-    """`program.inline(expr)`, or None when the inlined term would be too large."""
-    try:
-        out = program.inline(expr) if limit is None else program.inline(expr, limit)
-    except SpecError:
-        return None
-    if limit is None or (expr in program.defs and getattr(expr, "is_Symbol", False)):
+    """`program.inline(expr)`, or None when the inlined term would be too large. With a
+    limit, a term whose estimated inlined size is far above it is refused without walking
+    the program behind it (`Program.inlined_size`), so asking costs little for a large net."""
+    if limit is None:
+        try:
+            return program.inline(expr)
+        except SpecError:
+            return None
+    out = program.inline_small(expr, limit)
+    if out is None or (expr in program.defs and getattr(expr, "is_Symbol", False)):
         return out  # a program symbol's inlined form was measured against `limit` by inline
     return None if sp.count_ops(out) > limit else out
 
@@ -90,8 +94,30 @@ def verdict_detail(v: Verdict | None, missing: str, backed: str) -> str:
     return f"{backed}{artifact_label(v.artifact)}" if v.artifact else ""
 
 
+NOTE_WIDTH = 150  # a note line longer than this (a counterexample) continues on more lines
+
+
+def _note_lines(line: str) -> list[str]:
+    """`line` broken after its commas into lines of about NOTE_WIDTH characters, the
+    continuation lines indented by two spaces."""
+    if len(line) <= NOTE_WIDTH:
+        return [line]
+    out, cur = [], ""
+    for piece in line.split(", "):
+        if cur and len(cur) + len(piece) + 2 > NOTE_WIDTH:
+            out.append(cur + ",")
+            cur = "  " + piece
+        else:
+            cur = f"{cur}, {piece}" if cur else piece
+    return [*out, cur]
+
+
 def verdict_note(v: Verdict | None) -> list[str]:
-    """Comment lines saying who decided an obligation and how."""
+    """Comment lines saying who decided an obligation and how (long ones broken)."""
+    return [part for line in _verdict_note(v) for part in _note_lines(line)]
+
+
+def _verdict_note(v: Verdict | None) -> list[str]:
     if v is None:
         return ["verdict: none was computed"]
     art = artifact_label(v.artifact)
@@ -535,7 +561,7 @@ def export(model: Model, verdicts: list[Verdict]) -> dict:
         "parameter_symbols": [v.symbol.name for v in model.params],
         "parameter_count": model.parameter_count,
         **{k: (nested(d.terms, _string) if d is not None else None) for k, d in ref.items()},
-        "cse": [[s.name, _string(e)] for s, e in prog.slice(all_terms)],
+        "cse": [[s.name, _string(e)] for s, e in prog.readable(prog.slice(all_terms))],
         "closed_form": _closed_form(model),
         "derivations": {
             d.name: {"kind": d.kind, "shape": list(d.shape), "wrt": [w.name for w in d.wrt],

@@ -19,7 +19,7 @@ from ..obligations import Model
 from . import json_export as jx
 from .names import file_label, printable, tex_text
 from .names import ident as sanitize
-from .templating import render
+from .templating import render, wrap
 
 _NAME = re.compile(
     r"^(?:(?P<tag>[^:\s]+):)?(?:[A-Za-z_][A-Za-z0-9_]*\.)*"
@@ -269,7 +269,14 @@ def _cse(model: Model, tex: _Tex) -> str:
     terms = [t for d in model.derivations for _, t in jx.flatten(d.terms)]
     terms += [t for ob in model.obligations for a in ob.goal for t in (a.lhs, a.rhs)]
     steps = model.program.slice(terms)
-    return _align([(tex.names[s], tex(e)) for s, e in steps])
+    prog = model.program
+    rows = []
+    for sym, e in steps:
+        pieces = prog.readable([(sym, e)])
+        for k, (part, _) in enumerate(pieces[:-1], start=1):  # over-long sums, in parts
+            tex.names[part] = "{" + tex.names[sym] + r"}^{\langle " + str(k) + r"\rangle}"
+        rows += [(tex.names[s], tex(x)) for s, x in pieces]
+    return _align(rows)
 
 
 def _entry(name: str, idx: tuple) -> str:
@@ -331,4 +338,4 @@ def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
                   symbols_note=note, cse=_cse(model, tex),
                   derivations=_derivations(model, tex),
                   obligations=_obligations(model, verdicts))
-    return {f"{name}.tex": text}
+    return {f"{name}.tex": wrap(text, comment="%")}

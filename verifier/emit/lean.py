@@ -32,7 +32,7 @@ from .coq import (
     ring_identity,
 )
 from .names import file_label, ident, lean_comment_text, lean_reserved, printable
-from .templating import render
+from .templating import render, wrap
 
 LEAN_RESERVED = lean_reserved()  # keywords, the names our text refers to, the prelude's
 
@@ -169,12 +169,35 @@ def _label(ob: Obligation, k: int) -> str:
 
 
 def _define(ctx: LeanCtx):
-    def define(ident, params, inl, steps, term, label) -> str:
+    def define(ident, params, inl, label) -> str:
         args = f" ({' '.join(ctx.sym_name(s) for s in params)} : ℝ)" if params else ""
-        lets = [f"let {ctx.sym_name(s)} := {ctx.p(e)}" for s, e in steps]
-        body = "\n  ".join([*lets, ctx.p(inl if inl is not None else term)])
-        return f"-- {lean_comment_text(label)}\ndef {ident}{args} : ℝ :=\n  {body}\n"
+        return f"-- {lean_comment_text(label)}\ndef {ident}{args} : ℝ :=\n  {ctx.p(inl)}\n"
     return define
+
+
+def _cse(ctx: LeanCtx):
+    """The CSE form: a structure of the leaves, and one short def per named quantity taking
+    the leaves as its argument `snn_p` (uses of earlier quantities are applied to it)."""
+    def cse(form) -> str:
+        named = {s for s, _ in form.steps}
+        printer = LeanPrinter(lambda s: f"({ctx.sym_name(s)} snn_p)" if s in named
+                              else f"snn_p.{ctx.sym_name(s)}")
+        fields = " ".join(ctx.sym_name(s) for s in form.leaves)
+        out = [lean_comment([
+            "CSE form: the entries below are too large to inline; each named quantity is "
+            "defined once, as a function of the inputs and parameters (the fields of "
+            "snn_leaves)."]).rstrip("\n"),
+            "structure snn_leaves where", "  snn_mk ::"]
+        out += [f"  ({fields} : ℝ)"] if fields else []
+        out.append("")
+        for sym, e in form.steps:
+            out.append(f"def {ctx.sym_name(sym)} (snn_p : snn_leaves) : ℝ :=\n  "
+                       f"{printer.doprint(e)}")
+        for ident, term, label in form.entries:
+            out.append(f"-- {lean_comment_text(label)}\ndef {ident} (snn_p : snn_leaves) : ℝ :="
+                       f"\n  {printer.doprint(term)}")
+        return "\n".join(out) + "\n"
+    return cse
 
 
 def _jacobian_theorems(ctx: LeanCtx, defs: dict) -> list[str]:
@@ -202,7 +225,7 @@ def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
     """{`NAME.lean`: text} with the model's derivations and obligations as Lean statements."""
     ctx = LeanCtx(model)
     try:
-        blocks, defs = definitions(ctx, _define(ctx), lean_comment)
+        blocks, defs = definitions(ctx, _define(ctx), lean_comment, _cse(ctx))
         blocks += _jacobian_theorems(ctx, defs)
         by_name = {v.name: v for v in verdicts}
         obs = [_obligation(ctx, ob, by_name.get(ob.name)) for ob in model.obligations]
@@ -214,4 +237,4 @@ def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
                   model=lean_comment_text(printable(model.name)),
                   derivations="\n".join(blocks).rstrip() or "-- none",
                   obligations="\n".join(obs).rstrip() or "-- none")
-    return {f"{name}.lean": text}
+    return {f"{name}.lean": wrap(text, comment="--")}

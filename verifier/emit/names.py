@@ -42,8 +42,11 @@ def printable(text) -> str:
     """One line of printable text: runs of whitespace (line breaks included) become one space;
     control, format, surrogate, private-use and unassigned characters become `\\xNN`-style
     escapes (bidirectional overrides cannot reorder what a reader sees)."""
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case: nothing to escape
+        return " ".join(text.split())
     out = []
-    for c in str(text):
+    for c in text:
         if c.isspace():
             out.append(" ")
         elif unicodedata.category(c)[0] == "C":

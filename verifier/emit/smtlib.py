@@ -28,6 +28,7 @@ from ..layers.activations import (
 from ..obligations import Atom, Obligation
 from ..symbolic.program import Program
 from .names import smt_comment_text, smt_symbol
+from .templating import wrap
 
 _RANGES = {  # sound range facts for atoms: (lo, lo_strict, hi, hi_strict)
     sp.tanh: (-1, True, 1, True),
@@ -338,7 +339,8 @@ def encode(
     lines.append(f"(assert (or {' '.join(negs)}))" if len(negs) > 1 else f"(assert {negs[0]})")
     lines.append("(check-sat)")
     variables = {smt_name(s.name).strip("|"): s for s in leaves}
-    return SmtQuery(text="\n".join(lines) + "\n", variables=variables, atoms=atoms)
+    text = wrap("\n".join(lines) + "\n", comment=";", quotes="|")
+    return SmtQuery(text=text, variables=variables, atoms=atoms)
 
 
 def _short(e: sp.Expr) -> str:

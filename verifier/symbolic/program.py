@@ -23,6 +23,18 @@ _TOO_LARGE = object()  # memo marker: the inlined form exceeds the limit
 _GENERIC_FREE = sp.Basic.free_symbols  # the union over args; binders override it
 
 
+def _ops(expr: sp.Basic) -> int:
+    """About `sympy.count_ops` (n - 1 per n-ary sum or product, one per other application),
+    without its rewriting: the estimate of inlined sizes reads every definition it passes."""
+    n, stack = 0, [expr]
+    while stack:
+        e = stack.pop()
+        if e.args and not e.is_Symbol:
+            n += len(e.args) - 1 if (e.is_Add or e.is_Mul) else 1
+            stack.extend(e.args)
+    return n
+
+
 def free_symbols(expr: sp.Basic) -> set:
     """`expr.free_symbols` by an iterative walk (sympy's recursive property is a large part of
     building a Hessian program); classes that bind symbols (Derivative, Lambda, ...) keep
@@ -53,6 +65,9 @@ class Program:
         self._leaves: dict[sp.Symbol, frozenset] = {}
         self._inlined: dict[int | None, dict[sp.Symbol, object]] = {}
         self._inlined_ops: dict[int | None, dict[sp.Symbol, int]] = {}
+        self._own_ops: dict[sp.Symbol, tuple[int, tuple]] = {}  # (count_ops, dep uses)
+        self._estimate: dict[sp.Symbol, int] = {}  # inlined size, where it is at most _capped
+        self._capped: dict[sp.Symbol, int] = {}  # symbol -> a cap its inlined size exceeds
         self.partials: dict[sp.Symbol, dict] = {}  # sym -> {var: d def / d var}, by reverse
         # annotation for numeric engines, filled by `obligations.build_model`: program symbol
         # -> (NetworkApplication, "output", i) or (..., "jacobian", i, j) for the outputs and
@@ -101,6 +116,15 @@ class Program:
         self._memo[expr] = sym
         return sym
 
+    def name_taken(self, name: str) -> bool:
+        """Whether a program symbol or a reserved leaf has this name."""
+        return name in self._names
+
+    def readable(self, steps) -> list[tuple[sp.Symbol, sp.Expr]]:
+        """`steps` ([(symbol, definition)]) with over-long definitions split into named parts
+        (`parts`), in an order where every part comes before its use."""
+        return [item for sym, e in steps for item in parts(sym, e, self.name_taken)]
+
     def is_defined(self, sym: sp.Basic) -> bool:
         return sym in self.defs
 
@@ -146,6 +170,108 @@ class Program:
     def slice(self, exprs) -> list[tuple[sp.Symbol, sp.Expr]]:
         """The assignments needed to compute the expressions, in order."""
         return [(s, self.defs[s]) for s in self.closure(exprs)]
+
+    def new_closure(self, exprs, seen: set, limit: int | None = None) -> list[sp.Symbol] | None:
+        """The program symbols the expressions depend on that are not in `seen`, in program
+        order; the walk stops at symbols in `seen`, so emitting a program entry by entry costs
+        one walk of it in all. None (and `seen` unchanged) when there are more than `limit`;
+        otherwise they are added to `seen`."""
+        found: set = set()
+        stack = [s for s in self._roots(exprs) if s not in seen]
+        while stack:
+            s = stack.pop()
+            if s in found:
+                continue
+            found.add(s)
+            if limit is not None and len(found) > limit:
+                return None
+            stack.extend(d for d in self._deps[s] if d not in seen and d not in found)
+        seen |= found
+        return sorted(found, key=self.index.__getitem__)
+
+    def _own(self, sym: sp.Symbol) -> tuple[int, tuple]:
+        """(operations of sym's definition, ((dependency, occurrences), ...)), cached."""
+        hit = self._own_ops.get(sym)
+        if hit is None:
+            d = self.defs[sym]
+            uses: dict = {}
+            deps = set(self._deps[sym])
+            if deps:
+                for node in sp.preorder_traversal(d):
+                    if node in deps:
+                        uses[node] = uses.get(node, 0) + 1
+            hit = self._own_ops[sym] = (_ops(d), tuple(uses.items()))
+        return hit
+
+    def inlined_size(self, expr, cap: int) -> int | None:
+        """An estimate of the operations of `expr` inlined down to leaves (the definitions'
+        operations, each dependency counted once per occurrence), or None when it exceeds
+        `cap`. The walk stops as soon as the running total passes `cap`, so a refusal costs
+        work bounded by `cap`, not by the size of the program behind the term."""
+        expr = sp.sympify(expr)
+        roots = self._roots([expr])
+        uses: dict = {}
+        for node in sp.preorder_traversal(expr):
+            if node in self.defs:
+                uses[node] = uses.get(node, 0) + 1
+        total = _ops(expr)
+        for r in dict.fromkeys(roots):
+            n = self._size(r, cap)
+            if n is None:
+                return None
+            total += n * uses.get(r, 1)
+            if total > cap:
+                return None
+        return total
+
+    def _size(self, root: sp.Symbol, cap: int) -> int | None:
+        """Inlined size of one program symbol, None above cap (iterative, early exit)."""
+        def known(s):
+            if s in self._estimate:
+                return self._estimate[s]
+            c = self._capped.get(s)
+            return -1 if c is not None and cap <= c else None  # size > c >= cap
+
+        k = known(root)
+        if k is not None:
+            return None if k < 0 or k > cap else k
+        stack = [[root, False]]  # [symbol, expanded]: the expanded entries are ancestors
+        while stack:
+            s, expanded = stack[-1]
+            if known(s) is not None:
+                stack.pop()
+                continue
+            own, uses = self._own(s)
+            todo = [d for d, _ in uses if known(d) is None]
+            if todo and not expanded:
+                stack[-1][1] = True
+                stack.extend([d, False] for d in todo)
+                continue
+            stack.pop()
+            total = own
+            for d, n in uses:
+                v = known(d)
+                if v is None or v < 0 or total + v * n > cap:
+                    total = -1
+                    break
+                total += v * n
+            if total < 0:  # s, and every ancestor of it on the stack, exceeds cap
+                for t in (s, *(t for t, up in stack if up)):
+                    self._capped[t] = max(self._capped.get(t, cap), cap)
+                return None
+            self._estimate[s] = total
+        v = self._estimate[root]
+        return v if v <= cap else None
+
+    def inline_small(self, expr, limit: int):
+        """`inline(expr, limit)` for printers: None when the estimate (`inlined_size`) or the
+        inlined form exceeds `limit` operations, found without walking a large program."""
+        if self.inlined_size(expr, 4 * limit) is None:
+            return None
+        try:
+            return self.inline(expr, limit)
+        except SpecError:
+            return None
 
     def count_ops(self, exprs) -> int:
         """Operations in the slice of the program that computes the expressions."""
@@ -204,3 +330,101 @@ class Program:
                 fix="use the CSE form (named intermediate quantities), or a smaller network",
             )
         return expr.xreplace(vals)
+
+
+# ---------------------------------------------------------------- readable definitions
+#
+# A definition of a wide layer (a sum over a thousand products, an adjoint collecting every
+# use of a quantity) prints as one line of thousands of characters. Printers show such a
+# definition as named parts, each a sum or product of at most about WIDTH characters.
+
+WIDTH = 160  # estimated printed characters per part
+
+
+def _width(e, memo: dict) -> int:
+    """Estimated printed length of `e` (names, numerals, about three characters per
+    operation), iterative and memoised."""
+    stack = [e]
+    while stack:
+        x = stack[-1]
+        if x in memo:
+            stack.pop()
+            continue
+        if x.is_Symbol:
+            memo[x] = len(x.name) + 1
+        elif x.is_Rational:
+            memo[x] = len(str(x.p)) + (len(str(x.q)) + 1 if x.q != 1 else 0) + 1
+        elif x.is_Number or not x.args:
+            memo[x] = len(str(x)) + 1
+        else:
+            todo = [a for a in x.args if a not in memo]
+            if todo:
+                stack.extend(todo)
+                continue
+            memo[x] = 3 * len(x.args) + 2 + sum(memo[a] for a in x.args)
+        stack.pop()
+    return memo[e]
+
+
+def parts(sym: sp.Symbol, expr, taken, width: int | None = None
+          ) -> list[tuple[sp.Symbol, sp.Expr]]:
+    """`[(part, expr)..., (sym, rest)]`: `sym = expr` with each over-long sum or product split
+    into parts named `NAME'partK` (K from 1, in order), defined before `sym`. Work and output
+    are linear in the size of `expr`; a definition within `width` comes back unchanged.
+    `taken(name)` tells names already in use (they are skipped); `width`: WIDTH."""
+    width = WIDTH if width is None else width
+    memo: dict = {}
+    if _width(expr, memo) <= width:
+        return [(sym, expr)]
+    out: list = []
+    counter = [0]
+
+    def name():
+        while True:
+            counter[0] += 1
+            n = f"{sym.name}'part{counter[0]}"
+            if not taken(n):
+                return sp.Symbol(n, real=True)
+
+    def named(e):
+        p = name()
+        out.append((p, e))
+        memo[p] = len(p.name) + 1
+        return p
+
+    def shrink(e):
+        """e with wide arguments replaced by parts; e itself may still be wide."""
+        if _width(e, memo) <= width or not e.args:
+            return e
+        if e.is_Add or e.is_Mul:
+            args = [shrink(a) for a in e.args]
+            args = [named(a) if _width(a, memo) > width and (a.is_Add or a.is_Mul) else a
+                    for a in args]
+            groups, cur, w = [], [], 0
+            for a in args:
+                aw = _width(a, memo) + 3
+                if len(cur) >= 2 and w + aw > width:  # two at least: each level halves
+                    groups.append(cur)
+                    cur, w = [], 0
+                cur.append(a)
+                w += aw
+            groups.append(cur)
+            if len(groups) == 1:
+                return e.func(*groups[0], evaluate=False)
+            if len(groups) == len(args):  # no two arguments fit together: name the wide ones
+                return e.func(*(named(a) if a.args and _width(a, memo) > width // 4 else a
+                                for a in args), evaluate=False)
+            # the groups are sums (products) of the canonical term's own arguments: nothing
+            # to combine, so sympy is not asked to (it would sort and flatten them again)
+            terms = [g[0] if len(g) == 1 else named(e.func(*g, evaluate=False)) for g in groups]
+            new = e.func(*terms, evaluate=False)
+            return shrink(new) if _width(new, memo) > width and len(terms) > 1 else new
+        if not (e.is_Pow or isinstance(e, sp.Function)):
+            return e  # piecewise definitions and conditions are printed as they are
+        # an application or power: its wide arguments become parts
+        args = [shrink(a) for a in e.args]
+        args = [named(a) if _width(a, memo) > width and a.args else a for a in args]
+        return e.func(*args)
+
+    rest = shrink(sp.sympify(expr))
+    return [*out, (sym, rest)]

@@ -31,5 +31,6 @@
 (assert (< |tanh#2| 1.0))
 (assert (< (- 1.0) |tanh#3|))
 (assert (< |tanh#3| 1.0))
-(assert (or (not (= |d:f.z1[0]| (* |f.W2[0,0]| (+ 1.0 (- (* |tanh#1| |tanh#1|)))))) (not (= |d:f.z1[1]| (* |f.W2[0,1]| (+ 1.0 (- (* |tanh#2| |tanh#2|)))))) (not (= |d:f.z1[2]| (* |f.W2[0,2]| (+ 1.0 (- (* |tanh#3| |tanh#3|))))))))
+(assert (or (not (= |d:f.z1[0]| (* |f.W2[0,0]| (+ 1.0 (- (* |tanh#1| |tanh#1|)))))) (not (= |d:f.z1[1]| (* |f.W2[0,1]| (+ 1.0 (- (* |tanh#2| |tanh#2|)))))) (not (= |d:f.z1[2]| (* |f.W2[0,2]| (+ 1.0 (-
+    (* |tanh#3| |tanh#3|))))))))
 (check-sat)

@@ -219,27 +219,37 @@ Definition output_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2
 
 (* jacobian jacobian[0, 0] *)
 Definition jacobian_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  f_W1_0_0 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_0 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_0 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2).
+  f_W1_0_0 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_0 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_0 * f_W2_0_2 * (- tanh
+      (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1).
 
 (* jacobian jacobian[0, 1] *)
 Definition jacobian_0_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  f_W1_0_1 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_1 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_1 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2).
+  f_W1_0_1 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_1 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_1 * f_W2_0_2 * (- tanh
+      (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1).
 
 (* hessian hessian[0, 0] *)
 Definition hessian_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_0 ^ 2 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 ^ 2 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 ^ 2 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_0 ^ 2 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 ^ 2 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0
+      + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 ^ 2 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1) * tanh (f_W1_2_0
+      * x_0 + f_W1_2_1 * x_1 + f_b1_2).
 
 (* hessian hessian[0, 1] *)
 Definition hessian_0_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (- tanh
+      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^
+      2 + 1) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
 
 (* hessian hessian[1, 0] *)
 Definition hessian_1_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (- tanh
+      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^
+      2 + 1) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
 
 (* hessian hessian[1, 1] *)
 Definition hessian_1_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_1 ^ 2 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_1 ^ 2 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_1 ^ 2 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_1 ^ 2 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_1 ^ 2 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0
+      + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_1 ^ 2 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1) * tanh (f_W1_2_0
+      * x_0 + f_W1_2_1 * x_1 + f_b1_2).
 
 (* gradient gradient[0, 0] *)
 Definition gradient_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_b1_0 : R) : R :=
@@ -281,8 +291,9 @@ Qed.
 (* verdict: proved by canonical-form+z3 (artifact: residue lhs - rhs expands to 0 with activations as atoms) *)
 Lemma db1_0 :
   forall x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_0 : R,
-  is_derive (fun f_b1_0 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0) f_b1_0
-    (f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2)).
+  is_derive (fun f_b1_0 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 *
+      x_1 + f_b1_2) + f_b2_0) f_b1_0
+    (f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
@@ -290,8 +301,9 @@ Qed.
 
 Lemma db1_1 :
   forall x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_1 : R,
-  is_derive (fun f_b1_1 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0) f_b1_1
-    (f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2)).
+  is_derive (fun f_b1_1 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 *
+      x_1 + f_b1_2) + f_b2_0) f_b1_1
+    (f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
@@ -299,24 +311,30 @@ Qed.
 
 Lemma db1_2 :
   forall x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_2 : R,
-  is_derive (fun f_b1_2 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0) f_b1_2
-    (f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)).
+  is_derive (fun f_b1_2 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 *
+      x_1 + f_b1_2) + f_b2_0) f_b1_2
+    (f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
 Qed.
 
 (* obligation db1_wrong (identity): claim db1_wrong: grad(f(x)[0], f.b1) == f.W2[0] * (1 - h) *)
-(* verdict: refuted by exact-points; counterexample: f.W1[0,0] = 1323/1067, f.W1[0,1] = 135/97, f.W1[1,0] = -1293/679, f.W1[1,1] = -297/485, f.W1[2,0] = -2829/1067, f.W1[2,1] = 1569/679, f.W2[0,0] = 117/97, f.W2[0,1] = -153/97, f.W2[0,2] = -126/97, f.b1[0] = 777/1067, f.b1[1] = 3519/1261, f.b1[2] = 129/97, x[0] = -741/485, x[1] = -789/1261 *)
-(* violation: atom = d:f.z1[0] == f.W2[0,0]*(1 - f.a1[0]), entry = [0], exact = False, lhs = 0.079342684039746600649, op = ==, rhs = 2.3720250163889017699 *)
+(* verdict: refuted by exact-points; counterexample: f.W1[0,0] = 1323/1067, f.W1[0,1] = 135/97, f.W1[1,0] = -1293/679, f.W1[1,1] = -297/485, *)
+(* f.W1[2,0] = -2829/1067, f.W1[2,1] = 1569/679, f.W2[0,0] = 117/97, f.W2[0,1] = -153/97, f.W2[0,2] = -126/97, f.b1[0] = 777/1067, f.b1[1] = 3519/1261, *)
+(* f.b1[2] = 129/97, x[0] = -741/485, x[1] = -789/1261 *)
+(* violation: atom = d:f.z1[0] == f.W2[0,0]*(1 - f.a1[0]), entry = [0], exact = False, lhs = 0.079342684039746600649, op = ==, *)
+(* rhs = 2.3720250163889017699 *)
 (* not stated as a lemma: the claim is false *)
 
 (* obligation dx0 (identity): claim dx0: d(f(x)[0])/d(x[0]) == sum(f.W2[0] * (1 - h ^ 2) * f.W1[:, 0]) *)
 (* verdict: proved by canonical-form+z3 (artifact: residue lhs - rhs expands to 0 with activations as atoms) *)
 Lemma dx0 :
   forall x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 x_0 : R,
-  is_derive (fun x_0 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0) x_0
-    (f_W1_0_0 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_0 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_0 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)).
+  is_derive (fun x_0 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 +
+      f_b1_2) + f_b2_0) x_0
+    (f_W1_0_0 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_0 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_0 * f_W2_0_2 * (-
+        tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].

@@ -52,14 +52,16 @@ theorem hasDerivAt_nnLeakyRelu (a x : ℝ) (hx : x ≠ 0) :
 /-! ## Obligations -/
 
 -- obligation upper (bound): claim upper: t(x)[0] <= 1.5
--- verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-5426139587181521/2251799813685248, -1660902367453271/4503599627370496])
+-- verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-5426139587181521/2251799813685248,
+--  -1660902367453271/4503599627370496])
 theorem upper :
     ∀ x_0 ∈ Set.Icc ((-1) : ℝ) 1,
     Real.tanh (2 * x_0) - (1 / 2) * Real.tanh (x_0 - (1 / 2)) ≤ (3 / 2) := by
   sorry
 
 -- obligation lower (bound): claim lower: t(x)[0] >= -1.5
--- verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [1329259853874223/2251799813685248, 11849896514658217/4503599627370496])
+-- verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [1329259853874223/2251799813685248,
+-- 11849896514658217/4503599627370496])
 theorem lower :
     ∀ x_0 ∈ Set.Icc ((-1) : ℝ) 1,
     Real.tanh (2 * x_0) - (1 / 2) * Real.tanh (x_0 - (1 / 2)) ≥ (-3 / 2) := by

@@ -218,7 +218,8 @@ Qed.
 (** * Obligations *)
 
 (* obligation upper (bound): claim upper: t(x)[0] <= 1.5 *)
-(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-5426139587181521/2251799813685248, -1660902367453271/4503599627370496]) *)
+(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-5426139587181521/2251799813685248, *)
+(* -1660902367453271/4503599627370496]) *)
 (* checked by the interval tactic (bisection) *)
 Lemma upper :
   forall x_0 : R,
@@ -231,7 +232,8 @@ Proof.
 Qed.
 
 (* obligation lower (bound): claim lower: t(x)[0] >= -1.5 *)
-(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [1329259853874223/2251799813685248, 11849896514658217/4503599627370496]) *)
+(* verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [1329259853874223/2251799813685248, *)
+(* 11849896514658217/4503599627370496]) *)
 (* checked by the interval tactic (bisection) *)
 Lemma lower :
   forall x_0 : R,
