@@ -392,6 +392,14 @@ def forward(layer: Layer, x: np.ndarray, params: dict[str, np.ndarray], program:
             tag: str) -> np.ndarray:
     """Positional embedding, the encoder stack, the read-out. The last layer is computed only
     at the read-out position: the other rows of its output are never used."""
+    from ..symbolic.reverse import cyclic_gc_paused  # not at import: reverse imports layers
+
+    with cyclic_gc_paused():  # thousands of small terms, none in a reference cycle
+        return _forward(layer, x, params, program, tag)
+
+
+def _forward(layer: Layer, x: np.ndarray, params: dict[str, np.ndarray], program: Program,
+             tag: str) -> np.ndarray:
     names = dict(layer.option("names"))
     opts = dict(layer.options)
     n_layers = opts["layers"]
