@@ -94,3 +94,34 @@ def test_bounds_on_one_partial_derivative(net, i):
                    for k in range(2)]])
     assert np.all(x >= BOX[0]) and np.all(x <= BOX[1])
     assert jacobians(model, x)[0, i] < t + 1e-9
+
+
+def test_certificate_is_checked_and_a_hole_refused(net, tmp_path):
+    """The split tree of a proof is re-validated by `verify-check`'s own interval evaluation
+    of the claim's derivative terms; with one split removed the tree has a hole."""
+    import json
+    import shutil
+
+    from verifier import check, cli
+
+    d, path, model, X, G = net
+    assert float(G[:, 1].min()) > -2.5  # the claim holds on the samples
+    spec = tmp_path / "g.snn"
+    shutil.copy(path, tmp_path / "f.onnx")
+    spec.write_text('input u : real[2] in box([-1, -0.5], [1, 1.5])\n'
+                    'network n(in=2) load "f.onnx" { }\n'
+                    "claim c: d(n(u)[0])/d(u[1]) >= -5/2\n")
+    out = tmp_path / "out"
+    assert cli.main([str(spec), "-o", str(out), "--emit", "cert", "--no-cache", "-q"]) == 0
+    cert = out / "g.c.cert.json"
+    doc = json.loads(cert.read_text())
+    assert doc["engine"] == "relu-jacobian" and len(doc["splits"]) >= 1
+    report = check.check_certificate(str(cert), str(spec))
+    assert report.valid and report.leaves == len(doc["closed"])
+    node = min(doc["splits"], key=int)
+    child = str(doc["splits"][node][2])
+    doc["splits"].pop(node)
+    doc["closed"].pop(child, None)
+    cert.write_text(json.dumps(doc))
+    with pytest.raises(check.Invalid):
+        check.check_certificate(str(cert), str(spec))
