@@ -49,11 +49,15 @@ def z3_truth(net: OnnxNet, lo, hi, c: Fraction, fix_x=None) -> str:
     return str(s.check())
 
 
-def prop_text(n_in: int, lo: float, hi: float, c: Fraction) -> str:
+def prop_text(n_in: int, lo: float, hi: float, c: Fraction, second: bool = True) -> str:
     lines = [f"(declare-const X_{i} Real)" for i in range(n_in)]
     lines += ["(declare-const Y_0 Real)", "(declare-const Y_1 Real)"]
     lines += [f"(assert (>= X_{i} {lo!r}))(assert (<= X_{i} {hi!r}))" for i in range(n_in)]
+    # a second row (never binding: |y| stays far below) makes the engine combine the rows,
+    # where it splits phases
     lines.append(f"(assert (>= (- Y_0 Y_1) {float(c)!r}))")
+    if second:
+        lines.append("(assert (<= Y_1 1000.0))")
     return "\n".join(lines)
 
 
@@ -143,7 +147,8 @@ def two_neurons() -> OnnxNet:
 
 def hand_check(doc: dict, c: str, lo="-1", hi="-0.25") -> None:
     """Check a hand-made tree for `y_0 - y_1 >= c` on x in [lo, hi]; one box per leaf."""
-    prop = parse_vnnlib(prop_text(1, float(Fraction(lo)), float(Fraction(hi)), Fraction(c)))
+    prop = parse_vnnlib(prop_text(1, float(Fraction(lo)), float(Fraction(hi)), Fraction(c),
+                                  second=False))
     rep = check_relu._Report()
     check_relu.check_groups(two_neurons(), [(d.output_constraints(), d.lo, d.hi)
                                             for d in prop.disjuncts], doc["groups"],
@@ -228,7 +233,7 @@ def test_tree_versions():
 def test_z3_leaf_with_phases():
     """The checker's z3 encoding of a leaf adds its phases: on [-1, -1/4], y_0 - y_1 >= -10
     holds everywhere, yet no point has z_0 = x >= 0 (z3: unsat), while z_0 <= 0 is sat."""
-    prop = parse_vnnlib(prop_text(1, -1.0, -0.25, Fraction(-10)))
+    prop = parse_vnnlib(prop_text(1, -1.0, -0.25, Fraction(-10), second=False))
     fnet = check_relu.Net(two_neurons())
     lo, hi = np.array([-1.0]), np.array([-0.25])
     rows = [d.output_constraints() for d in prop.disjuncts]

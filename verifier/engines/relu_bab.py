@@ -822,14 +822,13 @@ class Engine:
             score = g * width
             score = np.where(width > MIN_WIDTH * width0, score, -1.0)
             dim = np.argmax(score, axis=1)
-            if self.phase_splits:  # the neuron whose chord offset costs the row most
-                rows_w = comb[0][to_split] if comb is not None else s.spec.W[row]
-                rscore = relu_scores(self.fnet, bounds, rows_w)
+            if self.phase_splits and comb is not None:
+                # the neuron whose chord offset costs the combined row most (only where a
+                # disjunct's rows are combined: single rows, as in ACAS Xu, closed no faster)
+                rscore = relu_scores(self.fnet, bounds, comb[0][to_split])
                 flat = np.argmax(rscore, axis=1)
                 best_r = rscore[np.arange(len(lo)), flat]
-                # the bound to be pushed below 0: the combined row's, or the split row's
-                target = comb[2][to_split] if comb is not None else ub[np.arange(len(lo)),
-                                                                          row]
+                target = comb[2][to_split]  # the bound to be pushed below 0
                 phase = (best_r > 0) & (best_r >= RELU_RATIO * target) & (
                     unstable[to_split] <= RELU_MAX_UNSTABLE)
             else:
