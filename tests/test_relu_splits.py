@@ -242,3 +242,45 @@ def test_z3_leaf_with_phases():
     assert check_relu.z3_leaf(fnet, rows, lo, hi, *wide, 10, ((1, 0, "on"),)) == "unsat"
     assert check_relu.z3_leaf(fnet, rows, lo, hi, *wide, 10, ((1, 0, "off"),)) == "sat"
     assert check_relu.z3_leaf(fnet, rows, lo, hi, *wide, 10) == "sat"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_checker_phase_bounds_hold_where_the_phases_do(seed):
+    """The checker's bound of a row on a box with phase constraints and random nonnegative
+    multipliers is above the row at every sampled point of the box that meets the phases
+    (points that do not may exceed it), and a box it calls empty has no such point."""
+    from verifier.vnnlib import Constraint
+
+    rng = np.random.default_rng(40 + seed)
+    onnx_net = random_relu_net(rng, [3, 10, 10, 2])
+    net = check_relu.Net(onnx_net)
+    P = 16
+    c = rng.uniform(-1, 1, size=(P, 3))
+    r = rng.uniform(0.05, 0.8, size=(P, 3))
+    lo, hi = c - r, c + r
+    phases = [((1, int(rng.integers(10)), "on" if rng.random() < 0.5 else "off"),
+               (2, int(rng.integers(10)), "on" if rng.random() < 0.5 else "off"))
+              for _ in range(P)]
+    batch = [(None,) * 5 + (ph, [rng.uniform(0, 2, size=2)]) for ph in phases]
+    L, Uu, H, empty = net.bounds_phased(lo, hi, check_relu._clamps(net, batch))
+    rows = [Constraint(x=(), y=((0, Fraction(-1)), (1, Fraction(1))), const=Fraction(0),
+                       strict=False)]
+    rb = check_relu.rows_block(rows, 3, 2, len(net.blocks))
+    ub = check_relu.row_bound(net, rb, np.ones((P, 1)), (lo, hi), L, Uu, H,
+                              betas=check_relu.phase_betas(net, batch, 0))
+    for p in range(P):
+        x = rng.uniform(lo[p], hi[p], size=(4000, 3))
+        v, pre = x, {}
+        for k, blk in enumerate(onnx_net.blocks, start=1):
+            ((_, W),) = blk.terms
+            z = v @ np.array(W, dtype=float).T + np.array(blk.b, dtype=float)
+            pre[k] = z
+            v = z if blk.act is None else np.maximum(z, 0.0)
+        meet = np.ones(len(x), dtype=bool)
+        for k, n, side in phases[p]:
+            meet &= pre[k][:, n] >= 0 if side == "on" else pre[k][:, n] <= 0
+        if empty[p]:
+            assert not meet.any()
+            continue
+        row = v[:, 0] - v[:, 1]
+        assert np.all(row[meet] <= ub[p] + 1e-9)
