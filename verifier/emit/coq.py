@@ -63,7 +63,7 @@ INTERVAL_SECONDS = 20.0
 INTERVAL_ATTEMPTS = 8  # coqc runs per file to confirm interval proofs
 JACOBIAN_LEMMAS = 16
 # named quantities in a file's CSE form (coqc: about 1 ms each); the entries beyond are omitted
-CSE_DEFINITIONS = 10_000
+CSE_DEFINITIONS = 6_000
 # auto_derive rebuilds the function with `a + - b`, `a * / b` and `x * (x * 1)` for `x ^ 2`:
 # bring the claimed derivative to the same form so that field sees the same atoms
 DERIVE_TACTIC = "auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side]."
@@ -86,14 +86,6 @@ class UnsupportedTerm(Exception):
 
 ATOM, APP, POW, MUL, ADD = 0, 10, 30, 40, 50  # binding levels shared by Coq and Lean 4
 
-
-def _ordered_terms(e) -> list:
-    """`e.as_ordered_terms()` (sympy's lex order), by the JSON printer's fast path where it
-    applies: ordering terms is most of the time printing a program takes."""
-    try:
-        return jx.lex_terms(e)
-    except jx.Unsupported:
-        return e.as_ordered_terms()
 
 
 class CoqPrinter(StrPrinter):
@@ -155,7 +147,7 @@ class CoqPrinter(StrPrinter):
 
     def _print_Add(self, e, order=None):
         out = []
-        for k, t in enumerate(_ordered_terms(e)):
+        for k, t in enumerate(self._as_ordered_terms(e)):
             if t.as_coeff_Mul()[0].is_negative:
                 out.append("- " + self.wrap(-t, MUL))
             else:
@@ -167,7 +159,7 @@ class CoqPrinter(StrPrinter):
         if c.is_negative:
             return "- " + self.wrap(-e, MUL)
         num, den = ([c] if c != 1 else []), []
-        for f in (jx.ordered_factors(rest.args) if rest.is_Mul else [rest]):
+        for f in (rest.as_ordered_factors() if rest.is_Mul else [rest]):
             neg = f.is_Pow and f.exp.is_Rational and f.exp.is_negative
             (den if neg else num).append(f.base ** -f.exp if neg else f)
         body = " * ".join(self.wrap(f, MUL) for f in num) or "1"

@@ -54,37 +54,37 @@ def output_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1
 
 -- jacobian jacobian[0, 0]
 def jacobian_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : ℝ) : ℝ :=
-  f_W1_0_0 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_0 * f_W2_0_1 * (- Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_0 * f_W2_0_2
-      * (- Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)
+  f_W1_0_0 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_0 * f_W2_0_1 * (1 - Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_0 * f_W2_0_2 * (1
+      - Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)
 
 -- jacobian jacobian[0, 1]
 def jacobian_0_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : ℝ) : ℝ :=
-  f_W1_0_1 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_1 * f_W2_0_1 * (- Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_1 * f_W2_0_2
-      * (- Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)
+  f_W1_0_1 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_1 * f_W2_0_1 * (1 - Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_1 * f_W2_0_2 * (1
+      - Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)
 
 -- hessian hessian[0, 0]
 def hessian_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : ℝ) : ℝ :=
-  - 2 * f_W1_0_0 ^ 2 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 ^ 2 * f_W2_0_1 * (- Real.tanh
-      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 ^ 2 * f_W2_0_2 * (- Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
-      ^ 2 + 1) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
+  - 2 * f_W1_0_0 ^ 2 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 ^ 2 * f_W2_0_1 * (1 - Real.tanh
+      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 ^ 2 * f_W2_0_2 * (1 - Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^
+      2) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
 
 -- hessian hessian[0, 1]
 def hessian_0_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : ℝ) : ℝ :=
-  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 *
-      (- Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (- Real.tanh (f_W1_2_0 * x_0 +
-      f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
+  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (1
+      - Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (1 - Real.tanh (f_W1_2_0 * x_0 +
+      f_W1_2_1 * x_1 + f_b1_2) ^ 2) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
 
 -- hessian hessian[1, 0]
 def hessian_1_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : ℝ) : ℝ :=
-  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 *
-      (- Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (- Real.tanh (f_W1_2_0 * x_0 +
-      f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
+  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (1
+      - Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (1 - Real.tanh (f_W1_2_0 * x_0 +
+      f_W1_2_1 * x_1 + f_b1_2) ^ 2) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
 
 -- hessian hessian[1, 1]
 def hessian_1_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : ℝ) : ℝ :=
-  - 2 * f_W1_0_1 ^ 2 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_1 ^ 2 * f_W2_0_1 * (- Real.tanh
-      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_1 ^ 2 * f_W2_0_2 * (- Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
-      ^ 2 + 1) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
+  - 2 * f_W1_0_1 ^ 2 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_1 ^ 2 * f_W2_0_1 * (1 - Real.tanh
+      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_1 ^ 2 * f_W2_0_2 * (1 - Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^
+      2) * Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2)
 
 -- gradient gradient[0, 0]
 def gradient_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_b1_0 : ℝ) : ℝ :=
@@ -119,19 +119,19 @@ theorem jacobian_0_1_deriv (x_0 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W
 theorem db1_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_0 : ℝ) :
     HasDerivAt (fun f_b1_0 : ℝ => f_W2_0_0 * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * Real.tanh (f_W1_2_0 *
         x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0)
-      (f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1)) f_b1_0 := by
+      (f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2)) f_b1_0 := by
   sorry
 
 theorem db1_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_1 : ℝ) :
     HasDerivAt (fun f_b1_1 : ℝ => f_W2_0_0 * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * Real.tanh (f_W1_2_0 *
         x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0)
-      (f_W2_0_1 * (- Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1)) f_b1_1 := by
+      (f_W2_0_1 * (1 - Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2)) f_b1_1 := by
   sorry
 
 theorem db1_2 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_2 : ℝ) :
     HasDerivAt (fun f_b1_2 : ℝ => f_W2_0_0 * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * Real.tanh (f_W1_2_0 *
         x_0 + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0)
-      (f_W2_0_2 * (- Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)) f_b1_2 := by
+      (f_W2_0_2 * (1 - Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)) f_b1_2 := by
   sorry
 
 -- obligation db1_wrong (identity): claim db1_wrong: grad(f(x)[0], f.b1) == f.W2[0] * (1 - h)
@@ -147,8 +147,8 @@ theorem db1_2 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b
 theorem dx0 (x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 x_0 : ℝ) :
     HasDerivAt (fun x_0 : ℝ => f_W2_0_0 * Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * Real.tanh (f_W1_2_0 * x_0
         + f_W1_2_1 * x_1 + f_b1_2) + f_b2_0)
-      (f_W1_0_0 * f_W2_0_0 * (- Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_0 * f_W2_0_1 * (- Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_0 *
-          f_W2_0_2 * (- Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)) x_0 := by
+      (f_W1_0_0 * f_W2_0_0 * (1 - Real.tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_0 * f_W2_0_1 * (1 - Real.tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_0 * f_W2_0_2
+          * (1 - Real.tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)) x_0 := by
   sorry
 
 end spec

@@ -219,37 +219,37 @@ Definition output_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2
 
 (* jacobian jacobian[0, 0] *)
 Definition jacobian_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  f_W1_0_0 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_0 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_0 * f_W2_0_2 * (- tanh
-      (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1).
+  f_W1_0_0 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_0 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_0 * f_W2_0_2 * (1 - tanh
+      (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2).
 
 (* jacobian jacobian[0, 1] *)
 Definition jacobian_0_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  f_W1_0_1 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_1 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_1 * f_W2_0_2 * (- tanh
-      (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1).
+  f_W1_0_1 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_1 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_1 * f_W2_0_2 * (1 - tanh
+      (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2).
 
 (* hessian hessian[0, 0] *)
 Definition hessian_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_0 ^ 2 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 ^ 2 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0
-      + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 ^ 2 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1) * tanh (f_W1_2_0
-      * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_0 ^ 2 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 ^ 2 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0
+      + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 ^ 2 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2) * tanh (f_W1_2_0 * x_0
+      + f_W1_2_1 * x_1 + f_b1_2).
 
 (* hessian hessian[0, 1] *)
 Definition hessian_0_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (- tanh
-      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^
-      2 + 1) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (1 - tanh
+      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)
+      * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
 
 (* hessian hessian[1, 0] *)
 Definition hessian_1_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (- tanh
-      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^
-      2 + 1) * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_0 * f_W1_0_1 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_0 * f_W1_1_1 * f_W2_0_1 * (1 - tanh
+      (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_0 * f_W1_2_1 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)
+      * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2).
 
 (* hessian hessian[1, 1] *)
 Definition hessian_1_1 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 : R) : R :=
-  - 2 * f_W1_0_1 ^ 2 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_1 ^ 2 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0
-      + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_1 ^ 2 * f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1) * tanh (f_W1_2_0
-      * x_0 + f_W1_2_1 * x_1 + f_b1_2).
+  - 2 * f_W1_0_1 ^ 2 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) - 2 * f_W1_1_1 ^ 2 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0
+      + f_W1_1_1 * x_1 + f_b1_1) ^ 2) * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) - 2 * f_W1_2_1 ^ 2 * f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2) * tanh (f_W1_2_0 * x_0
+      + f_W1_2_1 * x_1 + f_b1_2).
 
 (* gradient gradient[0, 0] *)
 Definition gradient_0_0 (x_0 x_1 f_W1_0_0 f_W1_0_1 f_b1_0 : R) : R :=
@@ -293,7 +293,7 @@ Lemma db1_0 :
   forall x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_0 : R,
   is_derive (fun f_b1_0 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 *
       x_1 + f_b1_2) + f_b2_0) f_b1_0
-    (f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1)).
+    (f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
@@ -303,7 +303,7 @@ Lemma db1_1 :
   forall x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_1 : R,
   is_derive (fun f_b1_1 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 *
       x_1 + f_b1_2) + f_b2_0) f_b1_1
-    (f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1)).
+    (f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
@@ -313,7 +313,7 @@ Lemma db1_2 :
   forall x_0 x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 f_b1_2 : R,
   is_derive (fun f_b1_2 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 *
       x_1 + f_b1_2) + f_b2_0) f_b1_2
-    (f_W2_0_2 * (- tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)).
+    (f_W2_0_2 * (1 - tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
@@ -333,8 +333,8 @@ Lemma dx0 :
   forall x_1 f_W1_0_0 f_W1_0_1 f_W1_1_0 f_W1_1_1 f_W1_2_0 f_W1_2_1 f_b1_0 f_b1_1 f_b1_2 f_W2_0_0 f_W2_0_1 f_W2_0_2 f_b2_0 x_0 : R,
   is_derive (fun x_0 : R => f_W2_0_0 * tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) + f_W2_0_1 * tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) + f_W2_0_2 * tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 +
       f_b1_2) + f_b2_0) x_0
-    (f_W1_0_0 * f_W2_0_0 * (- tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2 + 1) + f_W1_1_0 * f_W2_0_1 * (- tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2 + 1) + f_W1_2_0 * f_W2_0_2 * (-
-        tanh (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2 + 1)).
+    (f_W1_0_0 * f_W2_0_0 * (1 - tanh (f_W1_0_0 * x_0 + f_W1_0_1 * x_1 + f_b1_0) ^ 2) + f_W1_1_0 * f_W2_0_1 * (1 - tanh (f_W1_1_0 * x_0 + f_W1_1_1 * x_1 + f_b1_1) ^ 2) + f_W1_2_0 * f_W2_0_2 * (1 - tanh
+        (f_W1_2_0 * x_0 + f_W1_2_1 * x_1 + f_b1_2) ^ 2)).
 Proof.
   intros.
   auto_derive; [snn_side | unfold Rminus, Rdiv; cbn [pow]; field; snn_side].
