@@ -98,22 +98,15 @@ def _violations(ob: Obligation, program: Program, linear_ok: bool, nets: dict | 
     `linear_ok`: take linear claims without hypotheses too (else they are the ReLU route's);
     `nets`: OnnxNets already built, by network application."""
     from ..vnnlib2 import Atom
-    from .relu_route import MIN_NEURONS, _Decline as _NotRelu, network_of
+    from .relu_route import MIN_NEURONS, _Decline as _NotRelu, application, network_of
 
     if ob.kind != "bound" or not ob.goal:
         return None
-    atoms = ob.goal + ob.hypotheses
     try:
-        used = set(program.closure([t for a in atoms for t in (a.lhs, a.rhs)]))
-        apps = {id(origin[0]): origin[0] for s, origin in program.network_terms.items()
-                if origin[1] == "output" and s in used}
-        if len(apps) != 1:
+        app = application(ob, program)
+        if app is None:
             return None
-        app = next(iter(apps.values()))
         box = {v.symbol: (v.lo, v.hi) for v in ob.variables}
-        if set(box) - set(app.inputs) or any(
-                s not in box or box[s][0] is None or box[s][1] is None for s in app.inputs):
-            return None
         net = (nets or {}).get(id(app))
         if net is None:
             net = network_of(app)

@@ -172,25 +172,17 @@ def _violations(ob: Obligation, program: Program, jac: dict):
 
 def as_problem(ob: Obligation, program: Program):
     """(application, OnnxNet, violations, box) for a Jacobian claim this route takes, or None."""
-    from .relu_route import MIN_NEURONS, _Decline as _NotRelu, network_of
+    from .relu_route import MIN_NEURONS, _Decline as _NotRelu, application, network_of
 
     if ob.kind != "bound" or ob.hypotheses or not ob.goal:
         return None
-    terms = [t for a in ob.goal for t in (a.lhs, a.rhs)]
-    used = set(program.closure(terms))
-    origins = [program.network_terms[s] for s in used if s in program.network_terms]
-    if not origins or any(o[1] != "jacobian" for o in origins if o[1] != "output"):
+    app = application(ob, program, kinds=("jacobian",))
+    if app is None:
         return None
-    jac_syms = {s: (program.network_terms[s][2], program.network_terms[s][3])
-                for s in used if s in program.network_terms
-                and program.network_terms[s][1] == "jacobian"}
-    apps = {id(program.network_terms[s][0]): program.network_terms[s][0] for s in jac_syms}
-    if len(apps) != 1:
-        return None
-    app = next(iter(apps.values()))
+    used = set(program.closure([t for a in ob.goal for t in (a.lhs, a.rhs)]))
+    jac_syms = {s: (o[2], o[3]) for s in used if (o := program.network_terms.get(s))
+                and o[1] == "jacobian" and o[0] is app}
     box = {v.symbol: (v.lo, v.hi) for v in ob.variables}
-    if any(s not in box or None in box[s] for s in app.inputs):
-        return None
     try:
         violations = _violations(ob, program, jac_syms)
         net = network_of(app)

@@ -192,6 +192,23 @@ def _constraint(L: Lin, strict: bool) -> Constraint:
     return Constraint(x=xs, y=ys, const=-L.get(1, Fraction(0)), strict=strict)
 
 
+def application(ob: Obligation, program: Program, kinds=("output",)):
+    """The one network application whose terms (of the given kinds: "output", "jacobian")
+    the claim reads, when its variables are exactly that application's inputs, each in a
+    closed range; else None."""
+    used = set(program.closure([t for a in ob.goal + ob.hypotheses for t in (a.lhs, a.rhs)]))
+    apps = {id(origin[0]): origin[0] for s, origin in program.network_terms.items()
+            if origin[1] in kinds and s in used}
+    if len(apps) != 1:
+        return None
+    app = next(iter(apps.values()))
+    box = {v.symbol: (v.lo, v.hi) for v in ob.variables}
+    if set(box) - set(app.inputs) or any(
+            s not in box or box[s][0] is None or box[s][1] is None for s in app.inputs):
+        return None
+    return app
+
+
 def as_property(ob: Obligation, program: Program):
     """(OnnxNet, Property, input symbols) for a piecewise-linear claim on one network, or None.
 
@@ -200,16 +217,10 @@ def as_property(ob: Obligation, program: Program):
     if ob.kind != "bound" or ob.hypotheses or not ob.goal:
         return None
     try:
-        used = set(program.closure([t for a in ob.goal for t in (a.lhs, a.rhs)]))
-        apps = {id(origin[0]): origin[0] for s, origin in program.network_terms.items()
-                if origin[1] == "output" and s in used}
-        if len(apps) != 1:
+        app = application(ob, program)
+        if app is None:
             return None
-        app = next(iter(apps.values()))
         box = {v.symbol: (v.lo, v.hi) for v in ob.variables}
-        if set(box) - set(app.inputs) or any(
-                s not in box or box[s][0] is None or box[s][1] is None for s in app.inputs):
-            return None
         net = network_of(app)
         if sum(blk.size for blk in net.blocks[:-1]) < MIN_NEURONS:
             return None
