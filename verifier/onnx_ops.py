@@ -63,25 +63,24 @@ def _has_point(l, u, offset: float):
     return np.floor(qb) >= np.ceil(qa)
 
 
-def sin_bounds(l, u):
+def _trig_bounds(f, l, u, top: float, bottom: float):
+    """Bounds of sin or cos (`f`) over [l, u]: the ends' values widened, and +-1 where the
+    interval holds a maximum (at (top + 4k) pi/2) or a minimum (at (bottom + 4k) pi/2)."""
     l = np.asarray(l, dtype=np.float64)
     u = np.asarray(u, dtype=np.float64)
-    lo, hi = _widen(np.minimum(np.sin(l), np.sin(u)), np.maximum(np.sin(l), np.sin(u)))
+    lo, hi = _widen(np.minimum(f(l), f(u)), np.maximum(f(l), f(u)))
     wide = ~np.isfinite(l) | ~np.isfinite(u) | (u - l >= 2 * PI_LO)
-    hi = np.where(wide | _has_point(l, u, 1.0), 1.0, np.minimum(hi, 1.0))
-    lo = np.where(wide | _has_point(l, u, 3.0), -1.0, np.maximum(lo, -1.0))
+    hi = np.where(wide | _has_point(l, u, top), 1.0, np.minimum(hi, 1.0))
+    lo = np.where(wide | _has_point(l, u, bottom), -1.0, np.maximum(lo, -1.0))
     return lo, hi
+
+
+def sin_bounds(l, u):
+    return _trig_bounds(np.sin, l, u, 1.0, 3.0)  # maxima at pi/2 + 2 k pi, minima at 3 pi/2
 
 
 def cos_bounds(l, u):
-    l = np.asarray(l, dtype=np.float64)
-    u = np.asarray(u, dtype=np.float64)
-    lo, hi = _widen(np.minimum(np.cos(l), np.cos(u)), np.maximum(np.cos(l), np.cos(u)))
-    wide = ~np.isfinite(l) | ~np.isfinite(u) | (u - l >= 2 * PI_LO)
-    # maxima of cos at 2 k pi (offset 0), minima at pi + 2 k pi (offset 2)
-    hi = np.where(wide | _has_point(l, u, 0.0), 1.0, np.minimum(hi, 1.0))
-    lo = np.where(wide | _has_point(l, u, 2.0), -1.0, np.maximum(lo, -1.0))
-    return lo, hi
+    return _trig_bounds(np.cos, l, u, 0.0, 2.0)  # maxima at 2 k pi, minima at pi + 2 k pi
 
 
 # ---- sign, integer power --------------------------------------------------------------------
