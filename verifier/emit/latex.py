@@ -29,6 +29,7 @@ _GREEK = frozenset((  # noqa: SIM905 - a word list reads best as text
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau "
     "upsilon phi chi psi omega").split())
 CLOSED_FORM_OPS = 200  # closed forms larger than this are left to the CSE form
+CSE_DEFINITIONS = 6_000  # named quantities listed; a larger program is left to the JSON export
 
 
 def escape(text: str) -> str:
@@ -271,11 +272,15 @@ def _cse(model: Model, tex: _Tex) -> str:
     steps = model.program.slice(terms)
     prog = model.program
     rows = []
-    for sym, e in steps:
+    for sym, e in steps[:CSE_DEFINITIONS]:
         pieces = prog.readable([(sym, e)])
         for k, (part, _) in enumerate(pieces[:-1], start=1):  # over-long sums, in parts
             tex.names[part] = "{" + tex.names[sym] + r"}^{\langle " + str(k) + r"\rangle}"
         rows += [(tex.names[s], tex(x)) for s, x in pieces]
+    if len(steps) > CSE_DEFINITIONS:  # a document nobody reads or typesets; the JSON has all
+        return (_align(rows) + f"\n\nThe other {len(steps) - CSE_DEFINITIONS} of the "
+                f"{len(steps)} named quantities are omitted here; the JSON export lists them "
+                "all.")
     return _align(rows)
 
 
