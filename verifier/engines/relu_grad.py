@@ -136,7 +136,8 @@ Lin = dict  # (j, i) -> Fraction, 1 -> Fraction
 
 
 def _pieces(program: Program, jac: dict, e) -> list[list[Lin]]:
-    """e over Jacobian entries as max_i min_j L_ij (affine L): the relu route's expansion."""
+    """e over Jacobian entries as max_i min_j L_ij (affine L): the relu route's expansion,
+    with the Jacobian entries (symbol -> (output, input)) as its variables."""
     from .relu_route import _Decline as _NotPwl, _Pieces
 
     class _Jac(_Pieces):
@@ -204,15 +205,13 @@ def _rows(violations, n_out: int, n_in: int):
     for conj, strict in violations:
         C = np.zeros((len(conj), n_out, n_in))
         k = np.zeros(len(conj))
-        exact = []
         for r, L in enumerate(conj):
             for key, v in L.items():
                 if key == 1:
                     k[r] = float(v)
                 else:
                     C[r, key[0], key[1]] = float(v)
-            exact.append(L)
-        out.append((C, k, strict, exact))
+        out.append((C, k, strict))
     return out
 
 
@@ -257,7 +256,7 @@ def decide_grad(ob: Obligation, program: Program, timeout: float) -> Verdict | N
     def worst(J) -> tuple[float, int]:
         """The largest violation margin at float Jacobians J (B x out x in), and where."""
         best, at = -np.inf, -1
-        for C, k, strict, _ in rows:
+        for C, k, strict in rows:
             m = (np.einsum("rij,bij->br", C, J) + k).min(axis=1)  # all rows: min > (=) 0
             j = int(np.argmax(m))
             if m[j] > best:
@@ -299,7 +298,7 @@ def decide_grad(ob: Obligation, program: Program, timeout: float) -> Verdict | N
         boxes += 1
         Jl, Ju = net.jacobian(lo, hi)
         score = -np.inf  # the box's worst certified violation margin (open disjuncts only)
-        for C, k, strict, _ in rows:
+        for C, k, strict in rows:
             ub = _row_bound(C, k, Jl, Ju)
             shut = np.any(ub <= 0) if strict else np.any(ub < 0)  # some row can't hold
             if not shut:

@@ -90,11 +90,15 @@ class Program:
             k += 1
         return f"{hint}'{k}"
 
-    def assign(self, expr: sp.Expr, hint: str) -> sp.Expr:
+    def assign(self, expr: sp.Expr, hint: str, *, reads=None, leaves=None,
+               new_symbol=None) -> sp.Expr:
         """Bind `expr` to a new program symbol, or return it as is when it is already atomic.
 
         Identical expressions share one symbol (hash-consing), which is what keeps adjoint
-        programs free of duplicated work.
+        programs free of duplicated work. A caller that knows what `expr` reads may pass it
+        (`reads`: program indices of the symbols it reads, `leaves`: its leaf symbols), which
+        skips the walk over it; `new_symbol(name)` makes the symbol (default
+        `sp.Symbol(name, real=True)`).
         """
         if not isinstance(expr, sp.Basic):
             expr = sp.sympify(expr)
@@ -104,12 +108,16 @@ class Program:
         if hit is not None:
             return hit
         name = self.fresh_name(hint)
-        sym = sp.Symbol(name, real=True)
+        sym = new_symbol(name) if new_symbol is not None else sp.Symbol(name, real=True)
         self._names.add(name)
-        free = free_symbols(expr)
-        self._deps[sym] = tuple(sorted((s for s in free if s in self.defs),
-                                       key=self.index.__getitem__))
-        self._leaves[sym] = frozenset(s for s in free if s not in self.defs)
+        if reads is None:
+            free = free_symbols(expr)
+            self._deps[sym] = tuple(sorted((s for s in free if s in self.defs),
+                                           key=self.index.__getitem__))
+            self._leaves[sym] = frozenset(s for s in free if s not in self.defs)
+        else:
+            self._deps[sym] = tuple(self.order[i] for i in sorted(reads))
+            self._leaves[sym] = frozenset(leaves)
         self.index[sym] = len(self.order)
         self.order.append(sym)
         self.defs[sym] = expr

@@ -457,26 +457,12 @@ def _first(t: tuple) -> tuple:
 
 
 def _bind(prog: Program, total: tuple, hint: str) -> sp.Expr:
-    """`prog.assign(expr, hint)` for (expr, reads, leaves) from `_total`: with what the
-    expression reads known, the walk over it that `assign` makes is skipped (the
-    bookkeeping is assign's: hash-consing, a fresh name, dependencies in program order)."""
+    """`prog.assign(expr, hint)` for (expr, reads, leaves) from `_total`, telling it what the
+    expression reads so that it skips its walk over the expression."""
     expr, reads, leaves = total
-    if reads is None or expr.is_Atom:
+    if reads is None:
         return prog.assign(expr, hint)
-    hit = prog._memo.get(expr)
-    if hit is not None:
-        return hit
-    name = prog.fresh_name(hint)
-    sym = _real_symbol(name)  # as assign: sp.Symbol(name, real=True)
-    prog._names.add(name)
-    order = prog.order
-    prog._deps[sym] = tuple(order[i] for i in sorted(reads))
-    prog._leaves[sym] = frozenset(leaves)
-    prog.index[sym] = len(order)
-    order.append(sym)
-    prog.defs[sym] = expr
-    prog._memo[expr] = sym
-    return sym
+    return prog.assign(expr, hint, reads=reads, leaves=leaves, new_symbol=_real_symbol)
 
 
 @_paused
