@@ -343,4 +343,7 @@ def emit(model: Model, verdicts: list[Verdict]) -> dict[str, str]:
                   symbols_note=note, cse=_cse(model, tex),
                   derivations=_derivations(model, tex),
                   obligations=_obligations(model, verdicts))
-    return {f"{name}.tex": wrap(text, comment="%")}
+    # the preamble stays as the template writes it (its title holds the model's name); the
+    # body's long formula lines are broken
+    head, sep, body = text.partition("\\begin{document}")
+    return {f"{name}.tex": head + sep + wrap(body, comment="%")}
