@@ -20,8 +20,10 @@ BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (
 
 def test_shipped_files_are_there():
     names = {os.path.relpath(p, DATA) for p in FILES}
-    assert len(names) == 15
-    assert {f"vnncomp2021-acasxu/prop_{i}.vnnlib" for i in range(1, 11)} <= names
+    expected = {f"vnncomp2021-acasxu/prop_{i}.vnnlib" for i in range(1, 11)}
+    expected |= {f"vnncomp2021-test/test_{n}.vnnlib" for n in ("nano", "prop", "small", "tiny")}
+    expected |= {"windController.vnnlib", "vnncomp2026/cersyve/prop_pendulum.vnnlib"}
+    assert names == expected
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.relpath(p, DATA))
