@@ -55,10 +55,10 @@ def real_literal(q) -> str:
 class SmtPrinter(SMTLibPrinter):
     """sympy → SMT-LIB terms that z3 accepts (no `pow`, `max` or negative literals)."""
 
-    def __init__(self, names: dict[sp.Basic, str], sqrt_atom=None):
+    def __init__(self, names: dict[sp.Basic, str], root_atom=None):
         super().__init__({"known_functions": {}})
         self.names = names  # symbols and atom applications → SMT names
-        self.sqrt_atom = sqrt_atom  # base → SMT name of its declared square root
+        self.root_atom = root_atom  # (base, q, strict) → SMT name of its declared q-th root
 
     def _print(self, expr, **kwargs):
         hit = self.names.get(expr)
@@ -101,11 +101,11 @@ class SmtPrinter(SMTLibPrinter):
 
     def _print_Pow(self, e):
         base, ex = e.args
-        if ex.is_Rational and ex.q == 2 and self.sqrt_atom is not None:
-            # sqrt(b) is exact in real arithmetic: a fresh s with s >= 0 and s * s = b
-            root = self.sqrt_atom(base)
-            return self._print_Pow(sp.Pow(sp.Symbol("_"), ex.p, evaluate=False)).replace(
-                "|_|", root) if ex.p != 1 else root
+        if ex.is_Rational and not ex.is_Integer and self.root_atom is not None:
+            # b^(p/q) is exact in real arithmetic: s^p for a fresh s with s >= 0 and s^q = b
+            root = self.root_atom(base, int(ex.q), bool(ex < 0))
+            power = root if abs(ex.p) == 1 else f"(* {' '.join([root] * abs(int(ex.p)))})"
+            return power if ex.p > 0 else f"(/ 1.0 {power})"
         if ex.is_Integer and ex > 0:
             return "(* " + " ".join([self._print(base)] * int(ex)) + ")"
         if ex.is_Integer and ex < 0:
@@ -264,18 +264,25 @@ def encode(
     names: dict[sp.Basic, str] = {}
     atoms_by_key: dict = {}
     atoms: dict[str, sp.Expr] = {}
-    roots: dict[sp.Expr, str] = {}
+    roots: dict[tuple, str] = {}
+    outside: dict[sp.Expr, bool] = {}  # base of a real power -> its domain excludes 0
 
-    def sqrt_atom(base) -> str:
-        if base not in roots:
-            name = smt_name(f"sqrt#{len(roots) + 1}")
-            roots[base] = name
-            lines.append(f"(declare-const {name} Real)  ; sqrt({_short(base)})")
-            pending.append(f"(<= 0.0 {name})")
-            pending.append(f"(= (* {name} {name}) {printer._print(base)})")
-        return roots[base]
+    def root_atom(base, q: int, strict: bool) -> str:
+        """The q-th root of `base`, defined by its polynomial where base >= 0; the negated
+        goal also admits a point outside the power's domain (base < 0, or base <= 0 for a
+        negative exponent), so no box reaching there is closed."""
+        b = printer._print(base)
+        outside[b] = outside.get(b, False) or strict
+        if (base, q) not in roots:
+            name = smt_name(f"sqrt#{len(roots) + 1}" if q == 2 else f"root{q}#{len(roots) + 1}")
+            roots[(base, q)] = name
+            what = "sqrt" if q == 2 else f"root{q}"
+            lines.append(f"(declare-const {name} Real)  ; {what}({_short(base)})")
+            power = f"(* {' '.join([name] * q)})"
+            pending.append(f"(=> (<= 0.0 {b}) (and (<= 0.0 {name}) (= {power} {b})))")
+        return roots[(base, q)]
 
-    printer = SmtPrinter(names, sqrt_atom)
+    printer = SmtPrinter(names, root_atom)
     lines = [
         f"; {smt_comment_text(f'obligation {ob.name} ({ob.kind})')}",
         *[f"; {smt_comment_text(line)}" for line in ob.text.splitlines()],
@@ -336,6 +343,7 @@ def encode(
     for h in ob.hypotheses:
         lines.append(f"(assert {print_atom(printer, h)})")
     negs = [print_atom(printer, a.negated()) for a in ob.goal]
+    negs += [f"({'<=' if strict else '<'} {b} 0.0)" for b, strict in sorted(outside.items())]
     lines.append(f"(assert (or {' '.join(negs)}))" if len(negs) > 1 else f"(assert {negs[0]})")
     lines.append("(check-sat)")
     variables = {smt_name(s.name).strip("|"): s for s in leaves}

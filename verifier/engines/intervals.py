@@ -100,9 +100,11 @@ def iv_pow(a, n: int):
 
 
 def iv_rpow(a, r: Fraction):
-    """a ** r for a non-integer rational r (defined for a >= 0), by monotonicity."""
-    lo, hi = max(a[0], Fraction(0)), a[1]
-    if hi < 0 or (r < 0 and lo == 0):
+    """a ** r for a non-integer rational r, by monotonicity. The real power is defined for
+    a >= 0 (a > 0 when r < 0); an interval reaching outside that gets no bound, so a box where
+    the claim is not defined everywhere is never closed (clipping a at 0 would close it)."""
+    lo, hi = a
+    if lo < 0 or (r < 0 and lo == 0):
         return TOP
     with mpmath.workprec(PREC):
         ends = [(_enclose(mpmath.power(_mpf(x), _mpf(r))) if x != INF else (INF, INF))

@@ -48,6 +48,9 @@ def _mp(e: sp.Expr, env: dict):
             out *= a
         return out
     if e.is_Pow:
+        if not e.exp.is_Integer and (args[0] < 0 or (args[0] == 0 and args[1] < 0)):
+            raise OutsideDomain(f"{e.base} = {mpmath.nstr(args[0], 8)} outside the domain "
+                                f"of the real power x^({e.exp})")
         return args[0] ** args[1]
     f = type(e)
     if f in MP_FUNCTIONS:
@@ -69,6 +72,10 @@ def _mp(e: sp.Expr, env: dict):
     if e == sp.pi:
         return mpmath.pi
     raise _NotExact(f"cannot evaluate {f}")
+
+
+class OutsideDomain(ArithmeticError):
+    """A real power x^(p/q) evaluated at x < 0 (or x = 0 for p/q < 0)."""
 
 
 def _mp_bool(c, env) -> bool:
@@ -185,7 +192,10 @@ def replay(ob: Obligation, program: Program, point: dict[sp.Symbol, Fraction]) -
     atoms = list(ob.hypotheses) + list(ob.goal)
     terms = [t for a in atoms for t in (a.lhs, a.rhs)]
     with mpmath.workdps(DPS):
-        vals, exact = evaluate(program, terms, point)
+        try:
+            vals, exact = evaluate(program, terms, point)
+        except OutsideDomain:  # the claim says nothing there: not a counterexample
+            return Replay(False, False)
         hyp_n = len(ob.hypotheses)
         for k, a in enumerate(ob.hypotheses):
             if not _holds_surely(a, vals[2 * k], vals[2 * k + 1], exact):

@@ -172,15 +172,63 @@ class Translator:
         if b.shape != ():
             raise SpecError("exponents are single numbers", node.right.span)
         e = sp.sympify(b[()])
-        if not e.is_Integer or abs(e) > MAX_POWER:
-            raise SpecError(f"exponent must be an integer of size at most {MAX_POWER}",
-                            node.right.span,
-                            fix="write a larger power as a product of powers, or take exp/log"
-                            if e.is_Integer else "use sqrt(x) for x ^ (1/2), or exp/log")
+        if not e.is_Rational:
+            raise SpecError(f"the exponent must be a constant number, got {e}",
+                            node.right.span, fix="write a constant such as 2, -1 or (3/2); "
+                            "for a variable exponent y write exp(y * log(x))")
+        if abs(e.p) > MAX_POWER or e.q > MAX_POWER:
+            raise SpecError(f"exponent {e} is out of range: p/q with |p| and q at most "
+                            f"{MAX_POWER}", node.right.span,
+                            fix="write a larger power as a product of powers, or take exp/log")
+        if not e.is_Integer:
+            return self._real_power(a, e, node)
         if e < 0 and any(sp.sympify(x).is_zero for x in a.flat):
             raise SpecError("division by zero", node.span)
         return np.vectorize(lambda x: real_or_error(sp.sympify(x) ** e, node.span),
                             otypes=[object])(a)
+
+    def _real_power(self, a, e: sp.Rational, node):
+        """x^(p/q), the real power: defined for x >= 0 (x > 0 when p/q < 0). Each application
+        is a program symbol, so sympy never cancels it against another power ((x^(1/2))^2 is
+        not x where x < 0); engines enforce the domain per box, and a base that is outside it
+        everywhere on the declared domain is a located error here."""
+        where = "x > 0" if e < 0 else "x >= 0"
+        out = np.empty(a.shape, dtype=object)
+        for idx in np.ndindex(a.shape):
+            x = sp.sympify(a[idx])
+            if x.is_number:
+                if x.is_negative or (e < 0 and x.is_zero) or not x.is_real:
+                    raise SpecError(f"x^({e}) is the real power, defined for {where}; the base "
+                                    f"is {x} here", node.span,
+                                    fix="powers of negative numbers: use an integer exponent")
+                out[idx] = real_or_error(x ** e, node.span)
+                continue
+            self._check_power_domain(x, e, node, where)
+            arg = self.program.assign(x, "pow.arg")
+            out[idx] = self.program.assign(sp.Pow(arg, e), "pow")
+        return out
+
+    def _check_power_domain(self, x, e, node, where: str) -> None:
+        """A located error when the base is outside the power's domain on all of the declared
+        input domain (an interval enclosure of the base lies below 0, or at most 0 for p/q < 0)."""
+        if self.spec is None:
+            return
+        from ..engines.intervals import bounds_of, interval_of  # engines import this package
+
+        box = {}
+        for t in self.spec.inputs + self.spec.params:
+            if t.lo is None:
+                continue
+            for sym, lo, hi in zip(t.entries, t.lo, t.hi):
+                if isinstance(sym, sp.Symbol):
+                    box[sym] = (lo, hi)
+        if not any(s in box for s in self.program.leaves([x])):
+            return
+        lo, hi = bounds_of(interval_of(self.program, x, box, linear=False))
+        if hi is not None and (hi < 0 or (e < 0 and hi <= 0)):
+            raise SpecError(f"x^({e}) is the real power, defined for {where}, but its base is "
+                            f"at most {hi} on the whole input domain", node.span,
+                            fix="check the sign of the base or the input domain")
 
     def _Transpose(self, node: ast.Transpose):
         v = self.value(node.operand)
