@@ -219,7 +219,7 @@ Qed.
 
 (* obligation upper (bound): claim upper: n(x)[0] <= 3 *)
 (* verdict: proved by z3 *)
-(* checked by the interval tactic (bisection) *)
+(* checked by the interval tactic (bisection to depth 12) *)
 Lemma upper :
   forall x_0 x_1 : R,
   (-1) <= x_0 <= 1 ->
@@ -228,7 +228,7 @@ Lemma upper :
 Proof.
   intros x_0 x_1 snn_h0 snn_h1.
   enough (relu (x_0 - x_1) - relu (- x_0 + (1 / 4) * x_1 + (1 / 2)) + relu ((1 / 2) * x_0 + x_1 - (1 / 4)) + (1 / 10) - 3 <= 0) by lra;
-    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0, i_bisect x_1).
+    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0, i_bisect x_1, i_depth 12).
 Qed.
 
 (* obligation strict (bound): claim strict: n(x)[0] < 2 *)
@@ -238,7 +238,7 @@ Qed.
 
 (* obligation lower (bound): claim lower: n(x)[0] >= -2 *)
 (* verdict: proved by z3 *)
-(* checked by the interval tactic (bisection) *)
+(* checked by the interval tactic (bisection to depth 12) *)
 Lemma lower :
   forall x_0 x_1 : R,
   (-1) <= x_0 <= 1 ->
@@ -247,7 +247,7 @@ Lemma lower :
 Proof.
   intros x_0 x_1 snn_h0 snn_h1.
   enough (relu (x_0 - x_1) - relu (- x_0 + (1 / 4) * x_1 + (1 / 2)) + relu ((1 / 2) * x_0 + x_1 - (1 / 4)) + (1 / 10) - (-2) >= 0) by lra;
-    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0, i_bisect x_1).
+    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0, i_bisect x_1, i_depth 12).
 Qed.
 
 (* obligation slope (bound): claim slope: d(n(x)[0])/d(x[0]) <= 3/2 *)

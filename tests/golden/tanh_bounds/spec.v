@@ -220,7 +220,7 @@ Qed.
 (* obligation upper (bound): claim upper: t(x)[0] <= 1.5 *)
 (* verdict: proved by interval (artifact: interval enclosure: t.z2[0] <= 3/2: lhs - rhs in [-5426139587181521/2251799813685248, *)
 (* -1660902367453271/4503599627370496]) *)
-(* checked by the interval tactic (bisection) *)
+(* checked by the interval tactic (bisection to depth 12) *)
 Lemma upper :
   forall x_0 : R,
   (-1) <= x_0 <= 1 ->
@@ -228,13 +228,13 @@ Lemma upper :
 Proof.
   intros x_0 snn_h0.
   enough (tanh (2 * x_0) - (1 / 2) * tanh (x_0 - (1 / 2)) - (3 / 2) <= 0) by lra;
-    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0).
+    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0, i_depth 12).
 Qed.
 
 (* obligation lower (bound): claim lower: t(x)[0] >= -1.5 *)
 (* verdict: proved by interval (artifact: interval enclosure: t.z2[0] >= -3/2: lhs - rhs in [1329259853874223/2251799813685248, *)
 (* 11849896514658217/4503599627370496]) *)
-(* checked by the interval tactic (bisection) *)
+(* checked by the interval tactic (bisection to depth 12) *)
 Lemma lower :
   forall x_0 : R,
   (-1) <= x_0 <= 1 ->
@@ -242,7 +242,7 @@ Lemma lower :
 Proof.
   intros x_0 snn_h0.
   enough (tanh (2 * x_0) - (1 / 2) * tanh (x_0 - (1 / 2)) - (-3 / 2) >= 0) by lra;
-    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0).
+    rewrite ?relu_abs, ?leaky_relu_abs, ?tanh_exp; unfold sigmoid, softplus; interval with (i_bisect x_0, i_depth 12).
 Qed.
 
 (* obligation too_tight (bound): claim too_tight: t(x)[0] <= 0.75 *)
