@@ -158,8 +158,8 @@ def test_unsupported_operator_names_node_and_index(tmp_path):
     assert "`Exp`" in msg and "`the_exp`" in msg and "#1" in msg
 
 
-def test_nonlinear_product_is_refused(tmp_path):
-    nodes = [helper.make_node("Mul", ["x", "x"], ["y"], name="sq")]
+def test_nonlinear_quotient_is_refused(tmp_path):
+    nodes = [helper.make_node("Div", ["x", "x"], ["y"], name="sq")]
     path = _load_bytes(tmp_path, _model(nodes, {}, [1, 2], [1, 2]))
     with pytest.raises(SpecError, match="not linear"):
         load_onnx(path)

@@ -205,8 +205,9 @@ def test_unsupported_operator_and_attribute_are_located(tmp_path):
         load_onnx(path)
 
 
-def test_engines_refuse_sin_networks_with_unknown(tmp_path):
-    """No engine relaxes sin: verify-vnn answers unknown and names it, never a verdict."""
+def test_sin_networks_go_to_the_nonlinear_operator_engine(tmp_path):
+    """sin <= 1 everywhere: the interval engine of `nonlinear_ops` proves Y_0 >= 1000
+    unreachable and names itself."""
     path = _unary_model(tmp_path, "Sin", None)
     prop = tmp_path / "p.vnnlib"
     prop.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n"
@@ -216,7 +217,7 @@ def test_engines_refuse_sin_networks_with_unknown(tmp_path):
                               for i in range(3))
                     + "(assert (>= Y_0 1000))\n")
     res, _ = vnn.check(path, str(prop), 10.0)
-    assert res.answer == "unknown" and "sin" in res.reason
+    assert res.answer == "unsat" and res.stats["engine"].startswith("nonlinear_ops")
 
 
 @pytest.mark.parametrize("net,answer", [("pendulum_pretrain_con.onnx", "sat"),

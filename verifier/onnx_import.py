@@ -722,6 +722,19 @@ class _Importer:
         c = W.dot(y.c.reshape(k, p))
         return _Sym((W.shape[0], p), c.ravel(), A=out)
 
+    def product(self, x: _Sym, y: _Sym) -> _Sym:
+        """x * y of two input-dependent tensors (numpy broadcasting): one `mul` block whose
+        pre-activation is [x; y] (2n entries) and whose output is [x*y; x*y] (`onnx_ops`),
+        so every block keeps as many outputs as pre-activations; the first half is read."""
+        shape = np.broadcast_shapes(x.shape, y.shape)
+        n = int(np.prod(shape)) if shape else 1
+        bx = self.permute(x, lambda a: np.broadcast_to(a, shape))
+        by = self.permute(y, lambda a: np.broadcast_to(a, shape))
+        pair = self.op_Concat([bx.take(np.arange(n), (n,)), by.take(np.arange(n), (n,))],
+                              {"axis": 0})
+        out = self.activation(pair, Act("mul"))
+        return out.take(np.arange(n), shape)
+
     def transpose2(self, x):
         return self.permute(x, lambda a: a.T)
 
@@ -800,7 +813,7 @@ class _Importer:
     def op_Mul(self, args, attrs):
         x, y = args
         if isinstance(x, _Sym) and isinstance(y, _Sym):
-            raise self.fail("product of two input-dependent tensors is not linear")
+            return self.product(x, y)
         if isinstance(y, _Sym):
             x, y = y, x
         if not isinstance(x, _Sym):
@@ -1081,6 +1094,35 @@ class _Importer:
     def op_Cos(self, args, attrs):
         return self._act(args, Act("cos"))
 
+    def op_Floor(self, args, attrs):
+        x = args[0]
+        return self._act(args, Act("floor")) if isinstance(x, _Sym) else np.floor(x)
+
+    # ---- shape computations on constants (as torch exports them around broadcasts)
+    def op_ConstantOfShape(self, args, attrs):
+        from onnx import numpy_helper
+
+        shape = [int(t) for t in self.const(args[0], "ConstantOfShape's shape").ravel()]
+        value = numpy_helper.to_array(attrs["value"]) if "value" in attrs else \
+            np.zeros(1, dtype=np.float32)
+        return np.full(shape, value.ravel()[0], dtype=value.dtype)
+
+    def op_Equal(self, args, attrs):
+        return np.equal(self.const(args[0], "Equal's operand"),
+                        self.const(args[1], "Equal's operand"))
+
+    def op_Where(self, args, attrs):
+        cond = self.const(args[0], "Where's condition")
+        return np.where(cond, self.const(args[1], "Where's operand"),
+                        self.const(args[2], "Where's operand"))
+
+    def op_Expand(self, args, attrs):
+        x = args[0]
+        shape = [int(t) for t in self.const(args[1], "Expand's shape").ravel()]
+        xs = x.shape if isinstance(x, _Sym) else np.asarray(x).shape
+        out = np.broadcast_shapes(tuple(xs), tuple(shape))
+        return self.permute(x, lambda a: np.broadcast_to(a, out))
+
     def op_Sign(self, args, attrs):
         return self._act(args, Act("sign"))
 
@@ -1108,11 +1150,34 @@ def _odot(W: np.ndarray, A: np.ndarray) -> np.ndarray:
     sparse (the stacked paths of lattice networks, selection matrices), else numpy's dot."""
     nz = np.nonzero(W != 0)
     if len(nz[0]) * 4 > W.size:
-        return W.dot(A)
+        return _int_dot(W, A)
     out = np.full((W.shape[0],) + A.shape[1:], Fraction(0), dtype=object)
     for i, j in zip(*nz):
         out[i] = out[i] + W[i, j] * A[j]
     return out
+
+
+def _int_dot(W: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """W @ A exactly, as integers over each side's common denominator (a float's is a power
+    of two): Python int products instead of Fraction ones, which normalise at every step."""
+    if W.size == 0 or A.size == 0:
+        return W.dot(A)
+    Wi, dw = _scaled(W)
+    Ai, da = _scaled(A)
+    P = Wi.dot(Ai)
+    d = dw * da
+    out = np.empty(P.shape, dtype=object)
+    out.flat[:] = [Fraction(int(t), d) for t in P.flat]
+    return out
+
+
+def _scaled(M: np.ndarray) -> tuple[np.ndarray, int]:
+    """(integer array N, d) with M = N / d exactly."""
+    flat = [t if isinstance(t, Fraction) else Fraction(t) for t in M.flat]
+    d = math.lcm(*{t.denominator for t in flat})
+    N = np.empty(M.shape, dtype=object)
+    N.flat[:] = [t.numerator * (d // t.denominator) for t in flat]
+    return N, d
 
 
 def _nonzero_terms(terms: dict[int, np.ndarray]) -> tuple[tuple[int, np.ndarray], ...]:

@@ -13,9 +13,11 @@ Import-time lowerings (exact, so the ReLU engine and its certificates need no ch
 Elementwise activations, one `Rule` each in `RULES`: float forward, high-precision forward
 (mpmath at the caller's precision; `sign` and integer `pow` exactly on rationals), and sound
 interval bounds (outward rounded: libm's sin/cos are within 1 ulp, widened by 4 ulps plus a
-tiny absolute margin; extrema of sin/cos at k pi/2 found with an enclosure of pi). Neither
-the ReLU engine nor the polynomial engine has relaxations for them: a network holding one is
-imported, replayed and bounded here, and the engines answer `unknown` naming the activation.
+tiny absolute margin; extrema of sin/cos at k pi/2 found with an enclosure of pi), plus
+`floor` and `mul`, the product of two input-dependent tensors: a block whose pre-activation
+is [x; y] and whose output is [x*y; x*y], so each block keeps as many outputs as inputs.
+Neither the ReLU engine nor the polynomial engine relaxes them: a network holding one goes to
+`engines.nonlinear_ops` (interval branch and bound, search and replay).
 """
 
 from __future__ import annotations
@@ -110,6 +112,52 @@ def pow_bounds(l, u, p: int):
     return lo, hi
 
 
+# ---- bilinear product -------------------------------------------------------------------
+
+def _halves(v):
+    v = np.asarray(v)
+    n = v.shape[-1] // 2
+    return v[..., :n], v[..., n:]
+
+
+def mul_float(v, p=None):
+    """Pre-activation [x; y] (last axis, 2n entries) -> [x*y; x*y]."""
+    x, y = _halves(v)
+    xy = x * y
+    return np.concatenate([xy, xy], axis=-1)
+
+
+def mul_exact(v: np.ndarray, p=None) -> np.ndarray:
+    x, y = _halves(v)
+    xy = np.array([a * b for a, b in zip(x, y)], dtype=object)
+    return np.concatenate([xy, xy])
+
+
+def mul_bounds(l, u, p=None):
+    """Interval product of the halves, outward rounded (each float product is within half an
+    ulp; one ulp down and up covers it, and a product of zero stays exact)."""
+    a, b = _halves(np.asarray(l, dtype=np.float64))
+    c, d = _halves(np.asarray(u, dtype=np.float64))
+    lo, hi = imul(a, c, b, d)
+    return np.concatenate([lo, lo], axis=-1), np.concatenate([hi, hi], axis=-1)
+
+
+def imul(xl, xh, yl, yh):
+    """[xl, xh] * [yl, yh] outward rounded; infinities times zero count as zero (the interval
+    of a product with an exact zero factor), never nan."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = np.stack([xl * yl, xl * yh, xh * yl, xh * yh])
+    p = np.where(np.isnan(p), 0.0, p)
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    return np.where(lo == 0, lo, _down(lo)), np.where(hi == 0, hi, _up(hi))
+
+
+def _floor_exact(t):
+    if isinstance(t, Fraction):
+        return Fraction(t.numerator // t.denominator)
+    return _mp().floor(t)
+
+
 def _sign_exact(t):
     return (t > 0) - (t < 0) + 0 * t
 
@@ -139,9 +187,15 @@ RULES: dict[str, Rule] = {
                  bounds=lambda l, u, p=None: sign_bounds(l, u), smooth=False),
     "pow": Rule(float=lambda v, p: np.power(v, int(p)), exact=lambda t, p: t ** int(p),
                 bounds=lambda l, u, p: pow_bounds(l, u, int(p)), smooth=False),
+    "floor": Rule(float=np.floor, exact=lambda t, p=None: _floor_exact(t),
+                  bounds=lambda l, u, p=None: (np.floor(np.asarray(l, dtype=np.float64)),
+                                               np.floor(np.asarray(u, dtype=np.float64))),
+                  smooth=False),
+    "mul": Rule(float=mul_float, exact=mul_exact, bounds=mul_bounds, smooth=False),
 }
 
 ENGINE_LESS = frozenset(RULES)  # activations no engine relaxes
+PAIRWISE = frozenset({"mul"})  # rules over the whole pre-activation, not entry by entry
 
 
 def _to_mp(t):
@@ -153,10 +207,12 @@ def _to_mp(t):
 
 def apply_float(kind: str, v, param=None):
     rule = RULES[kind]
-    return rule.float(v, param) if kind in ("pow", "sign") else rule.float(v)
+    return rule.float(v, param) if kind in ("pow", "sign", "mul") else rule.float(v)
 
 
 def apply_exact(kind: str, v: np.ndarray, param=None) -> np.ndarray:
+    if kind in PAIRWISE:
+        return RULES[kind].exact(v, param)
     return np.array([RULES[kind].exact(t, param) for t in v], dtype=object)
 
 

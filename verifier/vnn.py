@@ -83,8 +83,13 @@ def check(onnx_path, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = Tru
                         fix="several networks need a VNN-LIB 2.0 query with declare-network")
     net = load_onnx(paths[0])
     left = max(timeout - (time.perf_counter() - start), 0.01)
-    result = decide(net, prop, left, use_z3=use_z3, seed=seed, workers=workers,
-                    cluster=cluster)
+    from .engines import nonlinear_ops
+
+    if nonlinear_ops.takes(net):  # sin, cos, pow, products, floor, sign
+        result = nonlinear_ops.decide(net, prop, left, seed=seed)
+    else:
+        result = decide(net, prop, left, use_z3=use_z3, seed=seed, workers=workers,
+                        cluster=cluster)
     return result, time.perf_counter() - start
 
 

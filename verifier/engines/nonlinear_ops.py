@@ -1,0 +1,309 @@
+"""VNN-LIB 1.0 properties on ONNX graphs with sin, cos, integer powers, floor, sign and
+products of two input-dependent values (`onnx_ops.RULES`), which the ReLU engine refuses.
+
+1. counterexample search in float64 (random points of each disjunct's box, its corners and
+   centre, then random local steps from the best); a candidate counts only after replay on
+   the imported graph: exactly in Fractions, or with mpmath at 60 digits and a margin of
+   1e-30 when the graph has sin, cos, sigmoid or tanh;
+2. branch and bound on the input box: per batch of boxes, interval bounds of every value of
+   the graph (`bounds`), each affine map in mid-radius form widened by its a-priori rounding
+   bound, each activation by its outward-rounded rule (`onnx_ops`; products by the interval
+   product of their factors); a disjunct is closed on a box when one of its constraints is
+   certainly false there (its lower bound, rounded down, is above zero), the box when every
+   disjunct is. Open boxes are split in half along the input widest relative to the root.
+
+`unsat` only when every box is closed; `sat` only with a replayed witness; otherwise
+`unknown` (boxes too small to split) or `timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import numpy as np
+
+from ..onnx_ops import ENGINE_LESS
+from ..onnx_ops import bounds as op_bounds
+from .crown import TINY, gamma, smooth_bounds
+from .relu_bab import Result
+
+BATCH = 64
+MIN_WIDTH = 1e-12
+SEARCH_SHARE = 0.15
+SMOOTH = ("sigmoid", "tanh", "softmax", "sin", "cos")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def takes(net) -> bool:
+    """The graph holds an activation only this engine bounds."""
+    return any(b.act is not None and b.act.kind in ENGINE_LESS for b in net.blocks)
+
+
+def _up(x):
+    return np.nextafter(x, np.inf)
+
+
+def _down(x):
+    return np.nextafter(x, -np.inf)
+
+
+class FloatGraph:
+    """The blocks of an `OnnxNet` as float64 arrays, for batched interval bounds."""
+
+    def __init__(self, net):
+        from ..onnx_import import to_float
+
+        self.net = net
+        self.blocks = []
+        for blk in net.blocks:
+            terms = [(s, to_float(W).T.copy()) for s, W in blk.terms]
+            terms = [(s, Wt, np.abs(Wt)) for s, Wt in terms]
+            n = 1 + sum(W.shape[1] for _, W in blk.terms)
+            self.blocks.append((terms, to_float(blk.b), blk.act, gamma(n)))
+        self.smooth = any(b.act is not None and b.act.kind in SMOOTH for b in net.blocks)
+
+    def bounds(self, L: np.ndarray, H: np.ndarray):
+        """Intervals (B, n_out) certainly holding the outputs over the boxes [L, H] (B, n_in)."""
+        ivs = [(L, H)]
+        for terms, b, act, g in self.blocks:
+            zc = np.broadcast_to(b, (L.shape[0], len(b))).copy()
+            zr = np.zeros_like(zc)
+            acc = np.broadcast_to(np.abs(b), zc.shape).copy()
+            for s, Wt, Aw in terms:
+                lo, hi = ivs[s]
+                with np.errstate(invalid="ignore", over="ignore"):
+                    c = 0.5 * lo + 0.5 * hi
+                    r = _up(np.maximum(hi - c, c - lo))
+                c = np.where(np.isfinite(c), c, 0.0)
+                r = np.where(np.isnan(r), np.inf, r)
+                zc += c @ Wt
+                with np.errstate(invalid="ignore"):
+                    rr = r @ Aw
+                    acc += np.abs(c) @ Aw + rr
+                zr += np.where(np.isnan(rr), np.inf, rr)
+            err = 2.0 * g * np.where(np.isnan(acc), np.inf, acc) + TINY
+            with np.errstate(invalid="ignore", over="ignore"):
+                zl = _down(zc - zr - err)
+                zh = _up(zc + zr + err)
+            zl = np.where(np.isnan(zl), -np.inf, zl)
+            zh = np.where(np.isnan(zh), np.inf, zh)
+            ivs.append(_act_bounds(act, zl, zh))
+        return ivs[-1]
+
+
+def _act_bounds(act, zl, zh):
+    if act is None:
+        return zl, zh
+    k = act.kind
+    if k == "relu":
+        return np.maximum(zl, 0.0), np.maximum(zh, 0.0)
+    if k == "leaky_relu":
+        a = float(act.alpha)
+        with np.errstate(invalid="ignore", over="ignore"):
+            cands = np.stack([zl, zh, a * zl, a * zh])
+        cands = np.where(np.isnan(cands), 0.0, cands)
+        w = np.abs(cands) * 1e-15 + TINY
+        return (cands - w).min(axis=0), (cands + w).max(axis=0)
+    if k in ("tanh", "sigmoid"):
+        return smooth_bounds(k, zl, zh)
+    if k in ENGINE_LESS:
+        lo, hi = op_bounds(k, zl, zh, act.param)
+        return (np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi))
+    return np.zeros_like(zl), np.ones_like(zh)  # softmax
+
+
+class _Rows:
+    """Every disjunct's non-box constraints as float rows over [X; Y] with a rounding slack,
+    so `lower` is a certain lower bound of each constraint's left side over a box."""
+
+    def __init__(self, prop):
+        n, m = prop.n_inputs, prop.n_outputs
+        rows, consts, owner, strict = [], [], [], []
+        for k, d in enumerate(prop.disjuncts):
+            for c in d.output_constraints():
+                row = np.zeros(n + m)
+                for i, a in c.x:
+                    row[i] += float(a)
+                for j, a in c.y:
+                    row[n + j] += float(a)
+                rows.append(row)
+                consts.append(float(c.const))
+                owner.append(k)
+                strict.append(c.strict)
+        self.M = np.array(rows).reshape(len(rows), n + m)
+        self.c0 = np.array(consts)
+        self.owner = np.array(owner, dtype=np.int64)
+        self.strict = np.array(strict, dtype=bool)
+        self.g = gamma(int(np.count_nonzero(self.M, axis=1).max(initial=0)) + 2)
+        self.Mp, self.Mn = np.maximum(self.M, 0.0), np.minimum(self.M, 0.0)
+        self.Ma = np.abs(self.M)
+
+    def lower(self, VL, VH):
+        """(B, rows) lower bounds of each row's left side over the boxes [VL, VH]."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            lo = VL @ self.Mp.T + VH @ self.Mn.T + self.c0
+            mag = np.maximum(np.abs(VL), np.abs(VH))
+            slack = 2.0 * self.g * (mag @ self.Ma.T + np.abs(self.c0)) + TINY
+            out = _down(lo - slack)
+        return np.where(np.isnan(out), -np.inf, out)
+
+    def value(self, V):
+        return V @ self.M.T + self.c0
+
+
+class Engine:
+    def __init__(self, net, prop, timeout: float, seed: int = 0):
+        self.net, self.prop = net, prop
+        self.deadline = time.perf_counter() + timeout
+        self.rng = np.random.default_rng(seed)
+        self.graph = FloatGraph(net)
+        self.rows = _Rows(prop)
+        self.nd = len(prop.disjuncts)
+        self.dlo = np.array([[_fdown(v) for v in d.lo] for d in prop.disjuncts])
+        self.dhi = np.array([[_fup(v) for v in d.hi] for d in prop.disjuncts])
+        self.lo, self.hi = self.dlo.min(axis=0), self.dhi.max(axis=0)
+        self.stats = {"engine": "nonlinear_ops intervals", "boxes": 0, "replays": 0}
+
+    def check_time(self):
+        if time.perf_counter() > self.deadline:
+            raise _Timeout
+
+    # ---- replay and search
+    def replay(self, xf, k: int):
+        """Exact (or 60-digit) check of disjunct k at the float point xf: (x, y) or None."""
+        from .relu_bab import _holds_margin
+
+        self.stats["replays"] += 1
+        d = self.prop.disjuncts[k]
+        x = [min(max(Fraction(float(v)), a), b) for v, a, b in zip(xf, d.lo, d.hi)]
+        y = self.net.evaluate_exact(x)
+        if not self.graph.smooth:
+            return (x, y) if all(c.holds(x, y) for c in d.constraints) else None
+        import mpmath
+
+        with mpmath.workdps(60):
+            xs = [mpmath.mpf(v.numerator) / v.denominator for v in x]
+            ok = all(_holds_margin(c, xs, y) for c in d.constraints)
+        return (x, y) if ok else None
+
+    def margins(self, X):
+        """Per point, the best disjunct and its float margin min over rows of -lhs."""
+        Y = self.graph.net.evaluate_float(X)
+        V = np.concatenate([X, Y], axis=1)
+        r = -self.rows.value(V)
+        r = np.where(self.rows.strict, r - 1e-9, r)
+        best = np.full((len(X), self.nd), np.inf)
+        np.minimum.at(best.T, self.rows.owner, r.T) if r.size else None
+        inside = np.all((X[:, None, :] >= self.dlo) & (X[:, None, :] <= self.dhi), axis=2)
+        best = np.where(inside, best, -np.inf)
+        k = np.argmax(best, axis=1)
+        return best[np.arange(len(X)), k], k
+
+    def search(self, seconds: float):
+        end = time.perf_counter() + seconds
+        n = len(self.lo)
+        pts = [self.dlo, self.dhi, 0.5 * (self.dlo + self.dhi)]
+        for k in range(self.nd):
+            pts.append(self.dlo[k] + self.rng.random((64, n)) * (self.dhi[k] - self.dlo[k]))
+        X = np.concatenate(pts)
+        tried: set = set()
+        while True:
+            m, ks = self.margins(X)
+            order = np.argsort(-m)
+            for i in order[:3]:
+                key = X[i].tobytes()
+                if m[i] >= -1e-12 and key not in tried:
+                    tried.add(key)
+                    hit = self.replay(X[i], int(ks[i]))
+                    if hit is not None:
+                        return hit
+            if time.perf_counter() > end:
+                return None
+            top = X[order[:32]]
+            scale = (self.hi - self.lo) * self.rng.choice([0.3, 1e-1, 1e-2, 1e-3])
+            X = np.clip(np.repeat(top, 8, axis=0) + self.rng.normal(size=(256, n)) * scale,
+                        self.lo, self.hi)
+            X = np.concatenate([X, self.lo + self.rng.random((128, n)) * (self.hi - self.lo)])
+
+    # ---- branch and bound
+    def alive(self, L, H):
+        """(B, disjuncts): not yet closed on the box."""
+        YL, YH = self.graph.bounds(L, H)
+        low = self.rows.lower(np.concatenate([L, YL], axis=1), np.concatenate([H, YH], axis=1))
+        false = np.where(self.rows.strict, low >= 0, low > 0)
+        closed = np.zeros((len(L), self.nd), dtype=bool)
+        if false.size:
+            np.logical_or.at(closed.T, self.rows.owner, false.T)
+        meets = np.all((L[:, None, :] <= self.dhi) & (H[:, None, :] >= self.dlo), axis=2)
+        return meets & ~closed
+
+    def bab(self):
+        queue = [(self.lo.copy(), self.hi.copy())]
+        span = np.maximum(self.hi - self.lo, 1e-300)
+        small = 0
+        while queue:
+            self.check_time()
+            batch, queue = queue[-BATCH:], queue[:-BATCH]
+            L = np.array([b[0] for b in batch])
+            H = np.array([b[1] for b in batch])
+            self.stats["boxes"] += len(batch)
+            alive = self.alive(L, H).any(axis=1)
+            open_ = np.nonzero(alive)[0]
+            if len(open_):
+                mid = 0.5 * (L[open_] + H[open_])
+                m, ks = self.margins(mid)
+                for i, j in enumerate(open_):
+                    if m[i] >= -1e-12:
+                        hit = self.replay(mid[i], int(ks[i]))
+                        if hit is not None:
+                            return hit
+            for i in open_:
+                d = int(np.argmax((H[i] - L[i]) / span))
+                c = 0.5 * (L[i][d] + H[i][d])
+                if H[i][d] - L[i][d] < MIN_WIDTH or not L[i][d] < c < H[i][d]:
+                    small += 1
+                    continue
+                h1, l2 = H[i].copy(), L[i].copy()
+                h1[d], l2[d] = c, c
+                queue.append((L[i], h1))
+                queue.append((l2, H[i]))
+        return small
+
+    def run(self) -> Result:
+        try:
+            left = self.deadline - time.perf_counter()
+            hit = self.search(max(min(SEARCH_SHARE * left, 5.0), 0.2))
+            if hit is None:
+                small = self.bab()
+        except _Timeout:
+            return Result("timeout", reason="time limit reached in the nonlinear-operator "
+                          "engine (interval branch and bound)", stats=self.stats)
+        if hit is not None:
+            return Result("sat", witness_x=hit[0], witness_y=hit[1], stats=self.stats)
+        if small:
+            return Result("unknown", reason=f"{small} boxes too small to split stayed open",
+                          stats=self.stats)
+        return Result("unsat", reason=f"interval bounds (outward rounded) closed every disjunct "
+                      f"on {self.stats['boxes']} boxes", stats=self.stats)
+
+
+def _fdown(q: Fraction) -> float:
+    f = float(q)
+    return float(_down(f)) if Fraction(f) > q else f
+
+
+def _fup(q: Fraction) -> float:
+    f = float(q)
+    return float(_up(f)) if Fraction(f) < q else f
+
+
+def decide(net, prop, timeout: float, seed: int = 0) -> Result:
+    """Answer a VNN-LIB 1.0 property on a graph with `onnx_ops` activations."""
+    return Engine(net, prop, timeout, seed=seed).run()
+
+
+__all__ = ["Engine", "FloatGraph", "decide", "takes"]
