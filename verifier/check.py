@@ -231,7 +231,7 @@ def _load(path: str) -> dict:
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise Invalid(f"not a certificate of format {FORMAT}")
-    if doc.get("kind") == "relu":  # checked by check_relu
+    if doc.get("kind") in ("relu", "poly"):  # checked by check_relu, check_poly
         return doc
     for key, kind in (("claim", str), ("spec", str), ("obligation_digest", str),
                       ("variables", list), ("root", list), ("splits", dict), ("closed", dict)):
@@ -254,7 +254,9 @@ def _check_relu(doc: dict, path: str, spec, start: float, timeout: float, onnx, 
 
     report = Report(path=path, valid=False, message="")
     try:
-        if doc.get("source") == "vnnlib":
+        if doc.get("kind") == "poly":
+            msg = _check_poly(doc, path, spec, report, start + timeout, onnx, vnnlib)
+        elif doc.get("source") == "vnnlib":
             msg = check_relu.check_vnn(doc, path, report, start + timeout, MAX_BOXES_PER_LEAF,
                                        onnx, vnnlib)
         elif doc.get("source") == "spec":
@@ -270,6 +272,17 @@ def _check_relu(doc: dict, path: str, spec, start: float, timeout: float, onnx, 
     return report
 
 
+def _check_poly(doc: dict, path: str, spec, report, deadline: float, onnx, vnnlib) -> str:
+    from . import check_poly
+
+    if doc.get("source") == "vnnlib":
+        return check_poly.check_vnn(doc, path, report, deadline, MAX_BOXES_PER_LEAF, onnx,
+                                    vnnlib)
+    if doc.get("source") == "spec":
+        return check_poly.check_spec(doc, path, spec, report, deadline, MAX_BOXES_PER_LEAF)
+    raise Invalid("a polynomial certificate must come from a VNN-LIB query or a spec")
+
+
 def check_certificate(path: str, spec: str | None = None, timeout: float = 600.0,
                       onnx: str | None = None, vnnlib: str | None = None) -> Report:
     """Re-validate one certificate; raises ValueError / SpecError on unusable input."""
@@ -277,7 +290,7 @@ def check_certificate(path: str, spec: str | None = None, timeout: float = 600.0
 
     start = time.perf_counter()
     doc = _load(path)
-    if doc.get("kind") == "relu":
+    if doc.get("kind") in ("relu", "poly"):
         return _check_relu(doc, path, spec, start, timeout, onnx, vnnlib)
     spec_path = spec or os.path.join(os.path.dirname(path) or ".", doc["spec"])
     model = run.load(spec_path)

@@ -17,7 +17,10 @@ over the inputs X and the outputs Y of a (combined, `multinet`) ReLU network.
    is replayed like any other candidate.
 
 `unsat` only when every box is closed; `sat` only with an exact replay; otherwise `unknown`
-or `timeout`.
+or `timeout`. With `unsat` on a query over one network the result carries the closed tree
+(`certificate`): the root box, every split, per node the disjuncts an atom closed there (and
+which atom), and per leaf whether bounds or z3 closed it; `verify-check` re-validates it
+(`check_poly`) with bounds and z3 encodings of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ Z3_MAX_UNSTABLE = 6  # 2^k phase patterns, each one small z3 query
 Z3_LEAF_TIMEOUT = 3.0
 MIN_WIDTH = 1e-9
 SEARCH_SHARE = 0.1
+KEEP_NODES = 50_000  # tree nodes kept for a certificate; a larger proof has none
 
 
 class _Timeout(Exception):
@@ -137,6 +141,9 @@ class Engine:
         self.qlo = [min(b[0][i] for b in exact) for i in range(n)] if exact else []
         self.qhi = [max(b[1][i] for b in exact) for i in range(n)] if exact else []
         keep = [k for k, b in enumerate(boxes) if b is not None]
+        self.keep = keep  # query disjunct of each kept one
+        self.tree: dict | None = {"splits": {}, "closed": {}, "closes": {}}
+        self.nodes = 1
         self.ds = [self.ds[k] for k in keep]
         self.dlo = np.array([boxes[k][0] for k in keep]).reshape(len(keep), n)
         self.dhi = np.array([boxes[k][1] for k in keep]).reshape(len(keep), n)
@@ -266,40 +273,73 @@ class Engine:
         return fwd, -ub[:, m:], ub[:, :m]
 
     def _alive(self, lo, hi, ylo, yhi, alive):
-        """alive (B, G) & not closed on the box by some certainly false atom."""
+        """alive (B, G) & not closed on the box by some certainly false atom; and per box and
+        disjunct the atom that closed it here (-1: outside the disjunct's box, -2: none)."""
         L = np.concatenate([lo, ylo], axis=1)
         H = np.concatenate([hi, yhi], axis=1)
         out = alive.copy()
+        closer = np.full(alive.shape, -2)
         for k, d in enumerate(self.ds):
             a = out[:, k]
             if not a.any():
                 continue
-            a &= np.all((lo <= self.dhi[k]) & (hi >= self.dlo[k]), axis=1)
-            for c in d:
+            inside = np.all((lo <= self.dhi[k]) & (hi >= self.dlo[k]), axis=1)
+            closer[a & ~inside, k] = -1
+            a &= inside
+            for t, c in enumerate(d):
                 if not a.any():
                     break
                 pl = c.interval_lo(L, H)
-                a &= ~((pl >= 0) if c.strict else (pl > 0))
+                shut = a & ((pl >= 0) if c.strict else (pl > 0))
+                closer[shut, k] = t
+                a &= ~shut
             out[:, k] = a
-        return out
+        return out, closer
+
+    def _record(self, kind: str, node: int, value) -> None:
+        """One node of the tree for the certificate (nothing once it is too large)."""
+        if self.tree is None:
+            return
+        if self.nodes > KEEP_NODES:
+            self.tree = None
+            return
+        self.tree[kind][str(node)] = value
+
+    def certificate(self) -> dict | None:
+        """The closed tree (after `unsat`) over the inputs of the query's one network, or
+        None (several networks, inputs tied into one column, or too many nodes)."""
+        q = self.q
+        if (self.tree is None or len(q.networks) != 1 or not len(self.ds)
+                or self.n != q.networks[0].inputs.size):
+            return None
+        t = self.tree
+        return {"tree": 1, "root": [[float(a).hex(), float(b).hex()]
+                                    for a, b in zip(self.lo, self.hi)],
+                "splits": t["splits"], "closed": t["closed"],
+                "closes": {k: v for k, v in t["closes"].items() if v}}
 
     def bab(self):
-        queue = [(self.lo.copy(), self.hi.copy(), np.ones(len(self.ds), dtype=bool))]
+        queue = [(self.lo.copy(), self.hi.copy(), np.ones(len(self.ds), dtype=bool), 0)]
         incomplete = 0
         while queue:
             self.check_time()
             batch, queue = queue[-BATCH:], queue[:-BATCH]
             lo = np.array([b[0] for b in batch])
             hi = np.array([b[1] for b in batch])
-            alive = np.array([b[2] for b in batch])
+            before = np.array([b[2] for b in batch])
             self.stats["boxes"] += len(batch)
             fwd, ylo, yhi = self._bounds(lo, hi)
-            alive = self._alive(lo, hi, ylo, yhi, alive)
+            alive, closer = self._alive(lo, hi, ylo, yhi, before)
             unstable = fwd.unstable(self.fnet)
             centre_margin = self._margins(0.5 * (lo + hi))
             for i in range(len(batch)):
                 self.check_time()
+                node = batch[i][3]
+                shut = np.nonzero(before[i] & ~alive[i])[0]
+                self._record("closes", node, [[self.keep[k], int(closer[i, k])]
+                                              for k in shut])
                 if not alive[i].any():
+                    self._record("closed", node, {"by": "bound"})
                     continue
                 if centre_margin[i] >= -1e-9:
                     env = self.replay(0.5 * (lo[i] + hi[i]))
@@ -311,6 +351,7 @@ class Engine:
                     if isinstance(res, dict):
                         return res
                     if res == "unsat":
+                        self._record("closed", node, {"by": "z3"})
                         continue
                 if (hi[i] - lo[i]).max() < MIN_WIDTH:
                     incomplete += 1
@@ -322,8 +363,11 @@ class Engine:
                     continue
                 h1, l2 = hi[i].copy(), lo[i].copy()
                 h1[d], l2[d] = mid, mid
-                queue.append((lo[i], h1, alive[i]))
-                queue.append((l2, hi[i], alive[i]))
+                a, b = self.nodes, self.nodes + 1
+                self.nodes += 2
+                self._record("splits", node, [d, float(mid).hex(), a, b])
+                queue.append((lo[i], h1, alive[i], a))
+                queue.append((l2, hi[i], alive[i], b))
         return incomplete == 0 or f"{incomplete} boxes too small to split stayed open"
 
     def z3_leaf(self, lo, hi, fwd, i, alive):
@@ -442,7 +486,7 @@ class Engine:
         if isinstance(res, dict):
             return Result("sat", stats=self.stats), res
         if res is True:
-            return Result("unsat", stats=self.stats), None
+            return Result("unsat", stats=self.stats, certificate=self.certificate()), None
         return Result("unknown", reason=res, stats=self.stats), None
 
 

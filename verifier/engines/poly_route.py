@@ -186,12 +186,24 @@ def _decide(obs: list[Obligation], program: Program, query, net, inputs, timeout
                        seconds=time.perf_counter() - t0, details=details, **kw)
 
     if res.answer == "unsat":
-        note = ("no SMT-LIB file and no certificate: branch and bound over the input box "
-                "with interval evaluation of the polynomial atoms and z3 on boxes with few "
-                "unstable ReLUs (exact rationals)" + together)
-        return [verdict(ob, PROVED, notes=[note], artifact="branch and bound over the input "
+        tree = res.certificate if engine == "nonlinear-bab" else None
+        note = ("no SMT-LIB file: branch and bound over the input box with interval "
+                "evaluation of the polynomial atoms and z3 on boxes with few unstable ReLUs "
+                "(exact rationals)" + together
+                + ("; the closed tree is the certificate (`verify-check`)" if tree else
+                   "; no certificate" + (" (the tree was too large to keep)"
+                                         if engine == "nonlinear-bab" else
+                                         " (linear queries go to the ReLU engine, whose "
+                                         "trees are not kept on this route yet)")))
+        out = []
+        for ob in obs:
+            v = verdict(ob, PROVED, notes=[note], artifact="branch and bound over the input "
                         "box, every box closed by interval bounds or by z3 on its exact "
-                        "encoding" + together) for ob in obs]
+                        "encoding" + together)
+            if tree:
+                v.details["certificate"] = certificate(ob.name, query, tree)
+            out.append(v)
+        return out
     if res.answer == "sat" and env is not None:
         point = {s: Fraction(env[_var(NET, "X", i)]) for i, s in enumerate(inputs)}
         out = []
@@ -209,6 +221,24 @@ def _decide(obs: list[Obligation], program: Program, query, net, inputs, timeout
         return None  # one by one, each with its own time limit
     return [verdict(obs[0], UNKNOWN, reason=f"{engine}: {res.answer}"
                     + (f" ({res.reason})" if res.reason else ""))]
+
+
+def atom_json(atom) -> dict:
+    """A query atom `p <= 0` (`< 0` when strict) for a certificate: p's monomials as exact
+    coefficients and (x | y, index, power) factors, in a fixed order."""
+    terms = [[str(c), [["x" if v.kind == "X" else "y", v.index, p] for v, p in m]]
+             for m, c in atom.poly.items() if c]
+    return {"strict": atom.strict, "poly": sorted(terms, key=lambda t: (t[1], t[0]))}
+
+
+def certificate(claim: str, query, tree: dict) -> dict:
+    """The certificate of a claim that `nonlinear-bab` proved: the violations as the
+    query's disjuncts (exact atoms over the network's inputs x and outputs y) and the closed
+    tree; `emit.certificate` adds the spec and the obligation's digest."""
+    from ..emit.certificate import FORMAT
+
+    return {"format": FORMAT, "kind": "poly", "source": "spec", "claim": claim,
+            "disjuncts": [[atom_json(a) for a in d] for d in query.disjuncts], **tree}
 
 
 def decide_poly(ob: Obligation, program: Program, timeout: float) -> Verdict | None:
