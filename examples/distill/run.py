@@ -16,7 +16,10 @@ inductive biases", with a certificate at the end instead of only R^2:
    pairs at least r_min apart), with phi the edge MLP alone, and decide it with the bound
    engine: eps_k starts at 1.05 times the sampled maximum of |phi - law| and grows until every
    cell is proved, so it is a certified bound; a deliberately wrong law (its leading
-   coefficient negated) is refuted with a replayed point.
+   coefficient negated) is refuted with a replayed point;
+6. write the certificate's Coq file: each cell's claim a lemma, proved by Interval's
+   `interval` tactic with bisection where coqc closes it within its time limit, else
+   Admitted with the reason (the JSON and `verify`'s table list the reasons too).
 
     python examples/distill/run.py [--law spring|inverse_square|all] [--out DIR]
 
@@ -43,6 +46,9 @@ import simulate
 import sindy
 
 from verifier import api, run
+from verifier.cache import Cache
+from verifier.emit import coq
+from verifier.emit.proofs import coq_counts
 from verifier.elaborate import elaborate
 from verifier.layers.message import edge_network
 
@@ -193,9 +199,23 @@ def claim_spec(lines: str, edge_file: str, boxes, claims) -> str:
     return "\n".join(out) + "\n"
 
 
-def decide(path: str, timeout: float, jobs: int = JOBS):
+def decide(path: str, timeout: float, jobs: int = JOBS, cache_dir: str | None = None):
+    """The spec's model and verdicts; with `cache_dir`, claims decided before (same terms,
+    same eps) are answered from the result cache there."""
     model = run.load(path)
-    return model, run.check(model, timeout, jobs=jobs)
+    store = Cache(cache_dir) if cache_dir else None
+    return model, run.check(model, timeout, jobs=jobs, cache=store)
+
+
+def coq_lemmas(path: str, timeout: float, jobs: int = JOBS, cache_dir: str | None = None,
+               coqc: str | None = "auto") -> dict:
+    """The Coq file of a certificate spec: every proved claim a lemma over its cell, closed by
+    the interval tactic (bisection) where coqc confirms it, else Admitted with the reason.
+    Returns the file's name and text, the verdicts and {claim: Qed/Admitted counts}."""
+    model, verdicts = decide(path, timeout, jobs, cache_dir)
+    ((name, text),) = coq.emit(model, verdicts, coqc=coqc).items()
+    return {"name": name, "text": text, "model": model, "verdicts": verdicts,
+            "counts": coq_counts(text)}
 
 
 def wrong_law(coeffs: dict) -> dict:
@@ -224,7 +244,7 @@ def certify(name: str, lines: str, edge_file: str, boxes, k: int, coeffs: dict,
             fh.write(claim_spec(lines, edge_file, boxes,
                                 [(f"close_{k}_cell{c}", c, k, coeffs, eps) for c in todo]))
         t0 = time.perf_counter()
-        _, vs = decide(path, timeout)
+        _, vs = decide(path, timeout, cache_dir=os.path.join(out, "cache"))
         for c, v in zip(todo, vs):
             verdicts[c] = v
         todo = [c for c, v in zip(todo, vs) if v.verdict != "proved"]
@@ -344,6 +364,18 @@ def pipeline(law: str, out: str, epochs: int, timeout: float, seed: int = 0,
                              for k, cert in zip(keep, certs) if cert["eps"] is not None
                              for c in range(len(boxes))]))
     res["final_path"] = final
+    # the certificate's Coq lemmas (verdicts of the rounds above come from the cache)
+    lem = coq_lemmas(final, timeout, cache_dir=os.path.join(out, "cache"))
+    with open(os.path.join(out, lem["name"]), "w", encoding="utf-8") as fh:
+        fh.write(lem["text"])
+    qed = sum(c["coq_qed"] for c in lem["counts"].values())
+    admitted = sum(c["coq_admitted"] for c in lem["counts"].values())
+    reasons = Counter(r for c in lem["counts"].values() for r in c["admitted_reasons"])
+    res["coq"] = {"file": os.path.join(out, lem["name"]), "qed": qed, "admitted": admitted,
+                  "reasons": dict(reasons)}
+    log(f"[{law}] Coq lemmas in {lem['name']}: {qed} Qed by the interval tactic, {admitted} "
+        "Admitted" + "".join(f"; {n} because {r.removeprefix('no Coq proof because ')}"
+                             for r, n in sorted(reasons.items())))
     times["refute"] = time.perf_counter() - t
     cpu["refute"] = _cpu() - cpu0
     res["times"], res["cpu"] = times, cpu

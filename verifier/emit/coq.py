@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import random
 import shutil
@@ -59,7 +60,8 @@ INTERVAL_OPS = 300  # and the interval tactic on terms this small
 STATEMENT_OPS = 3000  # larger claims are not stated inline (the CSE form is in the JSON/LaTeX)
 ATOM_LEMMAS = 32  # lemmas per obligation (one per entry of a vector claim)
 INTERVAL_INPUTS = 2
-INTERVAL_SECONDS = 20.0
+INTERVAL_SECONDS = 20.0  # CPU seconds of one coqc run confirming interval proofs
+WALL_FACTOR = 6  # its wall-clock backstop, in multiples of that
 # bisections of the interval tactic (i_depth): a 3-8-2 tanh edge network against a fitted law
 # on a 1/2 x 1/2 cell closes at |phi - law| <= 1/100 in about 4 s of coqc at depth 12; at
 # 1/1000 it fails to conclude even at depth 16, and depth 20 runs past INTERVAL_SECONDS
@@ -1002,20 +1004,32 @@ def _interval_script(ctx: Ctx, ob: Obligation, syms, n_premises: int) -> str:
     return "\n".join(lines)
 
 
-def coq_failure(coqc: str, lemmas: str, timeout: float = INTERVAL_SECONDS) -> str | None:
-    """None when coqc accepts the prelude followed by `lemmas` within `timeout` seconds, else
-    why not (for the Admitted comment)."""
+def coq_failure(coqc: str, lemmas: str, timeout: float | None = None) -> str | None:
+    """None when coqc accepts the prelude followed by `lemmas` within `timeout` (default
+    INTERVAL_SECONDS) seconds of CPU, else why not (for the Admitted comment). The limit is on
+    CPU time, so a loaded machine does not turn a proof into an Admitted; the wall clock only
+    backs it up (WALL_FACTOR times as long)."""
+    limit = INTERVAL_SECONDS if timeout is None else timeout
     text = render_file("snn_check", "check", "", lemmas)
+
+    def cpu_limit():  # in the child, before exec
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(limit), math.ceil(limit) + 1))
+
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "snn_check.v"), "w", encoding="utf-8") as fh:
             fh.write(text)
         try:
             res = subprocess.run([coqc, "snn_check.v"], cwd=tmp, capture_output=True,
-                                 timeout=timeout, check=False)
+                                 timeout=WALL_FACTOR * limit, check=False,
+                                 preexec_fn=cpu_limit if os.name == "posix" else None)
         except subprocess.TimeoutExpired:
-            return f"did not finish within {timeout:g} s"
+            return f"did not finish within {WALL_FACTOR * limit:g} s of wall time"
     if res.returncode == 0:
         return None
+    if res.returncode < 0:  # SIGXCPU (or SIGKILL at the hard limit)
+        return f"did not finish within {limit:g} s of CPU time"
     if b"failed to conclude" in res.stdout + res.stderr:
         return "failed to conclude"
     return "was rejected by coqc"
