@@ -70,29 +70,216 @@ class FloatGraph:
         """Intervals (B, n_out) certainly holding the outputs over the boxes [L, H] (B, n_in)."""
         ivs = [(L, H)]
         for terms, b, act, g in self.blocks:
-            zc = np.broadcast_to(b, (L.shape[0], len(b))).copy()
-            zr = np.zeros_like(zc)
-            acc = np.broadcast_to(np.abs(b), zc.shape).copy()
-            for s, Wt, Aw in terms:
-                lo, hi = ivs[s]
-                with np.errstate(invalid="ignore", over="ignore"):
-                    c = 0.5 * lo + 0.5 * hi
-                    r = _up(np.maximum(hi - c, c - lo))
-                c = np.where(np.isfinite(c), c, 0.0)
-                r = np.where(np.isnan(r), np.inf, r)
-                zc += c @ Wt
-                with np.errstate(invalid="ignore"):
-                    rr = r @ Aw
-                    acc += np.abs(c) @ Aw + rr
-                zr += np.where(np.isnan(rr), np.inf, rr)
-            err = 2.0 * g * np.where(np.isnan(acc), np.inf, acc) + TINY
-            with np.errstate(invalid="ignore", over="ignore"):
-                zl = _down(zc - zr - err)
-                zh = _up(zc + zr + err)
-            zl = np.where(np.isnan(zl), -np.inf, zl)
-            zh = np.where(np.isnan(zh), np.inf, zh)
-            ivs.append(_act_bounds(act, zl, zh))
+            ivs.append(_act_bounds(act, *_affine_interval(terms, b, g, ivs, L.shape[0])))
         return ivs[-1]
+
+
+def _affine_interval(terms, b, g, ivs, B):
+    """Interval of sum_s W_s h_s + b over h_s in ivs[s]: mid-radius form, widened by the
+    a-priori rounding bound of the products (and of the weights' own rounding to floats)."""
+    zc = np.broadcast_to(b, (B, len(b))).copy()
+    zr = np.zeros_like(zc)
+    acc = np.broadcast_to(np.abs(b), zc.shape).copy()
+    for s, Wt, Aw in terms:
+        lo, hi = ivs[s]
+        with np.errstate(invalid="ignore", over="ignore"):
+            c = 0.5 * lo + 0.5 * hi
+            r = _up(np.maximum(hi - c, c - lo))
+        c = np.where(np.isfinite(c), c, 0.0)
+        r = np.where(np.isnan(r), np.inf, r)
+        zc += c @ Wt
+        with np.errstate(invalid="ignore"):
+            rr = r @ Aw
+            acc += np.abs(c) @ Aw + rr
+        zr += np.where(np.isnan(rr), np.inf, rr)
+    err = 2.0 * g * np.where(np.isnan(acc), np.inf, acc) + TINY
+    with np.errstate(invalid="ignore", over="ignore"):
+        zl = _down(zc - zr - err)
+        zh = _up(zc + zr + err)
+    return np.where(np.isnan(zl), -np.inf, zl), np.where(np.isnan(zh), np.inf, zh)
+
+
+# ---- linear bounds in the inputs (forward mode) ---------------------------------------------
+#
+# Every value v of the graph gets, per box, float affine forms FL, FU in the inputs (last
+# column the constant) and slacks eL, eU >= 0 with FL.[x; 1] - eL <= v <= FU.[x; 1] + eU for
+# every x of the box, exactly: each slack collects the a-priori rounding bound of the products
+# that made the form, so the forms' float coefficients need not be exact.
+
+class _Form:
+    __slots__ = ("FL", "FU", "eL", "eU", "lo", "hi", "sig")
+
+    def __init__(self, FL, FU, eL, eU, lo, hi, xmag):
+        self.FL, self.FU, self.eL, self.eU, self.lo, self.hi = FL, FU, eL, eU, lo, hi
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.sig = _mv(np.abs(FL) + np.abs(FU), xmag)  # (B, size): sum |coef| |x|
+
+
+def _mv(F, v):
+    """(B, i, j) forms times (B, j) vectors."""
+    return np.einsum("bij,bj->bi", F, v)
+
+
+def _span(F, e, XL, XH, xmag, lower: bool):
+    """Certain lower (upper) end of F.[x; 1] -/+ e over the boxes."""
+    A, c = F[..., :-1], F[..., -1]
+    Ap, An = np.maximum(A, 0.0), np.minimum(A, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if lower:
+            v = np.einsum("bij,bj->bi", Ap, XL) + np.einsum("bij,bj->bi", An, XH) + c
+        else:
+            v = np.einsum("bij,bj->bi", Ap, XH) + np.einsum("bij,bj->bi", An, XL) + c
+        err = 2.0 * gamma(F.shape[-1] + 2) * _mv(np.abs(F), xmag) + e + TINY
+        out = _down(v - err) if lower else _up(v + err)
+    return np.where(np.isnan(out), -np.inf if lower else np.inf, out)
+
+
+def _scaled(a, c, f: _Form, lower: bool):
+    """The form of a*v + c (a, c per entry, floats used as they are) bounding from below
+    (above) when v is bounded by f: (F, e)."""
+    ap, an = np.maximum(a, 0.0), np.minimum(a, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if lower:
+            F = ap[..., None] * f.FL + an[..., None] * f.FU
+            e = ap * f.eL - an * f.eU
+        else:
+            F = ap[..., None] * f.FU + an[..., None] * f.FL
+            e = ap * f.eU - an * f.eL
+        F[..., -1] += c
+        e = e * (1 + 4 * U) + 4 * U * (np.abs(a) * f.sig + np.abs(c)) + TINY
+    return F, e
+
+
+U = 2.0 ** -53
+
+
+def _half(f: _Form, part: slice, xmag) -> _Form:
+    return _Form(f.FL[:, part], f.FU[:, part], f.eL[:, part], f.eU[:, part], f.lo[:, part],
+                 f.hi[:, part], xmag)
+
+
+def _relu_lines(lo, hi):
+    """(lower slope, lower intercept, upper slope, upper intercept) valid on [lo, hi]."""
+    unstable = (lo < 0) & (hi > 0)
+    la = np.where(hi <= 0, 0.0, np.where(lo >= 0, 1.0, (hi > -lo).astype(float)))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        lam = _up(hi / _down(hi - lo))
+        mu = _up(-lam * lo)
+    ua = np.where(unstable, lam, la)
+    uc = np.where(unstable, mu, 0.0)
+    bad = unstable & ~(np.isfinite(lam) & np.isfinite(mu))
+    return la, np.zeros_like(lo), np.where(bad, 0.0, ua), np.where(bad, hi, uc)
+
+
+def _square_lines(lo, hi):
+    """z^2 on [lo, hi]: tangent at the midpoint below ((z - m)^2 >= 0), chord above (z^2 - a z
+    is convex, so its largest value on [lo, hi] is at an end)."""
+    m = 0.5 * lo + 0.5 * hi
+    la, lc = 2.0 * m, -_up(m * m)
+    a = lo + hi
+    with np.errstate(invalid="ignore", over="ignore"):
+        ends = np.maximum(_up(_up(lo * lo) - _down(a * lo)), _up(_up(hi * hi) - _down(a * hi)))
+        ends = np.maximum(ends, _up(_up(lo * lo) - _up(a * lo)))
+        ends = np.maximum(ends, _up(_up(hi * hi) - _up(a * hi)))
+    return la, lc, a, ends
+
+
+class FormGraph:
+    """Forward linear bounds of every value of the graph, intersected with intervals."""
+
+    def __init__(self, graph: FloatGraph):
+        self.g = graph
+
+    def bounds(self, XL, XH):
+        """Intervals (B, n_out) of the outputs over the boxes [XL, XH] (B, n_in)."""
+        B, n = XL.shape
+        xmag = np.concatenate([np.maximum(np.abs(XL), np.abs(XH)), np.ones((B, 1))], axis=1)
+        eye = np.zeros((B, n, n + 1))
+        eye[:, np.arange(n), np.arange(n)] = 1.0
+        forms = [_Form(eye, eye.copy(), np.zeros((B, n)), np.zeros((B, n)), XL, XH, xmag)]
+        for terms, b, act, g in self.g.blocks:
+            ilo, ihi = _affine_interval(terms, b, g, [(f.lo, f.hi) for f in forms], B)
+            FL = np.zeros((B, len(b), n + 1))
+            FL[..., -1] += b
+            FU = FL.copy()
+            eL = np.broadcast_to(4 * U * np.abs(b) + TINY, (B, len(b))).copy()
+            eU = eL.copy()
+            with np.errstate(invalid="ignore", over="ignore"):
+                for s, Wt, Aw in terms:
+                    f = forms[s]
+                    Wp, Wn = np.maximum(Wt, 0.0), np.minimum(Wt, 0.0)
+                    FL += Wp.T @ f.FL + Wn.T @ f.FU
+                    FU += Wp.T @ f.FU + Wn.T @ f.FL
+                    m = np.maximum(np.abs(f.lo), np.abs(f.hi))
+                    err = 2.0 * g * ((f.sig + m) @ Aw)
+                    eL += f.eL @ Wp - f.eU @ Wn + err
+                    eU += f.eU @ Wp - f.eL @ Wn + err
+                eL, eU = eL * (1 + 2 * g), eU * (1 + 2 * g)
+            eL = np.where(np.isnan(eL), np.inf, eL)
+            eU = np.where(np.isnan(eU), np.inf, eU)
+            lo = np.maximum(_span(FL, eL, XL, XH, xmag, True), ilo)
+            hi = np.minimum(_span(FU, eU, XL, XH, xmag, False), ihi)
+            forms.append(self._act(act, _Form(FL, FU, eL, eU, lo, hi, xmag), XL, XH, xmag))
+        return forms[-1].lo, forms[-1].hi
+
+    def _act(self, act, z: _Form, XL, XH, xmag) -> _Form:
+        if act is None:
+            return z
+        k = act.kind
+        if k == "relu":
+            lines = _relu_lines(z.lo, z.hi)
+        elif k == "pow" and act.param == 2:
+            lines = _square_lines(z.lo, z.hi)
+        elif k == "mul":
+            return self._mul(z, XL, XH, xmag)
+        else:  # the interval rule as constant lines
+            lo, hi = _act_bounds(act, z.lo, z.hi)
+            zero = np.zeros_like(lo)
+            lines = (zero, lo, zero, hi)
+        la, lc, ua, uc = lines
+        FL, eL = _scaled(la, lc, z, True)
+        FU, eU = _scaled(ua, uc, z, False)
+        return self._finish(FL, FU, eL, eU, act, z, XL, XH, xmag)
+
+    def _finish(self, FL, FU, eL, eU, act, z, XL, XH, xmag):
+        ilo, ihi = _act_bounds(act, z.lo, z.hi)
+        lo = np.maximum(_span(FL, eL, XL, XH, xmag, True), ilo)
+        hi = np.minimum(_span(FU, eU, XL, XH, xmag, False), ihi)
+        return _Form(FL, FU, eL, eU, lo, hi, xmag)
+
+    def _mul(self, z: _Form, XL, XH, xmag) -> _Form:
+        """McCormick: x y - (xl y + yl x - xl yl) = (x - xl)(y - yl) >= 0 and its three
+        siblings, exact identities in the float corners; of the two lines each side, the one
+        with the better bound over the box."""
+        n = z.lo.shape[1] // 2
+        x, y = _half(z, slice(0, n), xmag), _half(z, slice(n, None), xmag)
+        cands = {True: [], False: []}
+        for lower, xc, yc in ((True, x.lo, y.lo), (True, x.hi, y.hi),
+                              (False, x.hi, y.lo), (False, x.lo, y.hi)):
+            with np.errstate(invalid="ignore", over="ignore"):
+                p = xc * yc
+                c = _up(-p) if not lower else _down(-p)
+            Fx, ex = _scaled(yc, c, x, lower)
+            Fy, ey = _scaled(xc, np.zeros_like(c), y, lower)
+            F, e = Fx + Fy, (ex + ey) * (1 + 4 * U) + 4 * U * _mv(np.abs(Fx) + np.abs(Fy), xmag)
+            F = np.where(np.isfinite(F), F, 0.0)
+            bad = ~np.all(np.isfinite(Fx + Fy), axis=-1) | ~np.isfinite(e)
+            e = np.where(bad, np.inf, e)
+            cands[lower].append((F, e, _span(F, e, XL, XH, xmag, lower)))
+        (F1, e1, b1), (F2, e2, b2) = cands[True]
+        pick = (b1 >= b2)[..., None]
+        FL, eL = np.where(pick, F1, F2), np.where(pick[..., 0], e1, e2)
+        (F1, e1, b1), (F2, e2, b2) = cands[False]
+        pick = (b1 <= b2)[..., None]
+        FU, eU = np.where(pick, F1, F2), np.where(pick[..., 0], e1, e2)
+        from ..onnx_import import Act
+
+        ilo, ihi = _act_bounds(Act("mul"), z.lo, z.hi)
+        FL, FU = np.concatenate([FL, FL], axis=1), np.concatenate([FU, FU], axis=1)
+        eL, eU = np.concatenate([eL, eL], axis=1), np.concatenate([eU, eU], axis=1)
+        lo = np.maximum(_span(FL, eL, XL, XH, xmag, True), ilo)
+        hi = np.minimum(_span(FU, eU, XL, XH, xmag, False), ihi)
+        return _Form(FL, FU, eL, eU, lo, hi, xmag)
 
 
 def _act_bounds(act, zl, zh):
@@ -161,12 +348,13 @@ class Engine:
         self.deadline = time.perf_counter() + timeout
         self.rng = np.random.default_rng(seed)
         self.graph = FloatGraph(net)
+        self.forms = FormGraph(self.graph)
         self.rows = _Rows(prop)
         self.nd = len(prop.disjuncts)
         self.dlo = np.array([[_fdown(v) for v in d.lo] for d in prop.disjuncts])
         self.dhi = np.array([[_fup(v) for v in d.hi] for d in prop.disjuncts])
         self.lo, self.hi = self.dlo.min(axis=0), self.dhi.max(axis=0)
-        self.stats = {"engine": "nonlinear_ops intervals", "boxes": 0, "replays": 0}
+        self.stats = {"engine": "nonlinear_ops linear bounds", "boxes": 0, "replays": 0}
 
     def check_time(self):
         if time.perf_counter() > self.deadline:
@@ -232,7 +420,7 @@ class Engine:
     # ---- branch and bound
     def alive(self, L, H):
         """(B, disjuncts): not yet closed on the box."""
-        YL, YH = self.graph.bounds(L, H)
+        YL, YH = self.forms.bounds(L, H)
         low = self.rows.lower(np.concatenate([L, YL], axis=1), np.concatenate([H, YH], axis=1))
         false = np.where(self.rows.strict, low >= 0, low > 0)
         closed = np.zeros((len(L), self.nd), dtype=bool)
@@ -287,7 +475,8 @@ class Engine:
         if small:
             return Result("unknown", reason=f"{small} boxes too small to split stayed open",
                           stats=self.stats)
-        return Result("unsat", reason=f"interval bounds (outward rounded) closed every disjunct "
+        return Result("unsat", reason=f"linear and interval bounds (outward rounded) closed "
+                      f"every disjunct "
                       f"on {self.stats['boxes']} boxes", stats=self.stats)
 
 
