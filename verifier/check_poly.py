@@ -283,17 +283,13 @@ def check_tree(net, disjuncts: list[list[Atom]], doc: dict, deadline: float, rep
     if not all(isinstance(v, dict) for v in (splits, closed, hints)):
         raise Invalid("`splits`, `closed` and `closes` must be objects")
     lo, hi = root_of(doc, fnet.n_in)
-    seen: set[str] = set()
+    _shape(splits, closed, lo, hi)  # a tree whose splits lie in their boxes, before any bound
     stack = [("0", lo, hi, frozenset(range(len(disjuncts))))]
     z3_work = []
     while stack:
         if time.perf_counter() > deadline:
             raise Invalid("time limit reached before every leaf was re-validated")
         items, stack = stack[-CHUNK:], stack[:-CHUNK]
-        for node, *_ in items:
-            if node in seen:
-                raise Invalid(f"node {node} is reached twice: not a tree")
-            seen.add(node)
         # cheap bounds first; the boxes where they do not confirm everything the
         # certificate says of them are bounded again, tighter (`_bounds`)
         report.boxes += len(items)
@@ -317,21 +313,8 @@ def check_tree(net, disjuncts: list[list[Atom]], doc: dict, deadline: float, rep
         for i, box, open_ in sorted(done, key=lambda t: t[0]):
             node = items[i][0]
             if node in splits:
-                rec = splits[node]
-                if (not isinstance(rec, list) or len(rec) != 4 or not isinstance(rec[0], int)
-                        or isinstance(rec[0], bool) or not 0 <= rec[0] < fnet.n_in):
-                    raise Invalid(f"split of node {node} is malformed")
-                d = rec[0]
-                try:
-                    mid = float.fromhex(rec[1])
-                except (TypeError, ValueError):
-                    raise Invalid(f"split point of node {node} is not a float") from None
-                if not blo[i][d] < mid < bhi[i][d]:
-                    raise Invalid(f"split point of node {node} is not inside its box")
-                h1, l2 = bhi[i].copy(), blo[i].copy()
-                h1[d] = l2[d] = mid
-                stack.append((str(rec[2]), blo[i], h1, frozenset(open_)))
-                stack.append((str(rec[3]), l2, bhi[i], frozenset(open_)))
+                stack += [(c, a, b, frozenset(open_))
+                          for c, a, b in _split(splits[node], node, blo[i], bhi[i])]
             elif node in closed:
                 how = closed[node]
                 if not isinstance(how, dict) or how.get("by") not in ("bound", "z3"):
@@ -343,20 +326,49 @@ def check_tree(net, disjuncts: list[list[Atom]], doc: dict, deadline: float, rep
                     z3_work.append((node, box, sorted(open_)))
                 else:
                     _bisect(fnet, disjuncts, node, box, open_, deadline, report, max_boxes)
-            else:
-                raise Invalid(f"node {node} is neither split nor closed: the tree has a hole")
-    unused = (set(splits) | set(closed)) - seen
-    if unused:
-        raise Invalid(f"{len(unused)} node(s) are not in the tree, e.g. {min(unused)}")
     for node, box, open_ in z3_work:
         left = deadline - time.perf_counter()
         if left <= 0:
             raise Invalid("time limit reached before every leaf was re-validated")
         ans = z3_leaf(fnet, [disjuncts[k] for k in open_], box, min(left, Z3_LEAF_SECONDS))
-        report.z3_leaves = getattr(report, "z3_leaves", 0) + 1
         if ans != "unsat":
             raise Invalid(f"leaf {node}: z3 answers {ans} on the checker's own encoding of "
                           "the box")
+
+
+def _split(rec, node: str, lo, hi):
+    """The two halves of a split node's box (rec: [input, hex point, first, second])."""
+    if (not isinstance(rec, list) or len(rec) != 4 or not isinstance(rec[0], int)
+            or isinstance(rec[0], bool) or not 0 <= rec[0] < len(lo)):
+        raise Invalid(f"split of node {node} is malformed")
+    d = rec[0]
+    try:
+        mid = float.fromhex(rec[1])
+    except (TypeError, ValueError):
+        raise Invalid(f"split point of node {node} is not a float") from None
+    if not lo[d] < mid < hi[d]:
+        raise Invalid(f"split point of node {node} is not inside its box")
+    h1, l2 = hi.copy(), lo.copy()
+    h1[d] = l2[d] = mid
+    return (str(rec[2]), lo, h1), (str(rec[3]), l2, hi)
+
+
+def _shape(splits: dict, closed: dict, lo, hi) -> None:
+    """The nodes form a tree from "0" with no hole, every split inside its box."""
+    seen: set[str] = set()
+    stack = [("0", lo, hi)]
+    while stack:
+        node, blo, bhi = stack.pop()
+        if node in seen:
+            raise Invalid(f"node {node} is reached twice: not a tree")
+        seen.add(node)
+        if node in splits:
+            stack += _split(splits[node], node, blo, bhi)
+        elif node not in closed:
+            raise Invalid(f"node {node} is neither split nor closed: the tree has a hole")
+    unused = (set(splits) | set(closed)) - seen
+    if unused:
+        raise Invalid(f"{len(unused)} node(s) are not in the tree, e.g. {min(unused)}")
 
 
 def _confirm(fnet: Net, box: _Box, node: str, open_, hints: dict, closed: dict,
@@ -415,13 +427,17 @@ def _bisect(fnet, disjuncts, node: str, box: _Box, open_: set, deadline, report,
         if count > max_boxes:
             raise Invalid(f"leaf {node} is not closed by the checker's bounds in {max_boxes} "
                           "boxes")
-        lo, hi, bounds = _bounds(fnet, [(None, a, b) for a, b in halves])
         report.boxes += 2
-        for i in range(2):
-            b = _Box(lo[i], hi[i], bounds, i, fnet.net.n_out)
-            left = {k for k in still if not _closes(fnet, b, disjuncts[k], None)}
+        for a, b in halves:
+            left = still
+            for tier in (0, 1):
+                _, _, bounds = _bounds(fnet, [(None, a, b)], tier)
+                box = _Box(a, b, bounds, 0, fnet.net.n_out, linear=tier == 1)
+                left = {k for k in left if not _closes(fnet, box, disjuncts[k], None)}
+                if not left:
+                    break
             if left:
-                pending.append((lo[i], hi[i], left))
+                pending.append((a, b, left))
 
 
 # ---- the two sources --------------------------------------------------------------------------
