@@ -354,7 +354,23 @@ def decide_query(query: Query, files: dict[str, OnnxNet], timeout: float, use_z3
                              cluster=cluster)
     from .engines.nonlinear_vnn import decide
 
-    return decide(comb, timeout, seed=seed, use_z3=use_z3)
+    res, env = decide(comb, timeout, seed=seed, use_z3=use_z3)
+    if res.certificate:
+        res.certificate = {"kind": "poly", **res.certificate}  # checked by check_poly
+    return res, env
+
+
+def certificate_refusal(query: Query) -> str | None:
+    """Why `verify-vnn --certificate` cannot have a certificate of this 2.0 query, or None:
+    the polynomial engine writes them for queries on one network whose inputs are not tied."""
+    if len(query.networks) != 1:
+        return "it declares several networks"
+    if query.linear:
+        return ("its constraints are linear, and the ReLU engine's certificates are written "
+                "for VNN-LIB 1.0 files")
+    if _ties(query):
+        return "it ties inputs together with equalities"
+    return None
 
 
 def witness_text(query: Query, env: dict) -> str:

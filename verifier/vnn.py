@@ -11,7 +11,8 @@ followed by a witness `((X_0 v) ... (Y_0 v))` that was replayed exactly on the n
 `unknown` / `timeout` with the reason. `--answer FILE` writes the same in VNN-COMP's result
 file format. `--artifacts DIR` keeps every SMT-LIB leaf that z3 answered `unsat` and a
 `summary.json`. `--certificate FILE` writes, with `unsat`, the closed branch-and-bound tree,
-which `verify-check FILE` re-validates independently. `--workers N` runs branch and bound on N forked processes (default 2);
+which `verify-check FILE` re-validates independently (VNN-LIB 1.0 properties, and VNN-LIB 2.0
+queries with polynomial constraints on one network). `--workers N` runs branch and bound on N forked processes (default 2);
 `--scheduler ADDRESS` sends its subtrees to the workers of a Dask distributed cluster instead.
 A VNN-LIB 2.0 file (`multinet`, `vnnlib2`) may declare several networks: give each its file
 with `--onnx NAME=FILE` (a network declared `equal-to` another may be left out; a single bare
@@ -58,12 +59,16 @@ def check(onnx_path, vnnlib_path: str, timeout: float = 60.0, use_z3: bool = Tru
     paths = [onnx_path] if isinstance(onnx_path, str) else list(onnx_path)
     prop = read_property(vnnlib_path)
     if isinstance(prop, Query) and certificate:
-        from .diagnostics import SpecError
+        from .multinet import certificate_refusal
 
-        raise SpecError(f"{vnnlib_path}: certificates are written for VNN-LIB 1.0 properties "
-                        "of one network; this is a VNN-LIB 2.0 query",
-                        fix="drop --certificate, or state the property in VNN-LIB 1.0 "
-                            "(one network, linear constraints)")
+        why = certificate_refusal(prop)
+        if why is not None:
+            from .diagnostics import SpecError
+
+            raise SpecError(f"{vnnlib_path}: no certificate is written for this VNN-LIB 2.0 "
+                            f"query: {why}",
+                            fix="drop --certificate, or state the property in VNN-LIB 1.0 "
+                                "(one network, linear constraints)")
     if isinstance(prop, Query):
         from .multinet import decide_query, onnx_arguments
 
@@ -184,7 +189,12 @@ def _run(args) -> int:
     if args.certificate:
         from .emit.certificate import vnn_document
 
-        cert = vnn_document(result, args.onnx[0], args.vnnlib)
+        net_file = args.onnx[0]
+        if getattr(result, "query", None) is not None:  # 2.0: `--onnx NAME=FILE` or FILE
+            from .multinet import onnx_arguments
+
+            (net_file,) = onnx_arguments(args.onnx).values()
+        cert = vnn_document(result, net_file, args.vnnlib)
         if cert is not None:
             write_text_atomically(args.certificate, cert, "certificate")
     files = []
