@@ -179,3 +179,28 @@ def test_a_forged_certificate_of_a_false_product_claim_is_refused(prod, tmp_path
     bad = _edit(str(d / "out" / "p.prod.cert.json"), tmp_path, forge)
     with pytest.raises(Invalid, match="not closed|z3 answers"):
         check_certificate(bad, spec=str(tmp_path / "p.snn"))
+
+
+def test_the_checkers_z3_encoding_of_a_leaf_agrees_with_onnxruntime(prod):
+    """z3 on the checker's own encoding of a small box: `sat` for y0 * y1 at least its value
+    at the box's centre (less 1e-3), `unsat` for y0 at least 1 above its largest sampled
+    value on the box (the network moves far less than 1 across a box 0.02 wide)."""
+    from verifier.check_poly import Atom, Net, _bounds, _Box, z3_leaf
+    from verifier.onnx_import import load_onnx
+
+    d, _, _ = prod
+    sess = ort.InferenceSession(str(d / "f.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    lo, hi = np.array([0.3, -0.2]), np.array([0.32, -0.18])
+    net = Net(load_onnx(str(d / "f.onnx")))
+    _, _, bounds = _bounds(net, [(None, lo, hi)])
+    box = _Box(lo, hi, bounds, 0, 2)
+    centre = sess.run(None, {name: ((lo + hi) / 2).astype(np.float32)[None]})[0].ravel()
+    c = Fraction(float(centre[0]) * float(centre[1]) - 1e-3)
+    at_least = Atom([(c, ()), (Fraction(-1), ((2, 1), (3, 1)))], False, 2)
+    assert z3_leaf(net, [[at_least]], box, 30.0) == "sat"
+    g = np.array([[a, b] for a in np.linspace(lo[0], hi[0], 9)
+                  for b in np.linspace(lo[1], hi[1], 9)], dtype=np.float32)
+    top = max(float(sess.run(None, {name: x[None]})[0].ravel()[0]) for x in g)
+    above = Atom([(Fraction(top + 1.0), ()), (Fraction(-1), ((2, 1),))], False, 2)
+    assert z3_leaf(net, [[above]], box, 30.0) == "unsat"
