@@ -201,7 +201,8 @@ class OnnxNet:
             for blk in self.blocks:
                 z = _to_mp(blk.b) if smooth else blk.b.copy()
                 for s, W in blk.terms:
-                    z = z + (_to_mp(W) if smooth else W).dot(values[s])
+                    z = z + (_to_mp(W).dot(values[s]) if smooth else
+                             _int_dot(W, values[s][:, None])[:, 0])
                 values.append(z if blk.act is None else _apply_exact(blk.act, z))
             return list(values[-1])
 
@@ -696,7 +697,7 @@ class _Importer:
             out = {}
             for s, As in x.terms(self.sizes).items():
                 A3 = As.reshape(L, k, As.shape[1])
-                out[s] = np.stack([_odot(W.T, A3[l_]) for l_ in range(L)]).reshape(L * m, -1)
+                out[s] = _odot_each(W.T, A3).reshape(L * m, -1)
             return _Sym(lead + (m,), c, A=out)
         # constant @ symbolic
         W = fractions(x)
@@ -1154,6 +1155,19 @@ def _odot(W: np.ndarray, A: np.ndarray) -> np.ndarray:
     out = np.full((W.shape[0],) + A.shape[1:], Fraction(0), dtype=object)
     for i, j in zip(*nz):
         out[i] = out[i] + W[i, j] * A[j]
+    return out
+
+
+def _odot_each(W: np.ndarray, A3: np.ndarray) -> np.ndarray:
+    """np.stack([W @ A for A in A3]) exactly; each side scaled to integers once."""
+    if len(np.nonzero(W != 0)[0]) * 4 <= W.size or W.size == 0 or A3.size == 0:
+        return np.stack([_odot(W, A) for A in A3])
+    Wi, dw = _scaled(W)
+    Ai, da = _scaled(A3)
+    P = np.stack([Wi.dot(A) for A in Ai])
+    d = dw * da
+    out = np.empty(P.shape, dtype=object)
+    out.flat[:] = [Fraction(int(t), d) for t in P.flat]
     return out
 
 
