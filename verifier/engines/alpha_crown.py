@@ -14,6 +14,8 @@ unsound.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .crown import Bounds, Box, FLayer
@@ -32,11 +34,18 @@ def _chord(la: FLayer, l, u):
 
 
 def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
-                     layers: list[FLayer], betas: list[np.ndarray], rows_grad: bool = False):
+                     layers: list[FLayer], betas: list[np.ndarray], rows_grad: bool = False,
+                     phase: list | None = None, coef_out: list | None = None):
     """Float CROWN upper bound (B, k) of rows `spec(a) + D x` with lower slopes `betas`
     (one (B, k, m) array per layer) and its gradient with respect to each of them. `D` is
     (k, n) or per box (B, k, n). `rows_grad`: also return the gradients with respect to the
-    rows themselves, (d/d spec.W (B, k, m), d/d D (B, k, n)); d/d spec.b is 1."""
+    rows themselves, (d/d spec.W (B, k, m), d/d D (B, k, n)); d/d spec.b is 1.
+
+    `phase`: per layer None or signed multipliers (B, k, m) of phase constraints, added to
+    the coefficients of the pre-activations as in `crown.backward_bound`; the gradients with
+    respect to them then follow those of the slopes in the list (one per layer, None where
+    phase[j] is None). `coef_out`: a list that gets (layer, the rows' coefficients (B, k, m)
+    on the layer's output before its relaxation) for every layer with an activation."""
     B = box.lo.shape[0]
     if spec.W.ndim == 3:
         Lam = spec.W
@@ -56,8 +65,12 @@ def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
                              np.where(active, 1.0, alpha)[:, None, :])
             pos = Lam >= 0
             Lam2 = np.where(pos, Lam * s_pos, Lam * s_neg)
+            if phase is not None and phase[j] is not None:
+                Lam2 = Lam2 + phase[j]
             K = K + np.einsum("bkm,bm->bk", np.where(pos, Lam, 0.0), t)
             tape.append((j, Lam, pos, s_pos, s_neg, t, unstable))
+            if coef_out is not None:
+                coef_out.append((j, Lam))
         elif la.act is None:
             Lam2 = Lam
             tape.append((j, None, None, None, None, None, None))
@@ -70,10 +83,12 @@ def crown_value_grad(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
     ub = np.einsum("bkn,bn->bk", G, box.ctr) + np.einsum("bkn,bn->bk", np.abs(G),
                                                           box.rad) + K
     dLam = box.ctr[:, None, :] + np.sign(G) * box.rad[:, None, :]
-    grads: list = [None] * len(layers)
+    grads: list = [None] * (len(layers) if phase is None else 2 * len(layers))
     for j, Lam_in, pos, s_pos, s_neg, t, unstable in reversed(tape):
         la = layers[j]
         dLam2 = dLam @ la.W.T + la.b[None, None, :]
+        if phase is not None and phase[j] is not None:
+            grads[len(layers) + j] = dLam2
         if Lam_in is None:
             dLam = dLam2
             continue
@@ -131,31 +146,77 @@ def optimize_betas(spec: FLayer, D: np.ndarray, bounds: Bounds, box: Box,
     return best
 
 
+@dataclass
+class Combination:
+    """What `optimize_combination` found per box and group: the row weights `lam` (B, G, k),
+    the lower slopes per layer (B, G, m), the phase multipliers per layer (B, G, m) >= 0 (None
+    for a layer without phase constraints, or all None) and the softmax parameters `theta` of
+    the weights; `warm` starts a child box's optimisation from them."""
+
+    lam: np.ndarray
+    slopes: list
+    mults: list
+    theta: np.ndarray
+
+    def take(self, mask) -> Combination:
+        return Combination(self.lam[mask], [a[mask] for a in self.slopes],
+                           [None if a is None else a[mask] for a in self.mults],
+                           self.theta[mask])
+
+    def signed(self, sign: list) -> list | None:
+        """The multipliers with the sign of their phase (`crown.backward_bound`'s `phase`)."""
+        if all(a is None for a in self.mults):
+            return None
+        return [None if a is None else a * sg[:, None, :] for a, sg in zip(self.mults, sign)]
+
+
+def initial_combination(k: int, groups: list[np.ndarray], bounds: Bounds,
+                        layers: list[FLayer], row_ub: np.ndarray | None = None) -> Combination:
+    """Where `optimize_combination` starts without a parent: equal weights (or, with the
+    single rows' bounds `row_ub` (B, k), weights leaning towards each group's tightest rows),
+    CROWN's adaptive slopes, no phase multipliers."""
+    B = bounds.l[0].shape[0]
+    G = len(groups)
+    theta = np.zeros((B, G, k))
+    if row_ub is not None:
+        for g, idx in enumerate(groups):
+            r = row_ub[:, idx]
+            spread = np.maximum(r.max(axis=1, keepdims=True) - r.min(axis=1, keepdims=True),
+                                1e-12)
+            theta[:, g, idx] = -4.0 * (r - r.min(axis=1, keepdims=True)) / spread
+    slopes = initial_betas(layers, bounds, G)
+    return Combination(np.zeros((B, G, k)), slopes, [None] * len(layers), theta)
+
+
 def optimize_combination(spec: FLayer, D: np.ndarray, groups: list[np.ndarray],
                          bounds: Bounds, box: Box, layers: list[FLayer], iters: int = 20,
-                         lr: float = 0.5, row_ub: np.ndarray | None = None):
+                         lr: float = 0.5, row_ub: np.ndarray | None = None,
+                         sign: list | None = None, warm: Combination | None = None,
+                         lr_mult: float = 0.1) -> Combination:
     """Per box and per group of rows (the rows of one conjunction, all >= 0 at an unsafe
     point), weights lam >= 0 summing to 1 and lower slopes that (approximately) minimise the
     CROWN bound of the combined row `sum_k lam_k row_k`: the box is safe for the group as soon
     as one such combination is negative on it. With optimised slopes this is the LP bound of
     the triangle relaxation for all rows at once (its dual), where fixed rows or averages see
     one row at a time. `row_ub` (B, k): bounds of the single rows, to start from weights
-    favouring the tightest ones. Returns (lam (B, G, k) with zeros outside each group, betas).
+    favouring the tightest ones.
+
+    `sign`: per layer (B, m) the boxes' phase constraints (+1: pre-activation >= 0, -1: <= 0,
+    0: none), or None: their multipliers beta >= 0 are optimised with the rest (beta-CROWN:
+    the bound then holds on the points of the box meeting the phases, for any beta >= 0).
+    Adam steps on a multiplier are `lr_mult` times the size of the row's coefficient on the
+    neuron. `warm`: a parent box's result to start from (for the same boxes, in order).
 
     Float heuristic, like `optimize_betas`: the caller recomputes the bound soundly."""
     B = box.lo.shape[0]
     k = spec.W.shape[0]
     G = len(groups)
+    L = len(layers)
     mask = np.zeros((G, k), dtype=bool)
     for g, idx in enumerate(groups):
         mask[g, idx] = True
-    theta = np.zeros((B, G, k))
-    if row_ub is not None:  # softmax weights leaning towards each group's tightest rows
-        for g, idx in enumerate(groups):
-            r = row_ub[:, idx]
-            spread = np.maximum(r.max(axis=1, keepdims=True) - r.min(axis=1, keepdims=True),
-                                1e-12)
-            theta[:, g, idx] = -4.0 * (r - r.min(axis=1, keepdims=True)) / spread
+    warm = warm or initial_combination(k, groups, bounds, layers, row_ub)
+    theta = warm.theta.copy()
     lows = [(la.alpha if la.act == "leaky_relu" else 0.0) for la in layers]
 
     def lam_of(th):
@@ -163,10 +224,18 @@ def optimize_combination(spec: FLayer, D: np.ndarray, groups: list[np.ndarray],
         z = np.exp(z - z.max(axis=2, keepdims=True))
         return z / z.sum(axis=2, keepdims=True)
 
-    betas = initial_betas(layers, bounds, G)
-    params = [theta] + betas
-    m1 = [np.zeros_like(p) for p in params]
-    m2 = [np.zeros_like(p) for p in params]
+    slopes = [a.copy() for a in warm.slopes]
+    sign = [None] * L if sign is None else [
+        None if sg is None or not np.any(sg) else sg for sg in sign]
+    has_mult = [sg is not None for sg in sign]
+    # the warm multipliers where there are any (a phase new in the child starts at 0)
+    mults = [(np.zeros((B, G, layers[j].W.shape[0])) if b is None else b)
+             * (sign[j] != 0)[:, None, :] if has_mult[j] else None
+             for j, b in enumerate(warm.mults)]
+    params = [theta] + slopes + mults
+    m1 = [None if p is None else np.zeros_like(p) for p in params]
+    m2 = [None if p is None else np.zeros_like(p) for p in params]
+    scale: list = [None] * L
     best_ub, best = None, None
     b1, b2, eps = 0.9, 0.999, 1e-12
     for it in range(1, iters + 1):
@@ -174,33 +243,53 @@ def optimize_combination(spec: FLayer, D: np.ndarray, groups: list[np.ndarray],
         row = FLayer(W=np.einsum("bgk,km->bgm", lam, spec.W), b=lam @ spec.b, EW=None,
                      Eb=None, exact=None, act=None)
         Dg = np.einsum("bgk,kn->bgn", lam, D)
-        ub, grads, dW, dD = crown_value_grad(row, Dg, bounds, box, layers, params[1:],
-                                             rows_grad=True)
+        signed = None
+        if any(has_mult):
+            signed = [None if a is None else a * sg[:, None, :]
+                      for a, sg in zip(params[1 + L:], sign)]
+        coefs: list | None = [] if any(has_mult) and it == 1 else None
+        ub, grads, dW, dD = crown_value_grad(row, Dg, bounds, box, layers, params[1:1 + L],
+                                             rows_grad=True, phase=signed, coef_out=coefs)
+        if coefs:
+            for j, c in coefs:
+                if has_mult[j]:  # the step size of a multiplier: the row's coefficient
+                    a = np.abs(c)
+                    scale[j] = np.maximum(a, a.mean(axis=2, keepdims=True) + 1e-12)
         if best_ub is None:
-            best_ub, best = ub, [p.copy() for p in params]
+            best_ub, best = ub, [None if p is None else p.copy() for p in params]
         else:
             better = ub < best_ub
             best_ub = np.where(better, ub, best_ub)
-            best = [np.where(better[:, :, None], p, q) for p, q in zip(params, best)]
+            best = [None if p is None else np.where(better[:, :, None], p, q)
+                    for p, q in zip(params, best)]
         if it == iters:
             break
         glam = np.einsum("bgm,km->bgk", dW, spec.W) + spec.b[None, None, :] + np.einsum(
             "bgn,kn->bgk", dD, D)
         gtheta = lam * (glam - np.sum(lam * glam, axis=2, keepdims=True))
-        allg = [gtheta] + list(grads)
+        gmult = [None] * L
+        if any(has_mult):
+            gmult = [None if g is None else g * sg[:, None, :]
+                     for g, sg in zip(grads[L:], sign)]
+        allg = [gtheta] + list(grads[:L]) + gmult
         for j, g in enumerate(allg):
-            if g is None:
+            if g is None or params[j] is None:
                 continue
             m1[j] = b1 * m1[j] + (1 - b1) * g
             m2[j] = b2 * m2[j] + (1 - b2) * g * g
-            step = lr * (m1[j] / (1 - b1 ** it)) / (np.sqrt(m2[j] / (1 - b2 ** it)) + eps)
-            params[j] = params[j] - step
-            if j:
-                params[j] = np.clip(params[j], lows[j - 1], 1.0)
-    return lam_of(best[0]), best[1:]
+            step = (m1[j] / (1 - b1 ** it)) / (np.sqrt(m2[j] / (1 - b2 ** it)) + eps)
+            if j > L:  # a phase multiplier: beta >= 0
+                params[j] = np.maximum(params[j] - lr_mult * scale[j - 1 - L] * step, 0.0)
+                params[j] = params[j] * (sign[j - 1 - L] != 0)[:, None, :]
+            elif j:
+                params[j] = np.clip(params[j] - lr * step, lows[j - 1], 1.0)
+            else:
+                params[j] = params[j] - lr * step
+    return Combination(lam_of(best[0]), best[1:1 + L], best[1 + L:], best[0])
 
 
-__all__ = ["crown_value_grad", "initial_betas", "optimize_betas", "optimize_combination"]
+__all__ = ["Combination", "crown_value_grad", "initial_betas", "optimize_betas",
+           "optimize_combination"]
 
 
 def tighten_layers(net, box: Box, bounds: Bounds, iters: int = 8, first: int = 1,

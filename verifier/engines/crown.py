@@ -406,7 +406,8 @@ def best_backward_bound(spec: FLayer, D, ED, bounds: Bounds, box: Box, layers,
 
 
 def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, box: Box,
-                   layers: list[FLayer], mode: str = "adaptive", betas: list | None = None):
+                   layers: list[FLayer], mode: str = "adaptive", betas: list | None = None,
+                   phase: list | None = None):
     """CROWN: rigorous upper bound (B, k) of rows spec(a_{L-1}) + D x over each box.
 
     `spec.W` is (k, m) for rows shared by the boxes or (B, k, m) per box; `D`, `ED` likewise
@@ -414,6 +415,13 @@ def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, 
 
     `betas`: per layer, lower slopes (B, k, m) of the unstable neurons per box and row (from
     `alpha_crown.optimize_betas`), used instead of `mode`; any slope in [alpha, 1] is sound.
+
+    `phase`: per layer None or signed multipliers (B, k, m) of the boxes' phase constraints
+    (beta-CROWN's Lagrangian): +beta on a neuron whose pre-activation z is >= 0 on the
+    points bounded, -beta on one with z <= 0, 0 elsewhere. After the layer's relaxation
+    `Lam . a <= Lam' . z + c` the pass goes on with fl(Lam' + phase): rounding is monotone, so
+    the change has the sign of the multiplier and adds a term >= 0 at every point meeting the
+    phases; the bound holds there (not on the rest of the box) for any beta >= 0.
 
     Returns (ub, G) with G (B, k, n) the input coefficients of the final linear bound.
     Every neglected term is added to the constant K as an upper bound: relaxation offsets,
@@ -433,6 +441,8 @@ def backward_bound(spec: FLayer, D: np.ndarray, ED: np.ndarray, bounds: Bounds, 
         la = layers[j]
         Lam, extra, extra_abs = _relax_backward(la, Lam, bounds.l[j], bounds.u[j], mode,
                                                 None if betas is None else betas[j])
+        if phase is not None and phase[j] is not None:
+            Lam = Lam + phase[j]
         m = Lam.shape[2]
         # Lam' . (W a + b): Lam' W rounded, error gamma |Lam'| |W| |a| (+ |Lam'| EW |a|)
         amag = bounds.amag[j]  # |a_{j-1}| (the input for j = 0)

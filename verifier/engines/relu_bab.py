@@ -23,7 +23,11 @@ Disjuncts with the same input box are decided together (`_Spec`): disjunct g has
    intercept score): two copies of the box, one with the neuron's pre-activation bound
    clamped to <= 0 and one to >= 0, which every later bound of the copy starts from (so the
    neuron is exact there and the next layers tighten); a copy whose bounds then contradict
-   (l > u) is empty and closed. Its centre and the corner maximising its linear bound are
+   (l > u) is empty and closed. The copies carry their phase constraints, and the
+   combination stage optimises a multiplier beta >= 0 per constraint with the weights and
+   slopes (beta-CROWN: the bound then holds on the points of the box meeting the phases,
+   which a clamp alone does not give), each child starting from its parent's weights, slopes
+   and multipliers; a leaf closed that way records its multipliers. Its centre and the corner maximising its linear bound are
    tried as counterexamples. With `workers > 1` the boxes are cut into pieces that forked processes
    take in turn, each for a time slice after which its open boxes become new pieces;
 3. boxes with few unstable ReLUs left go to z3 as exact SMT-LIB (stable neurons fixed to
@@ -44,7 +48,13 @@ import numpy as np
 
 from ..onnx_import import OnnxNet
 from ..vnnlib import Disjunct, Property
-from .alpha_crown import optimize_betas, optimize_combination, tighten_layers
+from .alpha_crown import (
+    Combination,
+    initial_combination,
+    optimize_betas,
+    optimize_combination,
+    tighten_layers,
+)
 from .crown import (
     Bounds,
     Box,
@@ -82,6 +92,9 @@ COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes toget
 # neurons left, fewer with ~28
 RELU_MAX_UNSTABLE = 32
 RELU_RATIO = 0.0
+BETA = 1  # optimise multipliers of the phase constraints with the combination (0: off)
+BETA_ITERS = 10  # extra combination steps on boxes with phase constraints
+WARM = 1  # children start the combination from their parent's weights, slopes, multipliers
 
 
 @dataclass
@@ -133,11 +146,38 @@ class SplitTree:
         self.splits.update(other.splits)
         self.closed.update(other.closed)
 
-    def to_json(self, disjuncts: list[int], lo, hi) -> dict:
+    def phases(self, node) -> list:
+        """The phase splits on the path to `node`, root first: (block, neuron, side)."""
+        out = []
+        while node:
+            parent = (node - 1) // 2
+            rec = self.splits.get(parent)
+            if rec is not None and rec[0] == "relu":
+                out.append((rec[1], rec[2], "off" if node == rec[3] else "on"))
+            node = parent
+        return out[::-1]
+
+    def _leaf_json(self, node, how: dict, sizes: list[int]) -> dict:
+        """A closed leaf as the checker reads it: "beta_at" ({hidden neuron: multiplier per
+        disjunct}) becomes "beta", per disjunct one multiplier per phase split on the path."""
+        if "beta_at" not in how:
+            return how
+        at = how["beta_at"]
+        offs = np.concatenate([[0], np.cumsum(sizes)])
+        path = [int(offs[k - 1]) + n for k, n, _ in self.phases(node)]
+        n_members = len(how["w"])
+        beta = [[at.get(f, ["0.0"] * n_members)[g] for f in path] for g in range(n_members)]
+        out = {k: v for k, v in how.items() if k != "beta_at"}
+        out["beta"] = beta
+        return out
+
+    def to_json(self, disjuncts: list[int], lo, hi, sizes: list[int] | None = None) -> dict:
+        """`sizes`: the hidden layers' widths (where the phase multipliers are numbered)."""
         return {"disjuncts": disjuncts,
                 "root": [[float(a).hex(), float(b).hex()] for a, b in zip(lo, hi)],
                 "splits": {str(i): _split_json(rec) for i, rec in self.splits.items()},
-                "closed": {str(i): how for i, how in self.closed.items()}}
+                "closed": {str(i): self._leaf_json(i, how, sizes or []) for i, how in
+                           self.closed.items()}}
 
 
 def _split_json(rec) -> list:
@@ -320,9 +360,11 @@ class _Spec:
         off, w = self.lam[r]
         return [Fraction(0)] * off + list(w) + [Fraction(0)] * (len(self.rows) - off - len(w))
 
-    def closing(self, ub, comb_ub=None, lam=None) -> list[dict]:
+    def closing(self, ub, comb_ub=None, lam=None, mults=None) -> list[dict]:
         """For boxes `closed` found safe: per disjunct the weights of its rows (exact for
-        bounding rows, floats for an optimised combination) that close it; see SplitTree."""
+        bounding rows, floats for an optimised combination) that close it, and with `mults`
+        (B, len(multi), hidden neurons) the nonzero multipliers of the phase constraints of
+        the combined rows ("beta_at": {neuron: per disjunct}; see SplitTree)."""
         neg = np.where(self.strict[None, :], ub <= 0, ub < 0)
         out = []
         rows_of = [np.nonzero(self.owner == g)[0] for g in range(len(self.ds))]
@@ -336,12 +378,26 @@ class _Spec:
                     w.append([str(lam_r[r - off]) for r in rows])
                 else:  # closed by the combined row
                     w.append([repr(float(lam[b, multi_pos[g], r])) for r in rows])
-            out.append({"by": "bound", "w": w})
+            how = {"by": "bound", "w": w}
+            if mults is not None:
+                used = [g for g in range(len(self.ds)) if not (neg[b] & (
+                    self.bowner == g)).any()]
+                at: dict = {}
+                for g in used:
+                    for n in np.nonzero(mults[b, multi_pos[g]])[0]:
+                        at.setdefault(int(n), ["0.0"] * len(self.ds))[g] = repr(
+                            float(mults[b, multi_pos[g], n]))
+                if at:
+                    how["beta_at"] = at
+            out.append(how)
         return out
 
-    def combined_bound(self, fnet: FloatNet, lam, betas, bounds: Bounds, box: Box):
+    def combined_bound(self, fnet: FloatNet, lam, betas, bounds: Bounds, box: Box,
+                       phase=None):
         """Sound upper bounds (B, G) of the combined rows sum_k lam_k r_k (lam >= 0 floats,
-        (B, G, k)): the combination is formed in floats, its rounding bounded and added."""
+        (B, G, k)): the combination is formed in floats, its rounding bounded and added.
+        `phase`: signed multipliers of the boxes' phase constraints per layer (B, G, m), with
+        which the bounds hold on the points of each box meeting its phases."""
         base = self.base
         k = base.W.shape[0]
         gk = gamma(k + 1)
@@ -353,7 +409,8 @@ class _Spec:
         D = np.einsum("bgk,kn->bgn", lam, self.D)
         ED = nu(up * np.einsum("bgk,kn->bgn", lam, self.ED + gk * np.abs(self.D)))
         row = FLayer(W=W, b=b, EW=EW, Eb=Eb, exact=base.exact, act=None)
-        ub, _ = backward_bound(row, D, ED, bounds, box, fnet.hidden, betas=betas)
+        ub, _ = backward_bound(row, D, ED, bounds, box, fnet.hidden, betas=betas,
+                               phase=phase)
         return ub
 
     def worst(self, ub):
@@ -403,6 +460,8 @@ class Engine:
         self.smt: list = []
         self.certify = certify  # record the split trees for a certificate of `unsat`
         self.trees: dict[int, SplitTree] = {}
+        self.warm: dict = {}  # node -> [its optimised Combination row, children to come]
+        self.open_phase = None
         # phase splits name neurons by the network's blocks: chains of ReLU layers only
         self.phase_splits = phase_splits and net.is_chain and all(
             la.act in ("relu", "leaky_relu") for la in self.fnet.hidden)
@@ -475,9 +534,10 @@ class Engine:
         if not self.certify:
             return None
         index = {id(d): i for i, d in enumerate(self.prop.disjuncts)}
+        sizes = [la.W.shape[0] for la in self.fnet.hidden]
         return {"tree": TREE_VERSION, "groups": [self.trees.get(k, SplitTree()).to_json(
-            [index[id(d)] for d in g], s.lo, s.hi) for k, (g, s) in enumerate(zip(groups,
-                                                                                  specs))]}
+            [index[id(d)] for d in g], s.lo, s.hi, sizes) for k, (g, s) in enumerate(
+                zip(groups, specs))]}
 
     def _sat(self, hit) -> Result:
         x, y = hit
@@ -691,13 +751,13 @@ class Engine:
                     for _name, text in smt:
                         self.smt.append((f"leaf{len(self.smt):05d}", text))
                     if isinstance(res, tuple) and res[0] == "more":
-                        _, lo, hi, L, U, reason, ids = res
+                        _, lo, hi, L, U, reason, ids, S = res
                         if reason is not None:
                             yield k, reason
                         n = max(1, min(2 * self.workers, len(lo) // 8))
                         for part in np.array_split(np.arange(len(lo)), n):
-                            queue.appendleft((k, lo[part], hi[part], (L[part], U[part]),
-                                              ids[part]))
+                            queue.appendleft((k, lo[part], hi[part],
+                                              (L[part], U[part], S[part]), ids[part]))
                         continue
                     if isinstance(res, tuple):  # replayed in the worker; again here
                         x, _ = res
@@ -732,9 +792,9 @@ class Engine:
         """True (all closed), a witness (x, y), or a reason string; `lo`, `hi`: a part of
         the disjunct's box to cover instead of all of it, or a batch of boxes (P, n) with
         `prior` their certified pre-activation bounds (L, U) and `ids` their nodes in the
-        split tree. `until`: a clock time after which the boxes still open are handed back,
-        `("more", lo, hi, L, U, reason, ids)`, so that the parallel driver can share them
-        out."""
+        split tree (and, third, their phase constraints, `_bound`'s `phase`). `until`: a
+        clock time after which the boxes still open are handed back, `("more", lo, hi, L, U,
+        reason, ids, phases)`, so that the parallel driver can share them out."""
         if not s.rows:  # the input constraints alone: the box is the region
             hit = self.replay(s, 0.5 * (s.lo_in + s.hi_in))
             return hit if hit else "input constraints only, no point found"
@@ -747,6 +807,7 @@ class Engine:
         if prior is None:  # certified pre-activation bounds (parents')
             prior = (np.full((P, nh), -np.inf), np.full((P, nh), np.inf))
         stack_L, stack_U = [prior[0]], [prior[1]]
+        stack_S = [prior[2] if len(prior) > 2 else np.zeros((P, nh), dtype=np.int8)]
         stack_id = [_ROOT if ids is None else ids]
         width0 = np.maximum(s.hi - s.lo, 1e-300)
         open_reason = None
@@ -756,24 +817,28 @@ class Engine:
             if until is not None and n_rounds and time.perf_counter() > until:
                 return ("more", np.concatenate(stack_lo), np.concatenate(stack_hi),
                         np.concatenate(stack_L), np.concatenate(stack_U), open_reason,
-                        np.concatenate(stack_id))
+                        np.concatenate(stack_id), np.concatenate(stack_S))
             lo = np.concatenate(stack_lo)
             hi = np.concatenate(stack_hi)
             PL, PU = np.concatenate(stack_L), np.concatenate(stack_U)
             nid = np.concatenate(stack_id)
+            PS = np.concatenate(stack_S)
             stack_lo, stack_hi, stack_L, stack_U, stack_id = [], [], [], [], []
+            stack_S = []
             if len(lo) > BATCH:  # depth first: keep the rest for later
                 stack_lo.append(lo[:-BATCH])
                 stack_hi.append(hi[:-BATCH])
                 stack_L.append(PL[:-BATCH])
                 stack_U.append(PU[:-BATCH])
                 stack_id.append(nid[:-BATCH])
+                stack_S.append(PS[:-BATCH])
                 lo, hi, PL, PU = lo[-BATCH:], hi[-BATCH:], PL[-BATCH:], PU[-BATCH:]
-                nid = nid[-BATCH:]
+                nid, PS = nid[-BATCH:], PS[-BATCH:]
             n_rounds += 1
             self.stats["boxes"] += len(lo)
             prior = Bounds.unflat(self.fnet, PL, PU)
-            lo, hi, ub, G, bounds, nid = self._bound(s, lo, hi, prior, nid)
+            lo, hi, ub, G, bounds, nid = self._bound(s, lo, hi, prior, nid, PS)
+            PS = self.open_phase
             comb = self.comb_rows
             if not len(lo):
                 continue
@@ -805,7 +870,7 @@ class Engine:
                     elif isinstance(res, tuple):
                         return res
             lo, hi, ub, G = lo[to_split], hi[to_split], ub[to_split], G[to_split]
-            bounds, nid = bounds.take(to_split), nid[to_split]
+            bounds, nid, PS = bounds.take(to_split), nid[to_split], PS[to_split]
             if not len(lo):
                 continue
             BL, BU = bounds.flat()
@@ -843,17 +908,18 @@ class Engine:
                     keepable = score2[np.arange(len(lo)), dim] > 0
                     keepable |= phase
                     lo, hi, dim = lo[keepable], hi[keepable], dim[keepable]
-                    nid = nid[keepable]
+                    nid, PS = nid[keepable], PS[keepable]
                     BL, BU, score = BL[keepable], BU[keepable], score[keepable]
                     phase, flat = phase[keepable], flat[keepable]
             if not len(lo):
                 continue
             if phase.any():
                 self._split_phases(s, lo[phase], hi[phase], BL[phase], BU[phase],
-                                   nid[phase], flat[phase], stack_lo, stack_hi, stack_L,
-                                   stack_U, stack_id)
+                                   nid[phase], flat[phase], PS[phase], stack_lo, stack_hi,
+                                   stack_L, stack_U, stack_id, stack_S)
                 keep = ~phase
                 lo, hi, dim, nid = lo[keep], hi[keep], dim[keep], nid[keep]
+                PS = PS[keep]
                 BL, BU = BL[keep], BU[keep]
                 if not len(lo):
                     continue
@@ -868,18 +934,21 @@ class Engine:
             stack_hi.append(np.concatenate([hi, hi2]))
             stack_L.append(np.concatenate([BL, BL]))
             stack_U.append(np.concatenate([BU, BU]))
+            stack_S.append(np.concatenate([PS, PS]))
             self.stats["open_volume"] = float(sum(
                 np.prod((h - l) / width0, axis=1).sum() for l, h in zip(stack_lo, stack_hi)))
         return True if open_reason is None else open_reason
 
-    def _split_phases(self, s: _Spec, lo, hi, BL, BU, nid, flat, *stacks) -> None:
+    def _split_phases(self, s: _Spec, lo, hi, BL, BU, nid, flat, PS, *stacks) -> None:
         """Split boxes on the phase of one unstable neuron each (`flat`, an index into the
         concatenated hidden layers): the same box twice, once with the neuron's upper bound
         clamped to 0 (inactive: its output is 0, or alpha z) and once with its lower bound
         clamped to 0 (active: the identity). The clamped bounds are the children's prior
         bounds, so every later bound computation (forward, CROWN, α-CROWN, z3 leaf) works
-        on the box intersected with the phase, and the following layers tighten."""
-        stack_lo, stack_hi, stack_L, stack_U, stack_id = stacks
+        on the box intersected with the phase, and the following layers tighten; the
+        children's phase constraints `PS` gain the neuron's side (its multiplier in the
+        combination stage)."""
+        stack_lo, stack_hi, stack_L, stack_U, stack_id, stack_S = stacks
         self.stats["phase_splits"] = self.stats.get("phase_splits", 0) + len(lo)
         rows = np.arange(len(lo))
         off, inactive, active = BU.copy(), BL.copy(), BL.copy()
@@ -898,6 +967,10 @@ class Engine:
         stack_hi.append(np.concatenate([hi, hi]))
         stack_L.append(np.concatenate([inactive, active]))
         stack_U.append(np.concatenate([off, BU]))
+        S_off, S_on = PS.copy(), PS.copy()
+        S_off[rows, flat] = -1
+        S_on[rows, flat] = 1
+        stack_S.append(np.concatenate([S_off, S_on]))
 
     def _split(self, s: _Spec, ids, dims, mids):
         """Children's node ids of boxes split along `dims` at `mids` (recorded when
@@ -906,28 +979,35 @@ class Engine:
             return SplitTree.children(ids)
         return self.trees.setdefault(s.key, SplitTree()).split(ids, dims, mids)
 
-    def _bound(self, s: _Spec, lo, hi, prior=None, ids=None):
+    def _bound(self, s: _Spec, lo, hi, prior=None, ids=None, phase=None):
         """Bounds on a batch; returns the boxes left open with their bounds and node ids
-        (`ids`, the boxes' nodes in the split tree; the closed ones are recorded there). When
-        the combination stage ran, `self.comb_rows` holds the open boxes' combined rows of the
-        first multi-row disjunct (W (B, m), D (B, n)), else None."""
+        (`ids`, the boxes' nodes in the split tree; the closed ones are recorded there).
+        `phase` (B, hidden neurons) int8: the boxes' phase constraints (+1: pre-activation
+        >= 0, -1: <= 0, 0: none), whose multipliers the combination stage optimises; the
+        open boxes' are left in `self.open_phase`. When the combination stage ran,
+        `self.comb_rows` holds the open boxes' combined rows of the first multi-row disjunct
+        (W (B, m), D (B, n), bound (B,)), else None."""
         self.comb_rows = None
         ids = _ROOT if ids is None else ids
+        nh = sum(la.W.shape[0] for la in self.fnet.hidden)
+        ph = np.zeros((len(lo), nh), dtype=np.int8) if phase is None else phase
         box = Box(lo, hi)
         fwd = forward_bounds(self.fnet, box, prior)
         ub, G = backward_bound(s.spec, s.Db, s.EDb, fwd, box, self.fnet.hidden)
         keep = self._record(s, ids, ub, empty=_empty(fwd))
+        self.open_phase = ph[keep]
         if not keep.any() or len(self.fnet.hidden) < 2:
             return lo[keep], hi[keep], ub[keep], G[keep], fwd.take(keep), ids[keep]
-        lo, hi, ids = lo[keep], hi[keep], ids[keep]
+        lo, hi, ids, ph = lo[keep], hi[keep], ids[keep], ph[keep]
         box = Box(lo, hi)
         bounds = forward_bounds(self.fnet, box, fwd.take(keep), tighten=True)
         ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
         keep = self._record(s, ids, ub, empty=_empty(bounds))
+        self.open_phase = ph[keep]
         if not keep.any() or not ALPHA_ITERS or not self.fnet.piecewise_linear:
             return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
-        ids = ids[keep]
+        ids, ph = ids[keep], ph[keep]
         box = Box(lo, hi)
         if TIGHTEN_ITERS:
             bounds = tighten_layers(self.fnet, box, bounds, iters=TIGHTEN_ITERS)
@@ -936,7 +1016,8 @@ class Engine:
                 keep = self._record(s, ids, np.full_like(ub, np.inf), empty=empty)
                 lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], \
                     bounds.take(keep)
-                ids = ids[keep]
+                ids, ph = ids[keep], ph[keep]
+                self.open_phase = ph
                 box = Box(lo, hi)
                 if not len(lo):
                     return lo, hi, ub, G, bounds, ids
@@ -951,22 +1032,83 @@ class Engine:
         else:
             ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
         keep = self._record(s, ids, ub)
+        self.open_phase = ph[keep]
         if not keep.any() or not s.multi or not COMB_ITERS:
             return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
         lo, hi, ub, G, bounds = lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep)
-        ids = ids[keep]
+        ids, ph = ids[keep], ph[keep]
         box = Box(lo, hi)
         base = FLayer(W=s.base.W, b=s.base.b, EW=s.base.EW, Eb=s.base.Eb, exact=None, act=None)
-        lam, betas = optimize_combination(base, s.D, s.multi, bounds, box, self.fnet.hidden,
-                                          iters=COMB_ITERS)
-        cub = s.combined_bound(self.fnet, lam, betas, bounds, box)
+        sign = self._layer_signs(ph) if BETA and ph.any() else None
+        comb = optimize_combination(base, s.D, s.multi, bounds, box, self.fnet.hidden,
+                                    iters=COMB_ITERS + (BETA_ITERS if sign else 0),
+                                    sign=sign, warm=self._warm_start(s, ids, bounds))
+        signed = comb.signed(sign) if sign else None
+        cub = s.combined_bound(self.fnet, comb.lam, comb.slopes, bounds, box, signed)
+        if signed is not None:  # keep beta = 0 where the multipliers did not help
+            cub0 = s.combined_bound(self.fnet, comb.lam, comb.slopes, bounds, box)
+            worse = cub0 < cub
+            cub = np.where(worse, cub0, cub)
+            comb.mults = [None if a is None else np.where(worse[:, :, None], 0.0, a)
+                          for a in comb.mults]
+            self.stats["beta_closed"] = self.stats.get("beta_closed", 0) + int(
+                np.sum((cub < 0) & (cub0 >= 0)))
         self.stats["comb_closed"] = self.stats.get("comb_closed", 0) + int(np.sum(cub < 0))
-        keep = self._record(s, ids, ub, cub, lam)
-        lam0 = lam[keep, 0, :]
+        mults = self._flat_mults(comb, ph) if signed is not None else None
+        keep = self._record(s, ids, ub, cub, comb.lam, mults=mults)
+        self.open_phase = ph[keep]
+        lam0 = comb.lam[keep, 0, :]
         self.comb_rows = (lam0 @ s.base.W, lam0 @ s.D, cub[keep, 0])
+        if WARM:
+            for i, state in zip(ids[keep], _rows(comb.take(keep))):
+                self.warm[i] = [state, 2]  # for the two children, 2i + 1 and 2i + 2
         return lo[keep], hi[keep], ub[keep], G[keep], bounds.take(keep), ids[keep]
 
-    def _record(self, s: _Spec, ids, ub, cub=None, lam=None, empty=None) -> np.ndarray:
+    def _layer_signs(self, ph) -> list:
+        """The boxes' phase constraints (B, hidden neurons) cut per hidden layer (B, m)."""
+        cuts = np.cumsum([la.W.shape[0] for la in self.fnet.hidden])[:-1]
+        return [a.astype(np.float64) for a in np.split(ph, cuts, axis=1)]
+
+    def _flat_mults(self, comb, ph) -> np.ndarray:
+        """Per box, multi-row disjunct and hidden neuron, the multiplier of its phase
+        constraint (0 where it has none)."""
+        B, G = comb.lam.shape[:2]
+        out = []
+        for la, a in zip(self.fnet.hidden, comb.mults):
+            out.append(np.zeros((B, G, la.W.shape[0])) if a is None else a)
+        return np.concatenate(out, axis=2) * (ph != 0)[:, None, :]
+
+    def _warm_start(self, s: _Spec, ids, bounds: Bounds):
+        """The parents' optimised weights, slopes and multipliers for the boxes that have
+        them (CROWN's starting point for the others), or None if none has."""
+        if not WARM:
+            return None
+        found = []
+        for b, i in enumerate(ids):
+            rec = self.warm.get((int(i) - 1) // 2) if i else None
+            if rec is not None:
+                found.append((b, rec[0]))
+                rec[1] -= 1
+                if rec[1] <= 0:
+                    del self.warm[(int(i) - 1) // 2]
+        if not found:
+            return None
+        init = initial_combination(s.base.W.shape[0], s.multi, bounds, self.fnet.hidden)
+        mults = list(init.mults)
+        for b, st in found:
+            init.theta[b] = st.theta
+            for j, a in enumerate(st.slopes):
+                init.slopes[j][b] = a
+            for j, a in enumerate(st.mults):
+                if a is not None:
+                    if mults[j] is None:
+                        mults[j] = np.zeros_like(init.slopes[j])
+                    mults[j][b] = a
+        init.mults = mults
+        return init
+
+    def _record(self, s: _Spec, ids, ub, cub=None, lam=None, empty=None,
+                mults=None) -> np.ndarray:
         """The boxes still open; the closed ones go into the split tree with their rows.
         `empty`: boxes where some neuron's certified bounds contradict each other (l > u:
         a phase split's side that no point of the box takes), closed as such."""
@@ -984,7 +1126,8 @@ class Engine:
         if self.certify and shut.any():
             tree = self.trees.setdefault(s.key, SplitTree())
             hows = s.closing(ub[shut], None if cub is None else cub[shut],
-                             None if lam is None else lam[shut])
+                             None if lam is None else lam[shut],
+                             None if mults is None else mults[shut])
             tree.closed.update(zip(ids[shut], hows))
         return keep
 
@@ -1119,6 +1262,13 @@ def _piece_worker(piece):
         res = "timeout"
     eng.stats.pop("open_volume", None)
     return k, res, eng.stats, eng.smt, eng.trees.get(k)
+
+
+def _rows(comb: Combination):
+    """The boxes' rows of a Combination, one by one (each without the batch axis)."""
+    for b in range(comb.lam.shape[0]):
+        yield Combination(comb.lam[b], [a[b] for a in comb.slopes],
+                          [None if a is None else a[b] for a in comb.mults], comb.theta[b])
 
 
 def _empty(bounds: Bounds) -> np.ndarray:
