@@ -441,7 +441,7 @@ def _inverses(e) -> list:
 def _unsupported_power(e) -> str | None:
     for n in sp.preorder_traversal(e):
         if n.is_Pow and not n.exp.is_Integer and n.exp not in (sp.S.Half, -sp.S.Half):
-            return f"the power {n.exp} (Rpower) has no proof script"
+            return f"the power {n.exp} ({'sqrt' if n.exp.q == 2 else 'Rpower'}) has no proof script"
     return None
 
 
