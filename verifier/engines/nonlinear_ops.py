@@ -120,6 +120,22 @@ def _mv(F, v):
     return np.einsum("bij,bj->bi", F, v)
 
 
+def _matrix(W):
+    """W as a sparse matrix when most of it is zero (the linearised sin/cos pieces)."""
+    if np.count_nonzero(W) * 4 < W.size:
+        import scipy.sparse
+
+        return scipy.sparse.csr_matrix(W)
+    return np.ascontiguousarray(W)
+
+
+def _wmul(W, F):
+    """W (m, k) times each form (B, k, c) -> (B, m, c), as one BLAS product."""
+    B, k, c = F.shape
+    X = np.ascontiguousarray(F.transpose(1, 0, 2)).reshape(k, B * c)
+    return (W @ X).reshape(W.shape[0], B, c).transpose(1, 0, 2)
+
+
 def _span(F, e, XL, XH, xmag, lower: bool):
     """Certain lower (upper) end of F.[x; 1] -/+ e over the boxes."""
     A, c = F[..., :-1], F[..., -1]
@@ -189,6 +205,8 @@ class FormGraph:
 
     def __init__(self, graph: FloatGraph):
         self.g = graph
+        self.parts = {id(Wt): (_matrix(np.maximum(Wt.T, 0.0)), _matrix(np.minimum(Wt.T, 0.0)))
+                      for terms, _, _, _ in graph.blocks for _, Wt, _ in terms}
 
     def bounds(self, XL, XH):
         """Intervals (B, n_out) of the outputs over the boxes [XL, XH] (B, n_in)."""
@@ -207,9 +225,10 @@ class FormGraph:
             with np.errstate(invalid="ignore", over="ignore"):
                 for s, Wt, Aw in terms:
                     f = forms[s]
+                    Wp, Wn = self.parts[id(Wt)]
+                    FL += _wmul(Wp, f.FL) + _wmul(Wn, f.FU)
+                    FU += _wmul(Wp, f.FU) + _wmul(Wn, f.FL)
                     Wp, Wn = np.maximum(Wt, 0.0), np.minimum(Wt, 0.0)
-                    FL += Wp.T @ f.FL + Wn.T @ f.FU
-                    FU += Wp.T @ f.FU + Wn.T @ f.FL
                     m = np.maximum(np.abs(f.lo), np.abs(f.hi))
                     err = 2.0 * g * ((f.sig + m) @ Aw)
                     eL += f.eL @ Wp - f.eU @ Wn + err
@@ -220,6 +239,7 @@ class FormGraph:
             lo = np.maximum(_span(FL, eL, XL, XH, xmag, True), ilo)
             hi = np.minimum(_span(FU, eU, XL, XH, xmag, False), ihi)
             forms.append(self._act(act, _Form(FL, FU, eL, eU, lo, hi, xmag), XL, XH, xmag))
+        self.last = forms[-1]
         return forms[-1].lo, forms[-1].hi
 
     def _act(self, act, z: _Form, XL, XH, xmag) -> _Form:
@@ -419,7 +439,8 @@ class Engine:
 
     # ---- branch and bound
     def alive(self, L, H):
-        """(B, disjuncts): not yet closed on the box."""
+        """(B, disjuncts) not yet closed on the box, and (B, inputs) split scores: per input,
+        its width times its coefficients in the output forms of the rows still open."""
         YL, YH = self.forms.bounds(L, H)
         low = self.rows.lower(np.concatenate([L, YL], axis=1), np.concatenate([H, YH], axis=1))
         false = np.where(self.rows.strict, low >= 0, low > 0)
@@ -427,7 +448,16 @@ class Engine:
         if false.size:
             np.logical_or.at(closed.T, self.rows.owner, false.T)
         meets = np.all((L[:, None, :] <= self.dhi) & (H[:, None, :] >= self.dlo), axis=2)
-        return meets & ~closed
+        alive = meets & ~closed
+        n = L.shape[1]
+        f = self.forms.last
+        G = np.abs(f.FL[..., :n]) + np.abs(f.FU[..., :n])  # (B, outputs, inputs)
+        G = np.where(np.isfinite(G), G, 0.0)
+        open_rows = (~false & alive[:, self.rows.owner]).astype(float)  # (B, rows)
+        My = np.abs(self.rows.M[:, n:])  # (rows, outputs)
+        w = np.einsum("br,ro->bo", open_rows, My)
+        score = (np.einsum("bo,boi->bi", w, G) + open_rows @ np.abs(self.rows.M[:, :n]))
+        return alive, score * (H - L)
 
     def bab(self):
         queue = [(self.lo.copy(), self.hi.copy())]
@@ -439,7 +469,8 @@ class Engine:
             L = np.array([b[0] for b in batch])
             H = np.array([b[1] for b in batch])
             self.stats["boxes"] += len(batch)
-            alive = self.alive(L, H).any(axis=1)
+            alive, score = self.alive(L, H)
+            alive = alive.any(axis=1)
             open_ = np.nonzero(alive)[0]
             if len(open_):
                 mid = 0.5 * (L[open_] + H[open_])
@@ -450,7 +481,8 @@ class Engine:
                         if hit is not None:
                             return hit
             for i in open_:
-                d = int(np.argmax((H[i] - L[i]) / span))
+                d = int(np.argmax(score[i])) if score[i].max() > 0 else \
+                    int(np.argmax((H[i] - L[i]) / span))
                 c = 0.5 * (L[i][d] + H[i][d])
                 if H[i][d] - L[i][d] < MIN_WIDTH or not L[i][d] < c < H[i][d]:
                     small += 1
