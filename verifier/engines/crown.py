@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from operator import attrgetter
 
 import numpy as np
 
-from ..onnx_import import Affine, OnnxNet, identity_affine, to_float
+from ..onnx_import import Affine, OnnxNet, identity_affine
 
 U = 2.0 ** -53
 TINY = 1e-290  # absolute allowance for underflow, per dot product
@@ -116,13 +117,69 @@ def nd(x):
 
 
 def float_error(W: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """A bound on |exact - W| per entry: 0 where the float is exact, else one ulp."""
-    err = np.zeros(W.shape)
-    flat = err.reshape(-1)
-    for i, (w, e) in enumerate(zip(W.reshape(-1), exact.reshape(-1))):
-        if Fraction(float(w)) != e:
-            flat[i] = np.spacing(abs(w))
-    return err
+    """A bound on |exact - W| per entry, W the nearest floats of `exact`: 0 where the float
+    is exact, else one ulp (see `float_and_error`)."""
+    return float_and_error(exact, W)[1]
+
+
+_NUM, _DEN = attrgetter("numerator"), attrgetter("denominator")
+_I62 = 2 ** 62
+
+
+def float_and_error(exact: np.ndarray, W: np.ndarray | None = None):
+    """The nearest float64 of each exact rational entry (`W` if given: those floats already)
+    and a bound on |exact - float| per entry: 0 where the float is the exact value, else one
+    ulp, `spacing(|float|)`, which bounds the error of a correctly rounded conversion.
+
+    Vectorised: numerators and denominators are read once; an entry n / d with d = 2^k and
+    |n| <= 2^53 (both within 62 bits) is the float n * 2^-k exactly (a normal number:
+    |n / d| >= 2^-62), converted by `ldexp`; a denominator that is not a power of two, or an
+    odd numerator above 2^53 over a power of two, is surely inexact (one ulp, the float by
+    Python's correctly rounded int division). Only the remaining entries (huge integers,
+    values below 2^-62) are compared with their float one by one."""
+    shape = exact.shape
+    flat = exact.reshape(-1)
+    n = flat.size
+    if n == 0:
+        return np.zeros(shape), np.zeros(shape)
+    try:
+        nums = list(map(_NUM, flat))
+        dens = list(map(_DEN, flat))
+    except AttributeError:  # floats among the entries
+        flat = [Fraction(t) for t in flat]
+        nums = list(map(_NUM, flat))
+        dens = list(map(_DEN, flat))
+    try:
+        N = np.array(nums, dtype=np.int64)
+        D = np.array(dens, dtype=np.int64)
+        small = np.ones(n, dtype=bool)
+    except OverflowError:
+        No, Do = np.array(nums, dtype=object), np.array(dens, dtype=object)
+        small = np.array([-_I62 < a < _I62 and b < _I62 for a, b in zip(nums, dens)],
+                         dtype=bool)
+        N = np.where(small, No, 0).astype(np.int64)
+        D = np.where(small, Do, 1).astype(np.int64)
+    pow2 = (D & (D - 1)) == 0
+    fits = small & pow2 & (np.abs(N) <= 2 ** 53)
+    k = np.frexp(D.astype(np.float64))[1] - 1  # d = 2^k exactly where pow2
+    out = np.ldexp(N.astype(np.float64), -k.astype(np.int32)) if W is None else \
+        np.array(W, dtype=np.float64).reshape(-1)
+    err = np.zeros(n)
+    rest = np.nonzero(~fits)[0]
+    if len(rest):
+        if W is None:
+            out[rest] = [nums[i] / dens[i] for i in rest]  # correctly rounded
+        # surely inexact: not dyadic, or an odd numerator of more than 53 bits
+        inexact = (small & ~pow2) | (small & pow2 & (D > 1) & (np.abs(N) > 2 ** 53))
+        for i in rest:
+            if not small[i]:
+                d = dens[i]
+                inexact[i] = (d & (d - 1)) != 0 or (d > 1 and abs(nums[i]).bit_length() > 53)
+        err[rest] = np.where(inexact[rest], np.spacing(np.abs(out[rest])), 0.0)
+        for i in rest[~inexact[rest]]:  # one by one: huge integers, tiny values
+            if Fraction(float(out[i])) != Fraction(nums[i], dens[i]):
+                err[i] = np.spacing(abs(out[i]))
+    return out.reshape(shape), err.reshape(shape)
 
 
 @dataclass
@@ -140,11 +197,11 @@ class FLayer:
 
     @classmethod
     def of(cls, aff: Affine, act: str | None, alpha: Fraction | None = None) -> FLayer:
-        W, b = to_float(aff.W), to_float(aff.b)
+        (W, EW), (b, Eb) = float_and_error(aff.W), float_and_error(aff.b)
         a = float(alpha) if alpha is not None else 0.0
         if alpha is not None and Fraction(a) != alpha:
             raise Unsupported("leaky_relu slope is not a float")
-        return cls(W=W, b=b, EW=float_error(W, aff.W), Eb=float_error(b, aff.b), exact=aff,
+        return cls(W=W, b=b, EW=EW, Eb=Eb, exact=aff,
                    act=act, alpha=a, alpha_exact=alpha)
 
 
