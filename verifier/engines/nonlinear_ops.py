@@ -8,9 +8,12 @@ products of two input-dependent values (`onnx_ops.RULES`), which the ReLU engine
 2. branch and bound on the input box: per batch of boxes, interval bounds of every value of
    the graph (`bounds`), each affine map in mid-radius form widened by its a-priori rounding
    bound, each activation by its outward-rounded rule (`onnx_ops`; products by the interval
-   product of their factors); a disjunct is closed on a box when one of its constraints is
-   certainly false there (its lower bound, rounded down, is above zero), the box when every
-   disjunct is. Open boxes are split in half along the input widest relative to the root.
+   product of their factors), then forward linear forms in the inputs (`FormGraph`), then
+   backward linear bounds (`nonlinear_backward`: every pre-activation that needs one, block
+   after block, and each constraint row of the property itself over [X; Y]); a disjunct is
+   closed on a box when one of its constraints is certainly false there (its lower bound,
+   rounded down, is above zero), the box when every disjunct is. Open boxes are split in
+   half along the input with the largest width times its coefficients in the open rows.
 
 `unsat` only when every box is closed; `sat` only with a replayed witness; otherwise
 `unknown` (boxes too small to split) or `timeout`.
@@ -26,9 +29,11 @@ import numpy as np
 from ..onnx_ops import ENGINE_LESS
 from ..onnx_ops import bounds as op_bounds
 from .crown import TINY, gamma, smooth_bounds
+from .nonlinear_backward import BackGraph
 from .relu_bab import Result
 
-BATCH = 64
+BATCH = 64  # boxes bounded together at most
+BATCH_SECONDS = 1.0  # ... and about this long a batch (the time limit is checked between)
 MIN_WIDTH = 1e-12
 SEARCH_SHARE = 0.15
 SMOOTH = ("sigmoid", "tanh", "softmax", "sin", "cos")
@@ -65,6 +70,19 @@ class FloatGraph:
             n = 1 + sum(W.shape[1] for _, W in blk.terms)
             self.blocks.append((terms, to_float(blk.b), blk.act, gamma(n)))
         self.smooth = any(b.act is not None and b.act.kind in SMOOTH for b in net.blocks)
+
+    def evaluate(self, X: np.ndarray) -> np.ndarray:
+        """Float64 forward pass on a batch (B, n_in) -> (B, n_out), with the float weights
+        made once (`OnnxNet.evaluate_float` converts its exact weights on every call)."""
+        from ..onnx_import import apply_float
+
+        values = [np.asarray(X, dtype=np.float64)]
+        for terms, b, act, _ in self.blocks:
+            z = np.broadcast_to(b, values[0].shape[:-1] + (len(b),)).copy()
+            for s, Wt, _ in terms:
+                z += values[s] @ Wt
+            values.append(z if act is None else apply_float(act, z))
+        return values[-1]
 
     def bounds(self, L: np.ndarray, H: np.ndarray):
         """Intervals (B, n_out) certainly holding the outputs over the boxes [L, H] (B, n_in)."""
@@ -215,6 +233,7 @@ class FormGraph:
         eye = np.zeros((B, n, n + 1))
         eye[:, np.arange(n), np.arange(n)] = 1.0
         forms = [_Form(eye, eye.copy(), np.zeros((B, n)), np.zeros((B, n)), XL, XH, xmag)]
+        self.pre = []  # per block, its pre-activation interval
         for terms, b, act, g in self.g.blocks:
             ilo, ihi = _affine_interval(terms, b, g, [(f.lo, f.hi) for f in forms], B)
             FL = np.zeros((B, len(b), n + 1))
@@ -238,6 +257,7 @@ class FormGraph:
             eU = np.where(np.isnan(eU), np.inf, eU)
             lo = np.maximum(_span(FL, eL, XL, XH, xmag, True), ilo)
             hi = np.minimum(_span(FU, eU, XL, XH, xmag, False), ihi)
+            self.pre.append((lo, hi))
             forms.append(self._act(act, _Form(FL, FU, eL, eU, lo, hi, xmag), XL, XH, xmag))
         self.last = forms[-1]
         return forms[-1].lo, forms[-1].hi
@@ -246,13 +266,10 @@ class FormGraph:
         if act is None:
             return z
         k = act.kind
-        if k == "relu":
-            lines = _relu_lines(z.lo, z.hi)
-        elif k == "pow" and act.param == 2:
-            lines = _square_lines(z.lo, z.hi)
-        elif k == "mul":
+        if k == "mul":
             return self._mul(z, XL, XH, xmag)
-        else:  # the interval rule as constant lines
+        lines = _lines(act, z.lo, z.hi)
+        if lines is None:  # the interval rule as constant lines
             lo, hi = _act_bounds(act, z.lo, z.hi)
             zero = np.zeros_like(lo)
             lines = (zero, lo, zero, hi)
@@ -300,6 +317,44 @@ class FormGraph:
         lo = np.maximum(_span(FL, eL, XL, XH, xmag, True), ilo)
         hi = np.minimum(_span(FU, eU, XL, XH, xmag, False), ihi)
         return _Form(FL, FU, eL, eU, lo, hi, xmag)
+
+
+def _lines(act, zl, zh):
+    """Linear lower and upper bounds (slope, intercept) per entry of the activations that have
+    them, valid on [zl, zh] with their float values as they are; None for the others."""
+    if act.kind == "relu":
+        return _relu_lines(zl, zh)
+    if act.kind == "pow" and act.param == 2:
+        return _square_lines(zl, zh)
+    if act.kind in ("sin", "cos"):
+        return _trig_lines(act.kind, zl, zh)
+    return None
+
+
+def _trig_lines(kind, zl, zh):
+    """sin or cos on [zl, zh]: the tangent at the midpoint m shifted down and up by r^2 / 2
+    (r the half width; |f''| <= 1), where that band is narrower than the interval; elsewhere
+    the interval as constant lines. With a = f'(m) and f(m) from libm (within 1e-15 of the
+    true values, both at most 1 in size), f(z) >= a z + f(m) - a m - r^2/2 - 1e-15 (1 + r),
+    and the intercepts are computed with a slack for their own rounding."""
+    from ..onnx_import import Act
+
+    lo, hi = _act_bounds(Act(kind), zl, zh)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = 0.5 * zl + 0.5 * zh
+        r = _up(np.maximum(zh - m, m - zl))
+        if kind == "sin":
+            f, a = np.sin(m), np.cos(m)
+        else:
+            f, a = np.cos(m), -np.sin(m)
+        am = a * m
+        c = f - am
+        band = _up(0.5 * _up(r * r) + 1e-15 * (1.0 + r))
+        slack = 4 * U * (np.abs(am) + np.abs(f) + np.abs(c) + band) + TINY
+        cl, cu = _down(c - band - slack), _up(c + band + slack)
+    use = np.isfinite(cl) & np.isfinite(cu) & np.isfinite(a) & (2 * band < hi - lo)
+    a = np.where(use, a, 0.0)
+    return a, np.where(use, cl, lo), a, np.where(use, cu, hi)
 
 
 def _act_bounds(act, zl, zh):
@@ -363,12 +418,13 @@ class _Rows:
 
 
 class Engine:
-    def __init__(self, net, prop, timeout: float, seed: int = 0):
+    def __init__(self, net, prop, timeout: float, seed: int = 0, backward: bool = True):
         self.net, self.prop = net, prop
         self.deadline = time.perf_counter() + timeout
         self.rng = np.random.default_rng(seed)
         self.graph = FloatGraph(net)
         self.forms = FormGraph(self.graph)
+        self.back = BackGraph(self.graph, _lines) if backward else None
         self.rows = _Rows(prop)
         self.nd = len(prop.disjuncts)
         self.dlo = np.array([[_fdown(v) for v in d.lo] for d in prop.disjuncts])
@@ -400,7 +456,7 @@ class Engine:
 
     def margins(self, X):
         """Per point, the best disjunct and its float margin min over rows of -lhs."""
-        Y = self.graph.net.evaluate_float(X)
+        Y = self.graph.evaluate(X)
         V = np.concatenate([X, Y], axis=1)
         r = -self.rows.value(V)
         r = np.where(self.rows.strict, r - 1e-9, r)
@@ -442,18 +498,30 @@ class Engine:
         """(B, disjuncts) not yet closed on the box, and (B, inputs) split scores: per input,
         its width times its coefficients in the output forms of the rows still open."""
         YL, YH = self.forms.bounds(L, H)
+        n = L.shape[1]
+        if self.back is not None:
+            st = self.back.bounds(L, H, pre=self.forms.pre)
+            YL, YH = np.maximum(YL, st.ivs[-1][0]), np.minimum(YH, st.ivs[-1][1])
         low = self.rows.lower(np.concatenate([L, YL], axis=1), np.concatenate([H, YH], axis=1))
+        G = None
+        if self.back is not None and low.size:
+            M = self.rows.M
+            low = np.maximum(low, self.back.rows_lower(st, M[:, n:], M[:, :n], self.rows.c0,
+                                                       L, H))
+            G = self.back.last_inputs  # (B, rows, inputs): each row's form in the inputs
         false = np.where(self.rows.strict, low >= 0, low > 0)
         closed = np.zeros((len(L), self.nd), dtype=bool)
         if false.size:
             np.logical_or.at(closed.T, self.rows.owner, false.T)
         meets = np.all((L[:, None, :] <= self.dhi) & (H[:, None, :] >= self.dlo), axis=2)
         alive = meets & ~closed
-        n = L.shape[1]
+        open_rows = (~false & alive[:, self.rows.owner]).astype(float)  # (B, rows)
+        if G is not None:
+            G = np.where(np.isfinite(G), np.abs(G), 0.0)
+            return alive, np.einsum("br,bri->bi", open_rows, G) * (H - L)
         f = self.forms.last
         G = np.abs(f.FL[..., :n]) + np.abs(f.FU[..., :n])  # (B, outputs, inputs)
         G = np.where(np.isfinite(G), G, 0.0)
-        open_rows = (~false & alive[:, self.rows.owner]).astype(float)  # (B, rows)
         My = np.abs(self.rows.M[:, n:])  # (rows, outputs)
         w = np.einsum("br,ro->bo", open_rows, My)
         score = (np.einsum("bo,boi->bi", w, G) + open_rows @ np.abs(self.rows.M[:, :n]))
@@ -462,14 +530,17 @@ class Engine:
     def bab(self):
         queue = [(self.lo.copy(), self.hi.copy())]
         span = np.maximum(self.hi - self.lo, 1e-300)
-        small = 0
+        small, size = 0, 4
         while queue:
             self.check_time()
-            batch, queue = queue[-BATCH:], queue[:-BATCH]
+            batch, queue = queue[-size:], queue[:-size]
             L = np.array([b[0] for b in batch])
             H = np.array([b[1] for b in batch])
             self.stats["boxes"] += len(batch)
+            t = time.perf_counter()
             alive, score = self.alive(L, H)
+            per_box = (time.perf_counter() - t) / len(batch)
+            size = int(min(max(BATCH_SECONDS / max(per_box, 1e-9), 1), BATCH))
             alive = alive.any(axis=1)
             open_ = np.nonzero(alive)[0]
             if len(open_):
@@ -495,8 +566,10 @@ class Engine:
 
     def run(self) -> Result:
         try:
-            left = self.deadline - time.perf_counter()
-            hit = self.search(max(min(SEARCH_SHARE * left, 5.0), 0.2))
+            hit = None
+            if self.alive(self.lo[None], self.hi[None])[0].any():  # else closed at the root
+                left = self.deadline - time.perf_counter()
+                hit = self.search(max(min(SEARCH_SHARE * left, 5.0), 0.2))
             if hit is None:
                 small = self.bab()
         except _Timeout:
