@@ -326,18 +326,25 @@ def _lines(act, zl, zh):
         return _relu_lines(zl, zh)
     if act.kind == "pow" and act.param == 2:
         return _square_lines(zl, zh)
-    if act.kind in ("sin", "cos"):
-        return _trig_lines(act.kind, zl, zh)
+    if act.kind in CURVATURE:
+        return _tangent_lines(act.kind, zl, zh)
     return None
 
 
-def _trig_lines(kind, zl, zh):
-    """sin or cos on [zl, zh]: the tangent at the midpoint m shifted down and up by r^2 / 2
-    (r the half width; |f''| <= 1), where that band is narrower than the interval; elsewhere
-    the interval as constant lines. With a = f'(m) and f(m) from libm (within 1e-15 of the
-    true values, both at most 1 in size), f(z) >= a z + f(m) - a m - r^2/2 - 1e-15 (1 + r),
-    and the intercepts are computed with a slack for their own rounding."""
-    from ..onnx_import import Act
+# max |f''| of the smooth activations (sigmoid'' <= 1 / (6 sqrt 3) = 0.0962..., tanh'' <=
+# 4 / (3 sqrt 3) = 0.7698...) and the error allowed for libm's f(m) and the float slope
+CURVATURE = {"sin": 1.0, "cos": 1.0, "sigmoid": 0.0963, "tanh": 0.7699}
+LIBM_ERR = {"sin": 1e-15, "cos": 1e-15, "sigmoid": 1e-14, "tanh": 1e-14}
+
+
+def _tangent_lines(kind, zl, zh):
+    """sin, cos, sigmoid or tanh on [zl, zh]: the tangent at the midpoint m shifted down and
+    up by K r^2 / 2 (r the half width, K >= |f''| from CURVATURE), where that band is narrower
+    than the interval; elsewhere the interval as constant lines. With a the float slope and
+    f(m) the float value (each within LIBM_ERR = e of the true ones, all values at most 1 in
+    size), f(z) >= a z + f(m) - a m - K r^2/2 - e (1 + r), and the intercepts are computed
+    with a slack for their own rounding."""
+    from ..onnx_import import Act, apply_float
 
     lo, hi = _act_bounds(Act(kind), zl, zh)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -345,11 +352,14 @@ def _trig_lines(kind, zl, zh):
         r = _up(np.maximum(zh - m, m - zl))
         if kind == "sin":
             f, a = np.sin(m), np.cos(m)
-        else:
+        elif kind == "cos":
             f, a = np.cos(m), -np.sin(m)
+        else:
+            f = apply_float(Act(kind), m)
+            a = f * (1.0 - f) if kind == "sigmoid" else 1.0 - f * f
         am = a * m
         c = f - am
-        band = _up(0.5 * _up(r * r) + 1e-15 * (1.0 + r))
+        band = _up(0.5 * CURVATURE[kind] * _up(r * r) + LIBM_ERR[kind] * (1.0 + r))
         slack = 4 * U * (np.abs(am) + np.abs(f) + np.abs(c) + band) + TINY
         cl, cu = _down(c - band - slack), _up(c + band + slack)
     use = np.isfinite(cl) & np.isfinite(cu) & np.isfinite(a) & (2 * band < hi - lo)
