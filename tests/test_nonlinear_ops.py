@@ -159,9 +159,29 @@ def test_unsat_above_the_bound_and_strict_stays_strict(tmp_path):
     assert res.answer in ("unknown", "timeout")
 
 
-def test_ml4acopf_published_answer():
-    """VNN-COMP 2025 ml4acopf_2024, 14-bus network with sin, cos, squares and products,
-    property 2: alpha-beta-CROWN's published answer `unsat`."""
-    res, _ = vnn.check(os.path.join(DATA, "14_ieee_ml4acopf.onnx"),
-                       os.path.join(DATA, "14_ieee_prop2.vnnlib"), 60.0)
+@pytest.mark.parametrize("prop", ["14_ieee_prop1.vnnlib", "14_ieee_prop2.vnnlib",
+                                  "14_ieee_prop5.vnnlib"])
+def test_ml4acopf_published_answer(prop):
+    """VNN-COMP 2025 ml4acopf_2024, 14-bus network with sin, cos, sigmoid, squares and
+    products: alpha-beta-CROWN's published answer `unsat` for properties 1, 2 and 5 (1 and 5
+    need the backward bounds with the tangent bands of sin, cos and sigmoid), and no sampled
+    input, run through onnxruntime, is in the property's unsafe region."""
+    onnx_path, path = os.path.join(DATA, "14_ieee_ml4acopf.onnx"), os.path.join(DATA, prop)
+    res, _ = vnn.check(onnx_path, path, 20.0)
     assert res.answer == "unsat" and res.stats["engine"].startswith("nonlinear_ops")
+    from verifier.vnnlib2 import read_property
+
+    p = read_property(path)
+    d = p.disjuncts[0]
+    rng = np.random.default_rng(0)
+    lo, hi = np.array([float(v) for v in d.lo]), np.array([float(v) for v in d.hi])
+    X = (lo + rng.random((50, len(lo))) * (hi - lo)).astype(np.float32)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    for x in X:
+        y = sess.run(None, {name: x[None]})[0].ravel().astype(np.float64)
+        xf = x.astype(np.float64)
+        for dj in p.disjuncts:  # every constraint's left side: sum a x + sum b y + c <= 0
+            vals = [sum(float(a) * xf[i] for i, a in c.x) + sum(float(a) * y[j] for j, a in c.y)
+                    + float(c.const) for c in dj.output_constraints()]
+            assert max(vals) > -1e-6
