@@ -228,3 +228,30 @@ def test_deep_product_property_closed_by_backward_bounds_agrees_with_z3(tmp_path
     top = max(float(sess.run(None, {"x": X[i:i + 1]})[0][0, 0]) for i in range(300))
     assert top < T
     assert _z3_max_at_least(Ws, box, top - 1e-3) == z3.sat  # the oracle can say sat
+
+
+def test_search_starts_from_the_corners_of_the_rows_backward_forms(tmp_path):
+    """y = sum_i (-1)^i x_i + x_0 x_1 on [0, 1]^30 reaches 15 only at corners with the even
+    inputs 1 and the odd ones 0 (x_1 may be 1): no sampled or perturbed point comes near, the
+    corner where the row's backward lower form is least is one of them. The witness replays
+    exactly and onnxruntime agrees."""
+    n = 30
+    w = np.array([[(-1.0) ** i] for i in range(n)])
+    path = _save(tmp_path, "alt", [
+        helper.make_node("MatMul", ["x", "w"], ["s"]),
+        helper.make_node("Slice", ["x", "s0", "s1", "ax"], ["p"]),
+        helper.make_node("Slice", ["x", "s1", "s2", "ax"], ["q"]),
+        helper.make_node("Mul", ["p", "q"], ["pq"]),
+        helper.make_node("Add", ["s", "pq"], ["y"]),
+    ], [_const("w", w)] + _slices(), n, 1)
+    net = load_onnx(path)
+    prop = _prop(tmp_path, n, 1, [(0, 1)] * n, "(assert (>= Y_0 14.999))")
+    eng = Engine(net, read_property(prop), 5.0)
+    eng.alive(eng.lo[None], eng.hi[None])
+    assert eng.search(0.3) is None  # without the corners: not found
+    res = Engine(net, read_property(prop), 5.0).run()
+    assert res.answer == "sat"
+    x = np.array([float(v) for v in res.witness_x])
+    assert np.all(x[0::2] == 1) and np.all(x[3::2] == 0)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert float(sess.run(None, {"x": x[None].astype(np.float32)})[0][0, 0]) >= 14.999

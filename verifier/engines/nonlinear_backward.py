@@ -85,6 +85,7 @@ class BackGraph:
 
     def __init__(self, graph, line_rules):
         self.g = graph
+        self.last_inputs = self.last_rows = None
         self.lines_of = line_rules  # act, zl, zh -> (la, lc, ua, uc) per entry, or None
         self.mats = []
         for terms, _, _, _ in graph.blocks:
