@@ -26,8 +26,9 @@ Disjuncts with the same input box are decided together (`_Spec`): disjunct g has
    (l > u) is empty and closed. The copies carry their phase constraints, and the
    combination stage optimises a multiplier beta >= 0 per constraint with the weights and
    slopes (beta-CROWN: the bound then holds on the points of the box meeting the phases,
-   which a clamp alone does not give), each child starting from its parent's weights, slopes
-   and multipliers; a leaf closed that way records its multipliers. Its centre and the corner maximising its linear bound are
+   which a clamp alone does not give), each copy of a phase split starting from its parent's
+   weights, slopes and multipliers (the halves of an input split start afresh); a leaf closed
+   that way records its multipliers. Its centre and the corner maximising its linear bound are
    tried as counterexamples. With `workers > 1` the boxes are cut into pieces that forked processes
    take in turn, each for a time slice after which its open boxes become new pieces;
 3. boxes with few unstable ReLUs left go to z3 as exact SMT-LIB (stable neurons fixed to
@@ -87,14 +88,21 @@ COMB_SMEAR = 1  # split along the smear of the combined row where it was compute
 TIGHTEN_ITERS = 3  # α-CROWN steps for the intermediate bounds of those boxes (0: off)
 COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes together (0: off)
 # phase splits where a box has at most RELU_MAX_UNSTABLE unstable neurons and the best
-# neuron's score is at least RELU_RATIO times the bound still to be closed; on robot_3's
-# open boxes an input split closed more of them than a phase split with ~37 unstable
-# neurons left, fewer with ~28
-RELU_MAX_UNSTABLE = 32
+# neuron's score is at least RELU_RATIO times the bound still to be closed. A box that is
+# phase split stays as wide, so its copies are phase split again down to the last unstable
+# neuron: robot_3 (one worker, beta on) closed in 26709 boxes with 8, 24417 with 12, 41643
+# with 16, and ran out of time with 32 (53391 boxes in 60 s)
+RELU_MAX_UNSTABLE = 12
 RELU_RATIO = 0.0
+# lower-slope choices for the single rows after the α step where every disjunct's rows are
+# combined next (the combination closes what they would: all four cost a quarter of the time)
+ROW_MODES = ("adaptive",)
 BETA = 1  # optimise multipliers of the phase constraints with the combination (0: off)
 BETA_ITERS = 10  # extra combination steps on boxes with phase constraints
-WARM = 1  # children start the combination from their parent's weights, slopes, multipliers
+# children start the combination from their parent's weights, slopes and multipliers: 1 the
+# two copies of a phase split only, 2 the halves of an input split too (on robot_5 warm halves
+# took 19463 boxes, cold ones 16043: a half's optimum is often far from its parent's), 0 none
+WARM = 1
 
 
 @dataclass
@@ -928,6 +936,9 @@ class Engine:
             lo2, hi2 = lo.copy(), hi.copy()
             hi[idx, dim] = mid
             lo2[idx, dim] = mid
+            if WARM < 2:  # halves of a box start afresh (see WARM)
+                for i in nid:
+                    self.warm.pop(i, None)
             left, right = self._split(s, nid, dim, mid)
             stack_id.append(np.concatenate([left, right]))
             stack_lo.append(np.concatenate([lo, lo2]))
@@ -1029,8 +1040,9 @@ class Engine:
             better = ub2 < ub
             ub = np.where(better, ub2, ub)
             G = np.where(better[:, :, None], G2, G)
-        else:
-            ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden)
+        else:  # the combination below sees all rows: one slope choice for the single rows
+            ub, G = best_backward_bound(s.spec, s.Db, s.EDb, bounds, box, self.fnet.hidden,
+                                        modes=ROW_MODES)
         keep = self._record(s, ids, ub)
         self.open_phase = ph[keep]
         if not keep.any() or not s.multi or not COMB_ITERS:
