@@ -19,11 +19,13 @@ BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (
 
 
 def test_shipped_files_are_there():
+    """The VNN-LIB 1.0 files other tests read are shipped (further ones may be added; every
+    one of them is parsed below)."""
     names = {os.path.relpath(p, DATA) for p in FILES}
     expected = {f"vnncomp2021-acasxu/prop_{i}.vnnlib" for i in range(1, 11)}
     expected |= {f"vnncomp2021-test/test_{n}.vnnlib" for n in ("nano", "prop", "small", "tiny")}
     expected |= {"windController.vnnlib", "vnncomp2026/cersyve/prop_pendulum.vnnlib"}
-    assert names == expected
+    assert expected <= names, sorted(expected - names)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.relpath(p, DATA))
