@@ -95,7 +95,8 @@ COMB_ITERS = 20  # steps optimising each disjunct's row weights and slopes toget
 RELU_MAX_UNSTABLE = 12
 RELU_RATIO = 0.0
 # lower-slope choices for the single rows after the α step where every disjunct's rows are
-# combined next (the combination closes what they would: all four cost a quarter of the time)
+# combined next (the combination closes what they would; all four were 3 of a box's ~11
+# backward passes)
 ROW_MODES = ("adaptive",)
 BETA = 1  # optimise multipliers of the phase constraints with the combination (0: off)
 BETA_ITERS = 10  # extra combination steps on boxes with phase constraints
