@@ -1,16 +1,18 @@
 """reach_prob_density robot (VNN-COMP 2022): the ReLU engine on the unsat instances, with the
 engine's switches set per run, so that settings are compared in one run on one machine.
 
-    python bench/robot.py [--dir DIR] [--only 3,5,6,7,8] [--timeout S] [--workers N]
+    python bench/robot.py [--dir DIR] [--only 3,5,...] [--timeout S] [--workers N]
                           [--set NAME=VALUE ...] [--certificates]
 
-`DIR` holds `robot.onnx.gz` and `robot_<i>.vnnlib.gz` or `robot_<i>.vnnlib` (default: `tests/data/
-vnncomp2022-reach_prob_density`, which ships robot_0, 3 and 11; the others come from
-ChristopherBrix/vnncomp2022_benchmarks, `benchmarks/reach_prob_density/`). `--set` changes a
-module constant of `verifier.engines.relu_bab` for the run (e.g. `--set BETA=0 --set WARM=0`:
-the engine before beta multipliers and warm starts). One row per instance: answer, seconds,
-boxes, phase splits, empty copies, the load average before the instance; `--certificates`:
-every `unsat` certificate is written and re-validated by `verify-check`'s checker.
+`DIR` holds `robot.onnx.gz` and `robot_<i>.vnnlib.gz` (or `.vnnlib`: a part of an instance's
+box written by hand). The default, `tests/data/vnncomp2022-reach_prob_density`, ships robot_0,
+3 and 11; the others come from ChristopherBrix/vnncomp2022_benchmarks,
+`benchmarks/reach_prob_density/`. Without `--only`, the unsat ones of 3, 5, 6, 7, 8 that DIR
+holds are run. `--set` changes a module constant of `verifier.engines.relu_bab` for the run
+(`--set BETA=0 --set WARM=0`: no beta multipliers, no warm starts). One row per instance:
+answer, seconds, boxes, phase splits, empty copies, the load average before the instance;
+`--certificates`: every `unsat` certificate is written and re-validated by `verify-check`'s
+checker.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=DEFAULT)
-    ap.add_argument("--only", default="3,5,6,7,8")
+    ap.add_argument("--only", help="instances, e.g. 3,5,6,7,8 (default: the unsat ones in DIR)")
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
@@ -50,7 +52,9 @@ def main(argv=None) -> int:
     print("| instance | answer | seconds | boxes | phase splits | empty | load |")
     print("|---|---|---|---|---|---|---|")
     wrong = 0
-    for i in args.only.split(","):
+    only = args.only or ",".join(str(i) for i in (3, 5, 6, 7, 8) if os.path.exists(
+        os.path.join(args.dir, f"robot_{i}.vnnlib.gz")))
+    for i in only.split(","):
         prop = os.path.join(args.dir, f"robot_{i}.vnnlib.gz")
         if not os.path.exists(prop):  # a part of an instance's box, written by hand
             prop = prop.removesuffix(".gz")
