@@ -151,6 +151,24 @@ class CoqPrinter(StrPrinter):
     def _print_Pi(self, _):
         return self.pi_text
 
+    def _as_ordered_terms(self, expr, order=None):
+        """sympy's term order, from the JSON export's fast ordering on the sums that programs
+        consist of (sympy's as_ordered_terms spends most of a large file's printing time)."""
+        if order is None and expr.is_Add:
+            if len(expr.args) == 2:  # as_ordered_terms' special case: `1 - x` stays so
+                key = lambda t: not isinstance(t, (sp.Number, sp.NumberSymbol))  # noqa: E731
+                num, mul = sorted(expr.args, key=key)
+                if isinstance(num, (sp.Number, sp.NumberSymbol)) and isinstance(mul, sp.Mul):
+                    m_args = sorted(mul.args, key=key)
+                    if (len(m_args) == 2 and isinstance(m_args[0], sp.Number)
+                            and num.is_positive and m_args[0].is_negative):
+                        return [num, mul]
+            try:
+                return jx.lex_terms(expr)
+            except jx.Unsupported:
+                pass
+        return super()._as_ordered_terms(expr, order=order)
+
     def _print_Add(self, e, order=None):
         out = []
         for k, t in enumerate(self._as_ordered_terms(e)):
@@ -165,7 +183,7 @@ class CoqPrinter(StrPrinter):
         if c.is_negative:
             return "- " + self.wrap(-e, MUL)
         num, den = ([c] if c != 1 else []), []
-        for f in (rest.as_ordered_factors() if rest.is_Mul else [rest]):
+        for f in (jx.ordered_factors(rest.args) if rest.is_Mul else [rest]):
             neg = f.is_Pow and f.exp.is_Rational and f.exp.is_negative
             (den if neg else num).append(f.base ** -f.exp if neg else f)
         body = " * ".join(self.wrap(f, MUL) for f in num) or "1"
