@@ -59,7 +59,7 @@ def test_robot_sat_found_with_a_replayed_witness(name, tmp_path):
 
 
 def test_robot_unsat_never_answered_sat():
-    """robot_3 has no counterexample; the proof takes 30-50 s with two workers on a busy
+    """robot_3 has no counterexample; the proof takes about 20-30 s with one worker on a busy
     2-core machine (bench/RESULTS.md), so here a short limit only checks the answer is never
     `sat`."""
     code = vnn.main(["--onnx", NET, "--vnnlib", os.path.join(DATA, "robot_3.vnnlib.gz"),
