@@ -141,6 +141,33 @@ def test_smtlib_roots_are_answered_by_z3_as_reported(tmp_path):
     assert answers == {"a": "unsat", "b": "unsat", "e": "sat"}
 
 
+def test_roots_of_bases_positive_by_their_sign_rules_need_no_domain_case(tmp_path):
+    """A base that is a sum of squares plus a positive constant (a variance plus epsilon) is
+    inside the power's domain everywhere: its root is defined unconditionally and the negated
+    goal has no point outside the domain to offer, so z3 proves the true claim; a square
+    under a negative exponent can still be 0 (outside the domain), and a false claim on a
+    positive base stays sat at a point where it is false."""
+    model = load(tmp_path, "input z : real in [-1, 4]\n"
+                           "claim f: (z^2 + 1/100)^(1/2) >= z\n"
+                           "claim g: (z^2)^(-1/2) * z^2 <= 5\n"
+                           "claim h: (z^2 + 1)^(1/2) <= 4\n")
+    answers, texts = {}, {}
+    for ob in model.obligations:
+        text = texts[ob.name] = smtlib.encode(ob, model.program).text
+        s = z3.Solver()
+        s.from_string(text)
+        answers[ob.name] = str(s.check())
+        if ob.name == "h":
+            m = s.model()
+            zv = float(Fraction(str(next(m[d] for d in m.decls()
+                                         if d.name() == "z").as_fraction())))
+            assert (zv * zv + 1) ** 0.5 > 4
+    assert answers == {"f": "unsat", "g": "sat", "h": "sat"}
+    # f: the root unconditional, no disjunct beside the negated claim; g: the case z^2 <= 0
+    assert "(=> " not in texts["f"] and "(assert (or " not in texts["f"]
+    assert "(assert (or " in texts["g"]
+
+
 @pytest.mark.parametrize("text, where, message", [
     ("claim c: x^(3/) <= 1", "2:15", "unexpected"),
     ("claim c: x^(1/0) <= 1", "2:15", "division by zero"),

@@ -238,6 +238,29 @@ def _bound(name: str, lo, lo_strict: bool, hi, hi_strict: bool) -> list[str]:
     return out
 
 
+def known_sign(program: Program, e, memo: dict, depth: int = 3) -> str | None:
+    """"positive" or "nonnegative" when sympy's sign rules show it of `e` for every real value
+    of the leaves (a variance plus an epsilon: a sum of squares and a positive constant), with
+    the program's quantities replaced by symbols carrying the sign shown of their definitions,
+    `depth` definitions deep; None where the rules do not show it."""
+    e = sp.sympify(e)
+    if e.is_positive:
+        return "positive"
+    sub = {}
+    if depth > 0:
+        for sym in e.free_symbols:
+            if sym in program.defs:
+                if sym not in memo:
+                    memo[sym] = known_sign(program, program.defs[sym], memo, depth - 1)
+                if memo[sym] is not None:
+                    sub[sym] = sp.Dummy(**{memo[sym]: True})
+    if sub:
+        e = e.xreplace(sub)
+        if e.is_positive:
+            return "positive"
+    return "nonnegative" if e.is_nonnegative else None
+
+
 def encode(
     ob: Obligation,
     program: Program,
@@ -267,19 +290,26 @@ def encode(
     roots: dict[tuple, str] = {}
     outside: dict[sp.Expr, bool] = {}  # base of a real power -> its domain excludes 0
 
+    signs: dict = {}
+
     def root_atom(base, q: int, strict: bool) -> str:
-        """The q-th root of `base`, defined by its polynomial where base >= 0; the negated
-        goal also admits a point outside the power's domain (base < 0, or base <= 0 for a
-        negative exponent), so no box reaching there is closed."""
+        """The q-th root of `base`, defined by its polynomial where base >= 0; unless the
+        base's sign shows it is inside the power's domain everywhere, the negated goal also
+        admits a point outside it (base < 0, or base <= 0 for a negative exponent), so no box
+        reaching there is closed."""
         b = printer._print(base)
-        outside[b] = outside.get(b, False) or strict
+        sign = known_sign(program, base, signs)
+        inside = sign == "positive" or (sign == "nonnegative" and not strict)
+        if not inside:
+            outside[b] = outside.get(b, False) or strict
         if (base, q) not in roots:
             name = smt_name(f"sqrt#{len(roots) + 1}" if q == 2 else f"root{q}#{len(roots) + 1}")
             roots[(base, q)] = name
             what = "sqrt" if q == 2 else f"root{q}"
             lines.append(f"(declare-const {name} Real)  ; {what}({_short(base)})")
             power = f"(* {' '.join([name] * q)})"
-            pending.append(f"(=> (<= 0.0 {b}) (and (<= 0.0 {name}) (= {power} {b})))")
+            root = f"(and (<= 0.0 {name}) (= {power} {b}))"
+            pending.append(root if sign else f"(=> (<= 0.0 {b}) {root})")
         return roots[(base, q)]
 
     printer = SmtPrinter(names, root_atom)
