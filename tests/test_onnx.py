@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import gzip
 import os
+import pickle
 from fractions import Fraction
 
 import numpy as np
@@ -196,3 +197,16 @@ def test_network_from_onnx_builds_dense_layers():
     assert [run(x) for x in (-1, 0, 1)] == [Fraction("30.5"), Fraction("54.5"), Fraction("78.5")]
     with pytest.raises(SpecError, match="takes 1 inputs"):
         network_from_onnx(path, "f", None, in_shape=(3,))
+
+
+def test_exact_replays_reuse_integer_weights_and_pickle_without_them():
+    """Exact forward passes keep each matrix's integer form for the next replay (the same
+    values as onnxruntime, checked above on three points each); a pickled network (sent to a
+    worker) leaves them out and evaluates the same rationals."""
+    net = load_onnx(os.path.join(DATA, "vnncomp2021-test", "test_small.onnx"))
+    x = [Fraction(1, 3), Fraction(-2, 7)][: net.n_in] + [Fraction(1, 5)] * max(0, net.n_in - 2)
+    first = net.evaluate_exact(x)
+    assert net.__dict__.get("_scaled_weights")
+    again = pickle.loads(pickle.dumps(net))
+    assert "_scaled_weights" not in again.__dict__
+    assert again.evaluate_exact(x) == first == net.evaluate_exact(x)

@@ -202,9 +202,24 @@ class OnnxNet:
                 z = _to_mp(blk.b) if smooth else blk.b.copy()
                 for s, W in blk.terms:
                     z = z + (_to_mp(W).dot(values[s]) if smooth else
-                             _int_dot(W, values[s][:, None])[:, 0])
+                             _int_dot(W, values[s][:, None], self._integer_weights(W))[:, 0])
                 values.append(z if blk.act is None else _apply_exact(blk.act, z))
             return list(values[-1])
+
+    def _integer_weights(self, W: np.ndarray) -> tuple[np.ndarray, int]:
+        """`_scaled(W)`, computed once per weight matrix (each exact replay of a candidate
+        read every matrix again: 5.5 s a replay on a network of 7 million weights)."""
+        cache = self.__dict__.setdefault("_scaled_weights", {})
+        hit = cache.get(id(W))
+        if hit is None or hit[0] is not W:
+            hit = cache[id(W)] = (W, *_scaled(W))
+        return hit[1], hit[2]
+
+    def __getstate__(self):
+        """Pickled (for worker processes) without the integer weights of exact replays."""
+        state = dict(self.__dict__)
+        state.pop("_scaled_weights", None)
+        return state
 
     def evaluate_float(self, x: np.ndarray) -> np.ndarray:
         """Float64 forward pass on a batch (B, n_in) → (B, n_out)."""
@@ -1171,12 +1186,13 @@ def _odot_each(W: np.ndarray, A3: np.ndarray) -> np.ndarray:
     return out
 
 
-def _int_dot(W: np.ndarray, A: np.ndarray) -> np.ndarray:
+def _int_dot(W: np.ndarray, A: np.ndarray, scaled_w=None) -> np.ndarray:
     """W @ A exactly, as integers over each side's common denominator (a float's is a power
-    of two): Python int products instead of Fraction ones, which normalise at every step."""
+    of two): Python int products instead of Fraction ones, which normalise at every step.
+    scaled_w: `_scaled(W)` if already known."""
     if W.size == 0 or A.size == 0:
         return W.dot(A)
-    Wi, dw = _scaled(W)
+    Wi, dw = scaled_w if scaled_w is not None else _scaled(W)
     Ai, da = _scaled(A)
     P = Wi.dot(Ai)
     d = dw * da
