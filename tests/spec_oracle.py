@@ -65,13 +65,21 @@ def derivation(model, name: str):
     return next(d for d in model.derivations if d.name == name)
 
 
-def random_relu_net(rng, sizes, act="relu") -> OnnxNet:
-    """An imported-network object with random weights (exact fractions of float draws):
-    affine layers of the given sizes with `act` between them (leaky_relu slope 1/8)."""
+def rounded(denominator: int):
+    """Float draws -> the nearest fractions with this denominator, as an object array."""
+    return np.vectorize(lambda v: Fraction(int(round(v * denominator)), denominator),
+                        otypes=[object])
+
+
+def random_relu_net(rng, sizes, act="relu", *, weights=fractions, biases=fractions,
+                    bias_scale=0.1) -> OnnxNet:
+    """An imported-network object with random weights (by default exact fractions of float
+    draws; `weights` / `biases` map the draws to fractions otherwise): affine layers of the
+    given sizes with `act` between them (leaky_relu slope 1/8)."""
     layers = []
     for k, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(Affine(W=fractions(rng.normal(size=(b, a)) / np.sqrt(a)),
-                             b=fractions(rng.normal(size=b) * 0.1)))
+        layers.append(Affine(W=weights(rng.normal(size=(b, a)) / np.sqrt(a)),
+                             b=biases(rng.normal(size=b) * bias_scale)))
         if k < len(sizes) - 2:
             layers.append(Act(act, Fraction(1, 8) if act == "leaky_relu" else None))
     return OnnxNet.from_layers(layers, path="random", in_shape=(sizes[0],),

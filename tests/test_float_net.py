@@ -12,6 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from spec_oracle import random_relu_net, rounded
 
 from verifier.engines.crown import (
     Box,
@@ -21,7 +22,7 @@ from verifier.engines.crown import (
     float_error,
     forward_bounds,
 )
-from verifier.onnx_import import Act, Affine, OnnxNet, fractions
+from verifier.onnx_import import OnnxNet, fractions
 
 
 def _odd_values(rng, k: int) -> list:
@@ -76,17 +77,8 @@ def test_empty_and_integer_entries():
 
 def _exact_net(rng, sizes) -> OnnxNet:
     """Weights that are no floats (odd denominators), so each one's float is off."""
-    layers = []
-    for k in range(len(sizes) - 1):
-        a, b = sizes[k], sizes[k + 1]
-        W = np.array([[Fraction(int(round(v * 3 ** 7)), 3 ** 7) for v in r]
-                      for r in rng.normal(size=(b, a)) / np.sqrt(a)], dtype=object)
-        layers.append(Affine(W=W, b=np.array([Fraction(int(round(v * 999)), 999) for v in
-                                              rng.normal(size=b)], dtype=object)))
-        if k < len(sizes) - 2:
-            layers.append(Act("relu", None))
-    return OnnxNet.from_layers(layers, path="random", in_shape=(sizes[0],),
-                               out_shape=(sizes[-1],), input_name="x", output_name="y")
+    return random_relu_net(rng, sizes, weights=rounded(3 ** 7), biases=rounded(999),
+                           bias_scale=1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

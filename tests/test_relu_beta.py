@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import z3
-from spec_oracle import random_relu_net
+from spec_oracle import random_relu_net, rounded
 
 from verifier import check_relu
 from verifier.engines import relu_bab
@@ -79,17 +79,7 @@ def signed(fnet: FloatNet, phases, mults) -> list:
 
 def small_net(rng, sizes) -> OnnxNet:
     """A random ReLU network with weights of small denominators (z3 answers fast on them)."""
-    layers = []
-    for k in range(len(sizes) - 1):
-        a, b = sizes[k], sizes[k + 1]
-        W = np.array([[Fraction(round(v * 16), 16) for v in r] for r in
-                      rng.normal(size=(b, a)) / np.sqrt(a)], dtype=object)
-        layers.append(Affine(W=W, b=np.array([Fraction(round(v * 32), 32) for v in
-                                              rng.normal(size=b) * 0.1], dtype=object)))
-        if k < len(sizes) - 2:
-            layers.append(Act("relu", None))
-    return OnnxNet.from_layers(layers, path="random", in_shape=(sizes[0],),
-                               out_shape=(sizes[-1],), input_name="x", output_name="y")
+    return random_relu_net(rng, sizes, weights=rounded(16), biases=rounded(32))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
