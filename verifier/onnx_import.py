@@ -215,19 +215,34 @@ class OnnxNet:
             hit = cache[id(W)] = (W, *_scaled(W))
         return hit[1], hit[2]
 
+    def float_blocks(self) -> list:
+        """Per block ([(source, W as nearest floats)], b as floats), converted once."""
+        out = self.__dict__.get("_float_blocks")
+        if out is None:
+            from .engines.crown import float_and_error
+
+            def near(a):
+                return float_and_error(a)[0]
+
+            out = self.__dict__["_float_blocks"] = [
+                ([(s, near(W)) for s, W in blk.terms], near(blk.b)) for blk in self.blocks]
+        return out
+
     def __getstate__(self):
-        """Pickled (for worker processes) without the integer weights of exact replays."""
+        """Pickled (for worker processes) without the converted weights (integer forms of
+        exact replays, floats)."""
         state = dict(self.__dict__)
         state.pop("_scaled_weights", None)
+        state.pop("_float_blocks", None)
         return state
 
     def evaluate_float(self, x: np.ndarray) -> np.ndarray:
         """Float64 forward pass on a batch (B, n_in) → (B, n_out)."""
         values = [np.asarray(x, dtype=np.float64)]
-        for blk in self.blocks:
-            z = np.broadcast_to(to_float(blk.b), values[0].shape[:-1] + (blk.size,)).copy()
-            for s, W in blk.terms:
-                z += values[s] @ to_float(W).T
+        for blk, (terms, b) in zip(self.blocks, self.float_blocks(), strict=True):
+            z = np.broadcast_to(b, values[0].shape[:-1] + (blk.size,)).copy()
+            for s, W in terms:
+                z += values[s] @ W.T
             values.append(z if blk.act is None else apply_float(blk.act, z))
         return values[-1]
 

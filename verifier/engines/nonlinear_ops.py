@@ -60,32 +60,14 @@ class FloatGraph:
     """The blocks of an `OnnxNet` as float64 arrays, for batched interval bounds."""
 
     def __init__(self, net):
-        from .crown import float_and_error
-
-        def to_float(a):  # nearest floats, vectorised (Fraction by Fraction: 14 s, 300-bus)
-            return float_and_error(a)[0]
-
         self.net = net
         self.blocks = []
-        for blk in net.blocks:
-            terms = [(s, to_float(W).T.copy()) for s, W in blk.terms]
+        for blk, (terms, b) in zip(net.blocks, net.float_blocks(), strict=True):
+            terms = [(s, W.T.copy()) for s, W in terms]
             terms = [(s, Wt, np.abs(Wt)) for s, Wt in terms]
             n = 1 + sum(W.shape[1] for _, W in blk.terms)
-            self.blocks.append((terms, to_float(blk.b), blk.act, gamma(n)))
+            self.blocks.append((terms, b, blk.act, gamma(n)))
         self.smooth = any(b.act is not None and b.act.kind in SMOOTH for b in net.blocks)
-
-    def evaluate(self, X: np.ndarray) -> np.ndarray:
-        """Float64 forward pass on a batch (B, n_in) -> (B, n_out), with the float weights
-        made once (`OnnxNet.evaluate_float` converts its exact weights on every call)."""
-        from ..onnx_import import apply_float
-
-        values = [np.asarray(X, dtype=np.float64)]
-        for terms, b, act, _ in self.blocks:
-            z = np.broadcast_to(b, values[0].shape[:-1] + (len(b),)).copy()
-            for s, Wt, _ in terms:
-                z += values[s] @ Wt
-            values.append(z if act is None else apply_float(act, z))
-        return values[-1]
 
     def bounds(self, L: np.ndarray, H: np.ndarray):
         """Intervals (B, n_out) certainly holding the outputs over the boxes [L, H] (B, n_in)."""
@@ -469,7 +451,7 @@ class Engine:
 
     def margins(self, X):
         """Per point, the best disjunct and its float margin min over rows of -lhs."""
-        Y = self.graph.evaluate(X)
+        Y = self.graph.net.evaluate_float(X)
         V = np.concatenate([X, Y], axis=1)
         r = -self.rows.value(V)
         r = np.where(self.rows.strict, r - 1e-9, r)
